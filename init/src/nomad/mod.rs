@@ -1,0 +1,1 @@
+//! Client for the Nomad HTTP API (base URL passed in).

@@ -1,0 +1,17 @@
+//! Jobs as configuration: the pack set, where packs come from, how they render, and the
+//! reconciling applier that makes Nomad run exactly the declared set.
+//!
+//! Pipeline: [`config`] reads the pack-set TOML into a [`model::PackSet`]; [`origin`] fetches
+//! each pack to a local directory; [`pack`] loads that directory; [`render`] instantiates it
+//! once per declared job; [`validate`] checks the output; [`plan`] diffs it against Nomad;
+//! [`apply`] performs the plan.
+
+pub mod apply;
+pub mod config;
+pub mod model;
+pub mod origin;
+pub mod pack;
+pub mod plan;
+pub mod render;
+pub mod schema;
+pub mod validate;

@@ -1,0 +1,168 @@
+//! The data that flows between the applier's stages. Plain values, no I/O.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::diag::Location;
+
+/// Meta keys the applier writes into every job it manages.
+pub mod meta {
+    /// Name of the pack set that owns the job; two sets never prune each other.
+    pub const OWNER: &str = "nomados.owner";
+    /// Pack name (`_name`) the job came from.
+    pub const PACK: &str = "nomados.pack";
+    /// Declared job (the job table's key) that produced this Nomad job.
+    pub const JOB: &str = "nomados.job";
+    /// SHA-256 of the rendered job, before these meta keys were added.
+    pub const HASH: &str = "nomados.hash";
+}
+
+/// Owner name used when the pack set does not set a top-level `_name`.
+pub const DEFAULT_OWNER: &str = "nomados";
+
+/// The whole declared set, after every file of a directory has been merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackSet {
+    /// Owner recorded in each managed job's meta (top-level `_name`, default [`DEFAULT_OWNER`]).
+    pub name: String,
+    /// Packs in order of first declaration (file order, then order within the file).
+    pub packs: Vec<PackDecl>,
+    /// The files that were read, in the order they were merged.
+    pub files: Vec<PathBuf>,
+}
+
+/// One pack table of the pack set: where the pack comes from and the jobs declared from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackDecl {
+    /// The table's key.
+    pub key: String,
+    /// `_name`, defaults to the key. Templates see it as `pack`; meta records it.
+    pub name: String,
+    /// `_origin`, required.
+    pub origin: Origin,
+    /// `_origin-name`: the pack's name at the origin, defaults to the key.
+    pub origin_name: String,
+    /// `_sha256`: pin for downloaded archives (64 lowercase hex digits).
+    pub sha256: Option<String>,
+    /// `_auth`: how to authenticate to the origin.
+    pub auth: Option<Auth>,
+    /// Where the pack table was first declared.
+    pub location: Location,
+    /// Declared jobs in order of first declaration.
+    pub jobs: Vec<JobDecl>,
+}
+
+/// Where a pack comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A local directory (plain path or `file://`), already resolved against the
+    /// directory of the config file that set it. Holds `<origin-name>/` or is the pack itself.
+    Local(PathBuf),
+    /// An `http://` or `https://` URL of a `.tar.xz`, `.tar.gz` or `.tar` archive.
+    Http(String),
+}
+
+/// Credentials for an origin, always read from a file or an environment variable at fetch
+/// time; the config never holds the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub scheme: AuthScheme,
+    pub secret: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// HTTP basic. With `username` set the secret is the password; without, the secret
+    /// is `user:password`.
+    Basic { username: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Path of a file holding the secret (trailing newline stripped); resolved against the
+    /// config file's directory.
+    File(PathBuf),
+    /// Name of an environment variable holding the secret.
+    Env(String),
+}
+
+/// One job table: instantiates every job file of its pack with these variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDecl {
+    /// The job table's key; templates see it as `jobname`.
+    pub name: String,
+    /// Template variables (every key not starting with `_`), TOML values as JSON.
+    pub vars: BTreeMap<String, Value>,
+    /// `_allow-drivers`: task drivers allowed besides `exec` and `raw_exec` (explicit opt-out).
+    pub allow_drivers: Vec<String>,
+    /// Where the job table was first declared.
+    pub location: Location,
+}
+
+/// Names the origin of a rendered artifact in messages: pack, declared job, file in the pack.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    pub pack: String,
+    pub job: String,
+    /// Path of the template inside the pack, e.g. `jobs/redis.hcl`.
+    pub file: PathBuf,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pack '{}', job '{}', file {}",
+            self.pack,
+            self.job,
+            self.file.display()
+        )
+    }
+}
+
+/// How a rendered job file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFormat {
+    /// `.hcl` / `.nomad`: parsed by the Nomad agent (`POST /v1/jobs/parse`).
+    Hcl,
+    /// `.json`: a Nomad API job, bare or wrapped as `{"Job": {...}}`.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedJob {
+    pub source: Source,
+    pub format: JobFormat,
+    pub text: String,
+}
+
+/// A Nomad Variable rendered from `variables/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedVariable {
+    pub source: Source,
+    pub path: String,
+    /// None means the namespace the applier runs in (`default` unless told otherwise).
+    pub namespace: Option<String>,
+    pub items: BTreeMap<String, String>,
+}
+
+/// An ACL policy rendered from `policies/<name>.hcl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedPolicy {
+    pub source: Source,
+    pub name: String,
+    pub description: Option<String>,
+    pub rules: String,
+}
+
+/// Everything one job table produced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rendered {
+    pub jobs: Vec<RenderedJob>,
+    pub variables: Vec<RenderedVariable>,
+    pub policies: Vec<RenderedPolicy>,
+}
