@@ -49,6 +49,18 @@ enum PacksCommand {
 pub struct PacksArgs {
     /// Pack-set file, or a directory of `*.toml` files read in lexical order.
     pub path: PathBuf,
+    /// Owner recorded in managed jobs' meta (overrides the set's `_name`).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Cache for downloaded packs.
+    #[arg(long, env = "NOMADOS_PACK_CACHE", default_value = DEFAULT_CACHE)]
+    pub cache_dir: PathBuf,
+    /// apply: wait until changed jobs' allocations run; print task events on failure.
+    #[arg(long)]
+    pub wait: bool,
+    /// plan: exit 2 when the plan has changes (0: none, 1: error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
     /// Nomad HTTP API address.
     #[arg(long, env = "NOMAD_ADDR", default_value = "http://127.0.0.1:4646")]
     pub nomad_addr: String,
@@ -74,7 +86,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            // 64 (EX_USAGE) keeps usage errors apart from `plan --detailed-exitcode`'s 2.
+            return if e.use_stderr() { 64 } else { 0 };
         }
     };
     match cli.command {
@@ -82,9 +95,63 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Poweroff => crate::pid1::request_power_action(PowerAction::Poweroff),
         Command::Reboot => crate::pid1::request_power_action(PowerAction::Reboot),
         Command::Halt => crate::pid1::request_power_action(PowerAction::Halt),
-        Command::Schema | Command::Packs { .. } => {
-            eprintln!("nomad-init: not implemented yet");
-            1
+        Command::Schema => {
+            let schema = crate::packs::schema::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            0
+        }
+        Command::Packs { command } => run_packs(command),
+    }
+}
+
+/// Exit codes of `packs` commands.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Something failed: config, a pack, a job, or Nomad.
+    pub const FAILED: i32 = 1;
+    /// `plan --detailed-exitcode` found changes.
+    pub const CHANGES: i32 = 2;
+}
+
+const DEFAULT_CACHE: &str = "/var/cache/nomados/packs";
+
+fn run_packs(command: PacksCommand) -> i32 {
+    use crate::packs::apply::{self, Mode};
+    let (mode, args) = match command {
+        PacksCommand::Validate(a) => (Mode::Validate, a),
+        PacksCommand::Render(a) => (Mode::Render, a),
+        PacksCommand::Plan(a) => (Mode::Plan, a),
+        PacksCommand::Apply(a) => (Mode::Apply, a),
+    };
+    let opts = apply::Options {
+        set_path: args.path.clone(),
+        nomad_addr: args.nomad_addr.clone(),
+        token: args.token.clone(),
+        owner: args.owner.clone(),
+        cache_dir: args.cache_dir.clone(),
+        wait: args.wait,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nomad-init: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(apply::run(&opts, mode, &mut stdout)) {
+        Ok(outcome) if outcome.summary.failed > 0 => exit::FAILED,
+        Ok(outcome) if args.detailed_exitcode && outcome.has_changes => exit::CHANGES,
+        Ok(_) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::FAILED
         }
     }
 }

@@ -1,6 +1,21 @@
-//! Performs a reconcile plan against Nomad (placeholder until the applier lands).
+//! The applier: fetch and render every pack, compare with what this owner runs in
+//! Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
+//! applied before stay exactly as they are.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+use super::model::{JobFormat, PackSet, RenderedJob};
+use super::plan::{self, DesiredJob, LiveJob, Step};
+use super::validate::{self, JobKey};
+use super::{config, origin, pack, render, report};
+use crate::nomad::{AgentInfo, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
 #[derive(Debug, Clone)]
@@ -19,6 +34,19 @@ pub struct Options {
     pub wait: bool,
 }
 
+impl Options {
+    pub fn new(set_path: impl Into<PathBuf>, nomad_addr: impl Into<String>) -> Self {
+        Self {
+            set_path: set_path.into(),
+            nomad_addr: nomad_addr.into(),
+            token: None,
+            owner: None,
+            cache_dir: origin::FetchOptions::default().cache_dir,
+            wait: false,
+        }
+    }
+}
+
 /// Per-job outcome counts; printed as the one-line summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -27,6 +55,8 @@ pub struct Summary {
     pub unchanged: usize,
     pub deleted: usize,
     pub failed: usize,
+    /// Write requests sent to Nomad (registers, deregisters, variables, policies).
+    pub writes: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -39,11 +69,503 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Applies the pack set once. Errors only when nothing could be attempted (config broken,
-/// Nomad unreachable); per-pack failures are counted in the summary.
+/// How far a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, render, parse and check; no state read, nothing written.
+    Validate,
+    /// Print what the packs render to.
+    Render,
+    /// Show the reconcile plan with Nomad's diffs; nothing written.
+    Plan,
+    /// Make it so.
+    Apply,
+}
+
+/// Result of a run: the summary and whether the plan had changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub summary: Summary,
+    pub has_changes: bool,
+}
+
+/// A pack that could not be used this run, and why.
+#[derive(Debug, Clone)]
+struct PackFailure {
+    pack: String,
+    reasons: Vec<String>,
+}
+
+/// Everything rendered and parsed, ready to diff.
+struct Prepared {
+    owner: String,
+    agent: AgentInfo,
+    desired: Vec<DesiredJob>,
+    rendered: Vec<RenderedJob>,
+    failures: Vec<PackFailure>,
+}
+
+impl Prepared {
+    fn failed_packs(&self) -> BTreeSet<String> {
+        self.failures.iter().map(|f| f.pack.clone()).collect()
+    }
+}
+
+/// Applies the pack set once (the PID 1 entry point). Errors only when nothing could
+/// be attempted (config broken, Nomad unreachable); per-pack failures are counted.
 pub async fn apply(opts: &Options) -> anyhow::Result<Summary> {
-    anyhow::bail!(
-        "applier not implemented yet for {}",
-        opts.set_path.display()
-    )
+    let mut out = std::io::stdout();
+    run(opts, Mode::Apply, &mut out).await.map(|o| o.summary)
+}
+
+/// Runs the applier in `mode`, writing the human-readable report to `out`.
+pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let client = Client::new(&opts.nomad_addr, opts.token.clone())?;
+    let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let prepared = prepare(&set, opts, &client).await?;
+    for f in &prepared.failures {
+        for r in &f.reasons {
+            writeln!(out, "! pack `{}` failed: {r}", f.pack)?;
+        }
+    }
+    let mut summary = Summary {
+        failed: prepared.failures.len(),
+        ..Summary::default()
+    };
+    match mode {
+        Mode::Validate => {
+            writeln!(
+                out,
+                "{} jobs from {} packs are valid; {} packs failed",
+                prepared.desired.len(),
+                set.packs.len() - prepared.failures.len(),
+                prepared.failures.len()
+            )?;
+            return Ok(Outcome {
+                summary,
+                has_changes: false,
+            });
+        }
+        Mode::Render => {
+            for job in &prepared.rendered {
+                writeln!(out, "# {}", job.source)?;
+                writeln!(out, "{}", job.text.trim_end())?;
+            }
+            return Ok(Outcome {
+                summary,
+                has_changes: false,
+            });
+        }
+        Mode::Plan | Mode::Apply => {}
+    }
+
+    let live = live_jobs(&client, &prepared).await?;
+    let steps = plan::plan(
+        &prepared.owner,
+        &prepared.desired,
+        &live,
+        &prepared.failed_packs(),
+    );
+    let has_changes = steps.iter().any(Step::is_change);
+
+    if mode == Mode::Plan {
+        for step in &steps {
+            report::write_step(out, step)?;
+            if let Step::Update { desired, .. } = step {
+                match client.plan(&desired.job).await {
+                    Ok(resp) => report::write_diff(out, &resp["Diff"], "    ")?,
+                    Err(e) => writeln!(out, "    (Nomad could not plan this job: {e})")?,
+                }
+            }
+        }
+        let c = plan::count(&steps);
+        summary.failed += c.foreign;
+        writeln!(
+            out,
+            "Plan: {} to create, {} to update, {} unchanged, {} to delete, {} failed.",
+            c.create, c.update, c.unchanged, c.delete, summary.failed
+        )?;
+        return Ok(Outcome {
+            summary,
+            has_changes,
+        });
+    }
+
+    let changed = execute(&client, &prepared, steps, &mut summary, out).await?;
+    if opts.wait && !changed.is_empty() {
+        let failed = wait_for_allocations(&client, &changed, Duration::from_secs(300), out).await?;
+        summary.failed += failed;
+    }
+    writeln!(out, "Apply: {summary}.")?;
+    Ok(Outcome {
+        summary,
+        has_changes,
+    })
+}
+
+/// Fetches, renders, parses and validates every pack. Packs fail independently.
+async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Result<Prepared> {
+    let owner = opts.owner.clone().unwrap_or_else(|| set.name.clone());
+    let agent = client
+        .agent_info()
+        .await
+        .with_context(|| format!("cannot reach the Nomad agent at {}", client.address()))?;
+    let fetcher = origin::Fetcher::new(origin::FetchOptions {
+        cache_dir: opts.cache_dir.clone(),
+        ..origin::FetchOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctx = render::RenderContext {
+        datacenters: vec![agent.datacenter.clone()],
+    };
+
+    let fetched = stream::iter(&set.packs)
+        .map(|decl| fetcher.fetch(decl))
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await;
+
+    let mut failures = Vec::new();
+    let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
+    for (decl, fetched) in set.packs.iter().zip(fetched) {
+        let fail = |reason: String| PackFailure {
+            pack: decl.name.clone(),
+            reasons: vec![reason],
+        };
+        let dir = match fetched {
+            Ok(f) => f.dir,
+            Err(e) => {
+                failures.push(fail(e.to_string()));
+                continue;
+            }
+        };
+        let loaded = match pack::load(&decl.name, &dir) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(fail(e.to_string()));
+                continue;
+            }
+        };
+        let mut reasons = Vec::new();
+        let mut pack_jobs = Vec::new();
+        for job_decl in &decl.jobs {
+            let rendered = match render::render(&loaded, job_decl, &ctx) {
+                Ok(r) => r,
+                Err(e) => {
+                    reasons.push(e.to_string());
+                    continue;
+                }
+            };
+            for rj in rendered.jobs {
+                match desired_job(client, &owner, &rj, &job_decl.allow_drivers).await {
+                    Ok(d) => pack_jobs.push((d, rj)),
+                    Err(problems) => reasons.extend(problems),
+                }
+            }
+        }
+        if reasons.is_empty() {
+            candidates.extend(pack_jobs);
+        } else {
+            failures.push(PackFailure {
+                pack: decl.name.clone(),
+                reasons,
+            });
+        }
+    }
+
+    // Rendered IDs must be unique across the whole output; a clash fails both packs.
+    let clashes = validate::find_clashes(candidates.iter().map(|(d, _)| (&d.key, &d.source)));
+    for (key, first, second) in &clashes {
+        let reason = format!("job ID `{key}` is rendered twice: by {first} and by {second}");
+        for pack in [&first.pack, &second.pack] {
+            match failures.iter_mut().find(|f| &f.pack == pack) {
+                Some(f) => f.reasons.push(reason.clone()),
+                None => failures.push(PackFailure {
+                    pack: pack.clone(),
+                    reasons: vec![reason.clone()],
+                }),
+            }
+        }
+    }
+    let failed: BTreeSet<&String> = failures.iter().map(|f| &f.pack).collect();
+    let (desired, rendered) = candidates
+        .into_iter()
+        .filter(|(d, _)| !failed.contains(&d.source.pack))
+        .unzip();
+    Ok(Prepared {
+        owner,
+        agent,
+        desired,
+        rendered,
+        failures,
+    })
+}
+
+/// Parses one rendered job, checks it and stamps the ownership meta.
+async fn desired_job(
+    client: &Client,
+    owner: &str,
+    rj: &RenderedJob,
+    allow_drivers: &[String],
+) -> Result<DesiredJob, Vec<String>> {
+    let at = |msg: String| vec![format!("{}: {msg}", rj.source)];
+    let (mut job, tag) = match rj.format {
+        JobFormat::Hcl => match client.parse_hcl(&rj.text).await {
+            Ok(job) => (job, "hcl2"),
+            Err(e) => return Err(at(e.body().map_or(e.to_string(), str::to_string))),
+        },
+        JobFormat::Json => match serde_json::from_str::<Value>(&rj.text) {
+            Ok(mut v) => {
+                if v.get("Job").is_some() {
+                    v = v["Job"].take();
+                }
+                (v, "json")
+            }
+            Err(e) => return Err(at(format!("invalid JSON: {e}"))),
+        },
+    };
+    let problems = validate::check_job(&job, allow_drivers);
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|p| format!("{}: {p}", rj.source))
+            .collect());
+    }
+    let key = JobKey::of(&job).ok_or_else(|| at("the job has no ID".into()))?;
+    let hash = plan::hash_rendered(tag, &rj.text);
+    plan::stamp(&mut job, owner, &rj.source, &hash);
+    let submission = Some(json!({
+        "Source": rj.text,
+        "Format": tag,
+    }));
+    Ok(DesiredJob {
+        key,
+        source: rj.source.clone(),
+        hash,
+        job,
+        submission,
+    })
+}
+
+/// The owner's managed jobs, plus whatever exists under the declared IDs.
+async fn live_jobs(client: &Client, prepared: &Prepared) -> anyhow::Result<Vec<LiveJob>> {
+    let owner = &prepared.owner;
+    let filter = format!(r#"Meta["{}"] == "{owner}""#, super::model::meta::OWNER);
+    let version = prepared.agent.version;
+    let stubs = client
+        .list_jobs(true, version.supports_filter().then_some(filter.as_str()))
+        .await?;
+    let mut live: Vec<LiveJob> = Vec::new();
+    if stubs.iter().all(|s| s.get("Meta").is_some()) {
+        live.extend(stubs.iter().filter_map(LiveJob::from_api));
+    } else {
+        // Agents before 1.4 list no Meta: read each top-level job to learn its owner.
+        for stub in stubs
+            .iter()
+            .filter(|s| s["ParentID"].as_str().unwrap_or("").is_empty())
+        {
+            if let Some(key) = JobKey::of(stub) {
+                if let Some(job) = client.read_job(&key.namespace, &key.id).await? {
+                    live.extend(LiveJob::from_api(&job));
+                }
+            }
+        }
+    }
+    live.retain(|l| l.owner.as_deref() == Some(owner.as_str()));
+    let known: BTreeSet<JobKey> = live.iter().map(|l| l.key.clone()).collect();
+    for d in &prepared.desired {
+        if !known.contains(&d.key) {
+            if let Some(job) = client.read_job(&d.key.namespace, &d.key.id).await? {
+                live.extend(LiveJob::from_api(&job));
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Outcome of one step once performed.
+enum Done {
+    Created(DesiredJob),
+    Updated(DesiredJob),
+    Unchanged,
+    Deleted,
+    Kept,
+    Failed(String),
+}
+
+/// Performs the changing steps (a few at a time) and reports each in plan order.
+/// Returns the jobs that were created or updated.
+async fn execute(
+    client: &Client,
+    prepared: &Prepared,
+    steps: Vec<Step>,
+    summary: &mut Summary,
+    out: &mut dyn Write,
+) -> anyhow::Result<Vec<DesiredJob>> {
+    let use_submission = prepared.agent.version.supports_submission();
+    let owner = prepared.owner.as_str();
+    let results: Vec<(Step, Done, usize)> = stream::iter(steps)
+        .map(|step| async move {
+            let (done, writes) = perform(client, owner, &step, use_submission).await;
+            (step, done, writes)
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut changed = Vec::new();
+    for (step, done, writes) in results {
+        summary.writes += writes;
+        match done {
+            Done::Created(d) => {
+                summary.created += 1;
+                report::write_step(out, &step)?;
+                changed.push(d);
+            }
+            Done::Updated(d) => {
+                summary.updated += 1;
+                report::write_step(out, &step)?;
+                changed.push(d);
+            }
+            Done::Unchanged => summary.unchanged += 1,
+            Done::Deleted => {
+                summary.deleted += 1;
+                report::write_step(out, &step)?;
+            }
+            Done::Kept => report::write_step(out, &step)?,
+            Done::Failed(why) => {
+                summary.failed += 1;
+                writeln!(out, "! {}: {why}", step.key())?;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Performs one step; returns its outcome and how many writes it sent.
+async fn perform(client: &Client, owner: &str, step: &Step, submission: bool) -> (Done, usize) {
+    let sub = |d: &DesiredJob| d.submission.clone().filter(|_| submission);
+    match step {
+        Step::Unchanged { .. } => (Done::Unchanged, 0),
+        Step::Keep { .. } => (Done::Kept, 0),
+        Step::Foreign { live, .. } => (
+            Done::Failed(format!(
+                "a job with this ID exists and is not managed by `{owner}` (owner: {}); refusing to overwrite it",
+                live.owner.as_deref().unwrap_or("none")
+            )),
+            0,
+        ),
+        Step::Delete(live) => match client.deregister_purge(&live.key.namespace, &live.key.id).await {
+            Ok(()) => (Done::Deleted, 1),
+            Err(e) => (Done::Failed(e.to_string()), 1),
+        },
+        Step::Create(d) | Step::Update { desired: d, .. } => {
+            let mut index = match step {
+                Step::Update { live, .. } => live.job_modify_index,
+                _ => 0,
+            };
+            let mut writes = 0;
+            // Two tries: on an index conflict, another applier wrote first; look again.
+            for _ in 0..2 {
+                writes += 1;
+                match client.register(&d.job, Some(index), sub(d)).await {
+                    Ok(_) if matches!(step, Step::Create(_)) => return (Done::Created(d.clone()), writes),
+                    Ok(_) => return (Done::Updated(d.clone()), writes),
+                    Err(e) if e.is_index_conflict() => {
+                        match client.read_job(&d.key.namespace, &d.key.id).await {
+                            Ok(Some(job)) => {
+                                let Some(live) = LiveJob::from_api(&job) else {
+                                    return (Done::Failed(e.to_string()), writes);
+                                };
+                                if live.owner.as_deref() != Some(owner) {
+                                    return (
+                                        Done::Failed(format!(
+                                            "a job with this ID exists and is not managed by `{owner}`; refusing to overwrite it"
+                                        )),
+                                        writes,
+                                    );
+                                }
+                                if live.hash.as_deref() == Some(d.hash.as_str()) && !live.stopped {
+                                    return (Done::Unchanged, writes);
+                                }
+                                index = live.job_modify_index;
+                            }
+                            Ok(None) => index = 0,
+                            Err(read) => return (Done::Failed(read.to_string()), writes),
+                        }
+                    }
+                    Err(e) => return (Done::Failed(e.to_string()), writes),
+                }
+            }
+            (
+                Done::Failed("the job kept changing under us (another applier?)".into()),
+                writes,
+            )
+        }
+    }
+}
+
+/// Waits until every changed job's allocations for its newest version run. System jobs
+/// have no deployments before Nomad 1.11, so they are judged by their allocations.
+/// Returns how many jobs failed; prints the task events that explain each failure.
+async fn wait_for_allocations(
+    client: &Client,
+    jobs: &[DesiredJob],
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    let mut pending: BTreeMap<JobKey, &DesiredJob> =
+        jobs.iter().map(|d| (d.key.clone(), d)).collect();
+    let mut failed = 0;
+    writeln!(out, "Waiting for {} jobs to run...", pending.len())?;
+    while !pending.is_empty() {
+        let mut settled = Vec::new();
+        for key in pending.keys() {
+            let version = match client.read_job(&key.namespace, &key.id).await? {
+                Some(job) => job["Version"].as_u64().unwrap_or(0),
+                None => {
+                    writeln!(out, "! {key}: the job disappeared while waiting")?;
+                    settled.push((key.clone(), false));
+                    continue;
+                }
+            };
+            let allocs = client.allocations(&key.namespace, &key.id).await?;
+            match report::alloc_state(&allocs, version) {
+                report::AllocState::Running(n) => {
+                    writeln!(out, "  {key}: {n} allocations running")?;
+                    settled.push((key.clone(), true));
+                }
+                report::AllocState::Failed(events) => {
+                    writeln!(out, "! {key}: allocation failed")?;
+                    for e in events {
+                        writeln!(out, "    {e}")?;
+                    }
+                    settled.push((key.clone(), false));
+                }
+                report::AllocState::Pending => {}
+            }
+        }
+        for (key, ok) in settled {
+            pending.remove(&key);
+            if !ok {
+                failed += 1;
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for key in pending.keys() {
+                writeln!(
+                    out,
+                    "! {key}: allocations not running after {}s",
+                    timeout.as_secs()
+                )?;
+            }
+            failed += pending.len();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(failed)
 }

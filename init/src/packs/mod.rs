@@ -13,5 +13,6 @@ pub mod origin;
 pub mod pack;
 pub mod plan;
 pub mod render;
+pub mod report;
 pub mod schema;
 pub mod validate;

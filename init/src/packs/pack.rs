@@ -11,5 +11,8 @@ pub struct Pack {
 pub struct PackError(String);
 
 pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
-    Ok(Pack { name: name.into(), dir: dir.into() })
+    Ok(Pack {
+        name: name.into(),
+        dir: dir.into(),
+    })
 }

@@ -56,13 +56,25 @@ impl LiveJob {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Create(DesiredJob),
-    Update { desired: DesiredJob, live: LiveJob },
-    Unchanged { desired: DesiredJob, live: LiveJob },
+    Update {
+        desired: DesiredJob,
+        live: LiveJob,
+    },
+    Unchanged {
+        desired: DesiredJob,
+        live: LiveJob,
+    },
     Delete(LiveJob),
     /// Owned by this set, no longer rendered, but its pack failed this run: left as is.
-    Keep { live: LiveJob, pack: String },
+    Keep {
+        live: LiveJob,
+        pack: String,
+    },
     /// The declared ID exists and belongs to someone else: refused, never overwritten.
-    Foreign { desired: DesiredJob, live: LiveJob },
+    Foreign {
+        desired: DesiredJob,
+        live: LiveJob,
+    },
 }
 
 impl Step {
@@ -75,7 +87,10 @@ impl Step {
     }
 
     pub fn is_change(&self) -> bool {
-        matches!(self, Step::Create(_) | Step::Update { .. } | Step::Delete(_))
+        matches!(
+            self,
+            Step::Create(_) | Step::Update { .. } | Step::Delete(_)
+        )
     }
 }
 
@@ -233,7 +248,11 @@ mod tests {
 
     #[test]
     fn creates_updates_keeps_unchanged_and_deletes() {
-        let d = [desired("new", "h1"), desired("same", "h2"), desired("changed", "h3")];
+        let d = [
+            desired("new", "h1"),
+            desired("same", "h2"),
+            desired("changed", "h3"),
+        ];
         let l = [
             live("same", Some("set"), "p", "h2"),
             live("changed", Some("set"), "p", "old"),
@@ -242,13 +261,21 @@ mod tests {
         let steps = plan("set", &d, &l, &BTreeSet::new());
         assert_eq!(
             kinds(&steps),
-            ["create new", "unchanged same", "update changed", "delete gone"]
+            [
+                "create new",
+                "unchanged same",
+                "update changed",
+                "delete gone"
+            ]
         );
     }
 
     #[test]
     fn jobs_of_failed_packs_are_kept_not_deleted() {
-        let l = [live("a", Some("set"), "broken", "h"), live("b", Some("set"), "ok", "h")];
+        let l = [
+            live("a", Some("set"), "broken", "h"),
+            live("b", Some("set"), "ok", "h"),
+        ];
         let failed = BTreeSet::from(["broken".to_string()]);
         let steps = plan("set", &[], &l, &failed);
         assert_eq!(kinds(&steps), ["keep a", "delete b"]);
@@ -256,7 +283,10 @@ mod tests {
 
     #[test]
     fn other_owners_and_unmanaged_jobs_are_never_touched() {
-        let l = [live("theirs", Some("other-set"), "p", "h"), live("manual", None, "p", "h")];
+        let l = [
+            live("theirs", Some("other-set"), "p", "h"),
+            live("manual", None, "p", "h"),
+        ];
         assert!(plan("set", &[], &l, &BTreeSet::new()).is_empty());
         let steps = plan("set", &[desired("manual", "h")], &l, &BTreeSet::new());
         assert_eq!(kinds(&steps), ["foreign manual"]);
