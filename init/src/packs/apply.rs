@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
-use super::model::{JobFormat, PackSet, RenderedJob};
+use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source};
 use super::plan::{self, DesiredJob, LiveJob, Step};
 use super::validate::{self, JobKey};
-use super::{config, origin, pack, render, report};
+use super::{config, extras, origin, pack, render, report};
 use crate::nomad::{AgentInfo, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
@@ -102,6 +102,8 @@ struct Prepared {
     agent: AgentInfo,
     desired: Vec<DesiredJob>,
     rendered: Vec<RenderedJob>,
+    policies: Vec<RenderedPolicy>,
+    variables: Vec<RenderedVariable>,
     failures: Vec<PackFailure>,
 }
 
@@ -168,6 +170,20 @@ pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Write) -> anyhow::Res
     );
     let has_changes = steps.iter().any(Step::is_change);
 
+    let extras = extras::reconcile(
+        &client,
+        &prepared.agent,
+        &prepared.owner,
+        &prepared.policies,
+        &prepared.variables,
+        &prepared.failed_packs(),
+        mode == Mode::Plan,
+        out,
+    )
+    .await?;
+    summary.failed += extras.failed;
+    summary.writes += extras.written + extras.deleted;
+
     if mode == Mode::Plan {
         for step in &steps {
             report::write_step(out, step)?;
@@ -227,6 +243,8 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
 
     let mut failures = Vec::new();
     let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
+    let mut policies: Vec<RenderedPolicy> = Vec::new();
+    let mut variables: Vec<RenderedVariable> = Vec::new();
     for (decl, fetched) in set.packs.iter().zip(fetched) {
         let fail = |reason: String| PackFailure {
             pack: decl.name.clone(),
@@ -248,6 +266,8 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         };
         let mut reasons = Vec::new();
         let mut pack_jobs = Vec::new();
+        let mut pack_policies = Vec::new();
+        let mut pack_variables = Vec::new();
         for job_decl in &decl.jobs {
             let rendered = match render::render(&loaded, job_decl, &ctx) {
                 Ok(r) => r,
@@ -256,6 +276,8 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
                     continue;
                 }
             };
+            pack_policies.extend(rendered.policies);
+            pack_variables.extend(rendered.variables);
             for rj in rendered.jobs {
                 match desired_job(client, &owner, &rj, &job_decl.allow_drivers).await {
                     Ok(d) => pack_jobs.push((d, rj)),
@@ -265,6 +287,8 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         }
         if reasons.is_empty() {
             candidates.extend(pack_jobs);
+            policies.extend(pack_policies);
+            variables.extend(pack_variables);
         } else {
             failures.push(PackFailure {
                 pack: decl.name.clone(),
@@ -274,12 +298,34 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
     }
 
     // Rendered IDs must be unique across the whole output; a clash fails both packs.
-    let clashes = validate::find_clashes(candidates.iter().map(|(d, _)| (&d.key, &d.source)));
-    for (key, first, second) in &clashes {
-        let reason = format!("job ID `{key}` is rendered twice: by {first} and by {second}");
+    let mut clashes: Vec<(String, Source, Source)> = Vec::new();
+    for (key, a, b) in validate::find_clashes(candidates.iter().map(|(d, _)| (&d.key, &d.source))) {
+        clashes.push((format!("job ID `{key}`"), a, b));
+    }
+    let policy_keys: Vec<JobKey> = policies.iter().map(|p| JobKey::named(&p.name)).collect();
+    for (key, a, b) in
+        validate::find_clashes(policy_keys.iter().zip(policies.iter().map(|p| &p.source)))
+    {
+        clashes.push((format!("ACL policy `{}`", key.id), a, b));
+    }
+    let var_keys: Vec<JobKey> = variables
+        .iter()
+        .map(|v| JobKey {
+            namespace: v.namespace.clone().unwrap_or_else(|| "default".into()),
+            id: v.path.clone(),
+        })
+        .collect();
+    for (key, a, b) in
+        validate::find_clashes(var_keys.iter().zip(variables.iter().map(|v| &v.source)))
+    {
+        clashes.push((format!("variable `{key}`"), a, b));
+    }
+    for (what, first, second) in &clashes {
+        let reason = format!("{what} is rendered twice: by {first} and by {second}");
         for pack in [&first.pack, &second.pack] {
             match failures.iter_mut().find(|f| &f.pack == pack) {
-                Some(f) => f.reasons.push(reason.clone()),
+                Some(f) if !f.reasons.contains(&reason) => f.reasons.push(reason.clone()),
+                Some(_) => {}
                 None => failures.push(PackFailure {
                     pack: pack.clone(),
                     reasons: vec![reason.clone()],
@@ -292,11 +338,15 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         .into_iter()
         .filter(|(d, _)| !failed.contains(&d.source.pack))
         .unzip();
+    policies.retain(|p| !failed.contains(&p.source.pack));
+    variables.retain(|v| !failed.contains(&v.source.pack));
     Ok(Prepared {
         owner,
         agent,
         desired,
         rendered,
+        policies,
+        variables,
         failures,
     })
 }

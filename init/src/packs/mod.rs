@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod extras;
 pub mod model;
 pub mod origin;
 pub mod pack;

@@ -18,6 +18,14 @@ pub struct JobKey {
 }
 
 impl JobKey {
+    /// A key for things with a name but no namespace (ACL policies).
+    pub fn named(name: &str) -> Self {
+        Self {
+            namespace: String::new(),
+            id: name.to_string(),
+        }
+    }
+
     pub fn of(job: &Value) -> Option<Self> {
         let id = job["ID"].as_str().filter(|s| !s.is_empty())?;
         let namespace = job["Namespace"]
