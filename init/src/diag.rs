@@ -54,6 +54,41 @@ impl SourceError {
     }
 }
 
+/// Renders `error` with the line of source it points at and a marker under `len` characters
+/// from its column, e.g. for `--verbose` output. `line_text` is the text of that line only;
+/// callers pass `None` when the line holds a secret that must not be printed again.
+pub fn render_snippet(error: &SourceError, line_text: Option<&str>, len: usize) -> String {
+    use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+
+    let title = Level::ERROR.primary_title(error.message.as_str());
+    let path = error.location.file.display().to_string();
+    let report = match line_text {
+        Some(line) => {
+            // Annotations take byte ranges into the snippet; the location counts characters.
+            let start = char_to_byte(line, error.location.column.saturating_sub(1));
+            let end = char_to_byte(line, error.location.column.saturating_sub(1) + len.max(1));
+            let end = end.max(start);
+            [title.element(
+                Snippet::source(line)
+                    .line_start(error.location.line)
+                    .path(path.as_str())
+                    .annotation(AnnotationKind::Primary.span(start..end)),
+            )]
+        }
+        None => [title.element(
+            annotate_snippets::Origin::path(path.as_str())
+                .line(error.location.line)
+                .char_column(error.location.column.saturating_sub(1)),
+        )],
+    };
+    Renderer::plain().render(&report).to_string()
+}
+
+/// Byte index of the `n`th character of `s` (or its end).
+fn char_to_byte(s: &str, n: usize) -> usize {
+    s.char_indices().nth(n).map_or(s.len(), |(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +106,24 @@ mod tests {
             Location::from_offset(Path::new("f.toml"), src, at).to_string(),
             "f.toml:2:4"
         );
+    }
+
+    #[test]
+    fn snippet_shows_the_line_and_marks_the_column() {
+        let err = SourceError::new(Location::new("p.toml", 3, 5), "bad value");
+        let out = render_snippet(&err, Some("a = é12"), 3);
+        assert!(out.contains("error: bad value"), "{out}");
+        assert!(out.contains("p.toml:3:5"), "{out}");
+        assert!(out.contains("3 | a = é12"), "{out}");
+        assert!(out.contains("^^^"), "{out}");
+    }
+
+    #[test]
+    fn snippet_without_source_names_only_the_place() {
+        let err = SourceError::new(Location::new("p.toml", 7, 2), "secret here");
+        let out = render_snippet(&err, None, 3);
+        assert!(out.contains("error: secret here"), "{out}");
+        assert!(out.contains("p.toml:7:2"), "{out}");
+        assert!(!out.contains(" | "), "{out}");
     }
 }
