@@ -1,0 +1,235 @@
+//! The content-addressed pack cache.
+//!
+//! ```text
+//! <cache>/blobs/sha256/<hex>     downloaded archives, named by their digest
+//! <cache>/unpacked/<hex>/        extracted trees, named by the archive digest
+//! <cache>/index/<sha256(url)>.json   {url, etag, last_modified, digest}
+//! ```
+//! Every entry appears by a rename of a complete temp file or directory (`.tmp-*`), so a
+//! crash leaves at most a temp that is never used and is swept later.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::{is_sha256_hex, sha256_str};
+
+/// Temps older than this belong to a crashed run and are removed.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// What the last successful download of a URL returned, for conditional requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The URL with credentials removed (informational; the file name is the key).
+    pub url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A name no other process or thread uses at the same time: pid, time and a counter.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Cache {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn unpacked_dir(&self) -> PathBuf {
+        self.root.join("unpacked")
+    }
+
+    fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// Creates the layout and removes temps left by crashed runs.
+    pub fn prepare(&self) -> io::Result<()> {
+        for dir in [self.blobs_dir(), self.unpacked_dir(), self.index_dir()] {
+            fs::create_dir_all(&dir)?;
+            sweep_stale_temps(&dir);
+        }
+        Ok(())
+    }
+
+    pub fn blob(&self, hex: &str) -> PathBuf {
+        self.blobs_dir().join(hex)
+    }
+
+    /// The extracted tree for `hex`, if a complete one exists.
+    pub fn unpacked(&self, hex: &str) -> Option<PathBuf> {
+        if !is_sha256_hex(hex) {
+            return None;
+        }
+        let dir = self.unpacked_dir().join(hex);
+        dir.is_dir().then_some(dir)
+    }
+
+    fn index_path(&self, url: &str) -> PathBuf {
+        self.index_dir().join(format!("{}.json", sha256_str(url)))
+    }
+
+    /// The index entry of `url`; a missing or unreadable one is treated as absent.
+    pub fn read_index(&self, url: &str) -> Option<IndexEntry> {
+        let text = fs::read_to_string(self.index_path(url)).ok()?;
+        let entry: IndexEntry = serde_json::from_str(&text).ok()?;
+        is_sha256_hex(&entry.digest).then_some(entry)
+    }
+
+    pub fn write_index(&self, url: &str, entry: &IndexEntry) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+        let (tmp, mut file) = self.temp_file(&self.index_dir())?;
+        let result = file
+            .write_all(&json)
+            .and_then(|_| file.sync_all())
+            .and_then(|_| fs::rename(&tmp, self.index_path(url)));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A new temp file next to the blobs, for a download in progress.
+    pub fn temp_blob(&self) -> io::Result<(PathBuf, File)> {
+        self.temp_file(&self.blobs_dir())
+    }
+
+    fn temp_file(&self, dir: &Path) -> io::Result<(PathBuf, File)> {
+        let path = dir.join(unique_name(".tmp-"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Moves a verified download into place (same content if another process won).
+    pub fn commit_blob(&self, tmp: &Path, hex: &str) -> io::Result<PathBuf> {
+        let dest = self.blob(hex);
+        fs::rename(tmp, &dest)?;
+        Ok(dest)
+    }
+
+    /// A new empty directory to extract into.
+    pub fn temp_unpack_dir(&self) -> io::Result<PathBuf> {
+        let path = self.unpacked_dir().join(unique_name(".tmp-"));
+        fs::create_dir(&path)?;
+        Ok(path)
+    }
+
+    /// Renames a complete extraction to `unpacked/<hex>`. If another process finished the
+    /// same digest first, its tree is used and ours removed.
+    pub fn commit_unpacked(&self, tmp: &Path, hex: &str) -> io::Result<PathBuf> {
+        let dest = self.unpacked_dir().join(hex);
+        // Flush the tree before it becomes visible, so a crash cannot expose empty files.
+        if let Ok(dir) = File::open(tmp) {
+            let _ = rustix::fs::syncfs(&dir);
+        }
+        match fs::rename(tmp, &dest) {
+            Ok(()) => Ok(dest),
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(tmp);
+                Ok(dest)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn sweep_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if old {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_round_trip_and_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path().to_path_buf());
+        c.prepare().unwrap();
+        assert_eq!(c.read_index("http://h/p.tar"), None);
+        let e = IndexEntry {
+            url: "http://h/p.tar".into(),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+            digest: sha256_str("x"),
+        };
+        c.write_index("http://h/p.tar", &e).unwrap();
+        assert_eq!(c.read_index("http://h/p.tar"), Some(e));
+        fs::write(c.index_path("http://h/p.tar"), "{not json").unwrap();
+        assert_eq!(c.read_index("http://h/p.tar"), None);
+    }
+
+    #[test]
+    fn losing_the_unpack_race_uses_the_winner() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path().to_path_buf());
+        c.prepare().unwrap();
+        let hex = sha256_str("tree");
+        let a = c.temp_unpack_dir().unwrap();
+        let b = c.temp_unpack_dir().unwrap();
+        fs::write(a.join("from"), "a").unwrap();
+        fs::write(b.join("from"), "b").unwrap();
+        let first = c.commit_unpacked(&a, &hex).unwrap();
+        let second = c.commit_unpacked(&b, &hex).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(fs::read_to_string(first.join("from")).unwrap(), "a");
+        assert!(!b.exists(), "loser's temp tree removed");
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name(".tmp-"), unique_name(".tmp-"));
+    }
+}
