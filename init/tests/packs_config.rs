@@ -414,3 +414,23 @@ fn schema_shape_matches_the_format() {
         assert!(v.is_valid(&doc), "schema rejected {good}");
     }
 }
+
+/// Editors load the schema from docs/pack-set.schema.json; it must match the code.
+/// Regenerate with `UPDATE_SCHEMA=1 cargo test -p nomad-init --test packs_config committed`.
+#[test]
+fn committed_schema_file_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pack-set.schema.json");
+    let want = serde_json::to_string_pretty(&schema::json_schema()).expect("serialise") + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &want).expect("write schema");
+        fs::rename(&tmp, &path).expect("replace schema");
+    }
+    let have = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is stale; regenerate it with \
+         UPDATE_SCHEMA=1 cargo test -p nomad-init --test packs_config committed",
+        path.display()
+    );
+}

@@ -353,18 +353,7 @@ impl Doc<'_> {
         let len = self.text[start..end].chars().count().max(1);
         Problem::Source {
             error: SourceError::new(location, message),
-            excerpt: Some(Excerpt {
-                line: line.to_string(),
-                len,
-            }),
-        }
-    }
-
-    /// A problem whose source line must not be shown again (it may hold a secret).
-    fn redacted(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
-        Problem::Source {
-            error: SourceError::new(self.loc(&span), message),
-            excerpt: None,
+            excerpt: excerpt(line, len),
         }
     }
 
@@ -406,11 +395,38 @@ fn entry_span(
     start..start.max(key.span().end)
 }
 
-fn known(keys: &[&str]) -> String {
-    keys.iter()
+/// "known keys: ..." for unknown-key messages, led by the likely intended key if any.
+fn known_keys(unknown: &str, keys: &[&str]) -> String {
+    let list = keys
+        .iter()
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    match keys
+        .iter()
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, k)) => format!("did you mean `{k}`? known keys: {list}"),
+        None => format!("known keys: {list}"),
+    }
+}
+
+/// Levenshtein distance, for typo suggestions on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Names end up in Nomad job IDs and meta: keep them to a safe alphabet.
@@ -451,8 +467,8 @@ fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<Layer> {
                 problems.push(doc.problem(
                     key.span(),
                     format!(
-                        "unknown top-level key `{name}`; known keys: {} (packs are tables, `[NAME]`)",
-                        known(TOP_KEYS)
+                        "unknown top-level key `{name}`; {} (packs are tables, `[NAME]`)",
+                        known_keys(name, TOP_KEYS)
                     ),
                 ));
             }
@@ -534,8 +550,8 @@ fn parse_pack(
             _ if name.starts_with('_') => problems.push(doc.problem(
                 key.span(),
                 format!(
-                    "unknown key `{name}` in pack `{pack}`; known keys: {}",
-                    known(PACK_KEYS)
+                    "unknown key `{name}` in pack `{pack}`; {}",
+                    known_keys(name, PACK_KEYS)
                 ),
             )),
             _ => {
@@ -588,8 +604,8 @@ fn parse_job(
             problems.push(doc.problem(
                 key.span(),
                 format!(
-                    "unknown key `{name}` in job `{pack}.{job}`; known keys: {} (template variables must not start with `_`)",
-                    known(JOB_KEYS)
+                    "unknown key `{name}` in job `{pack}.{job}`; {} (template variables must not start with `_`)",
+                    known_keys(name, JOB_KEYS)
                 ),
             ));
         } else {
@@ -658,13 +674,7 @@ fn origin_field(
             at: doc.loc(&value.span()),
         }),
         Err(msg) => {
-            let msg = format!("{what}: {msg}");
-            // The line may hold a password (`https://user:secret@...`): never print it.
-            problems.push(if s.contains('@') {
-                doc.redacted(value.span(), msg)
-            } else {
-                doc.problem(value.span(), msg)
-            });
+            problems.push(doc.problem(value.span(), format!("{what}: {msg}")));
             Field::Bad
         }
     }
@@ -746,10 +756,7 @@ fn auth_field(
         if !AUTH_KEYS.contains(&k) {
             problems.push(doc.problem(
                 key.span(),
-                format!(
-                    "unknown key `{k}` in {what}; known keys: {}",
-                    known(AUTH_KEYS)
-                ),
+                format!("unknown key `{k}` in {what}; {}", known_keys(k, AUTH_KEYS)),
             ));
             continue;
         }
@@ -1057,6 +1064,21 @@ fn finish(
     }
 }
 
+/// The excerpt of `line` for snippets, unless it holds a URL with credentials
+/// (`https://user:secret@host`): a secret written by mistake is never printed again.
+fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
+    let has_credentials = line.match_indices("://").any(|(i, _)| {
+        line[i + 3..]
+            .split(['/', '?', '#', '"', '\'', ' ', '\t'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    });
+    (!has_credentials).then(|| Excerpt {
+        line: line.to_string(),
+        len,
+    })
+}
+
 /// A problem at a location found after merging, with the line it points at.
 fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
     let line = docs
@@ -1064,10 +1086,7 @@ fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
         .find(|(f, _)| *f == at.file)
         .and_then(|(_, text)| text.lines().nth(at.line.saturating_sub(1)));
     Problem::Source {
-        excerpt: line.map(|l| Excerpt {
-            line: l.trim_end_matches('\r').to_string(),
-            len: 1,
-        }),
+        excerpt: line.and_then(|l| excerpt(l.trim_end_matches('\r'), 1)),
         error: SourceError::new(at, message),
     }
 }
@@ -1263,8 +1282,8 @@ _allow_drivers = ["docker"]
             ),
             "{e}"
         );
-        assert_eq!(lines[1], "/etc/nomados/packs.toml:4:1: unknown key `_orign` in pack `redis`; known keys: `_origin`, `_origin-name`, `_name`, `_sha256`, `_auth`");
-        assert!(lines[2].starts_with("/etc/nomados/packs.toml:6:1: unknown key `_allow_drivers` in job `redis.main`; known keys: `_allow-drivers`"), "{e}");
+        assert_eq!(lines[1], "/etc/nomados/packs.toml:4:1: unknown key `_orign` in pack `redis`; did you mean `_origin`? known keys: `_origin`, `_origin-name`, `_name`, `_sha256`, `_auth`");
+        assert!(lines[2].starts_with("/etc/nomados/packs.toml:6:1: unknown key `_allow_drivers` in job `redis.main`; did you mean `_allow-drivers`? known keys: `_allow-drivers`"), "{e}");
     }
 
     #[test]
@@ -1379,6 +1398,14 @@ _origin = "file:///srv/my%20packs"
         assert!(err("[a]\n_origin = \"http://tok@h/a.tar\"\n").contains("credentials must not"));
         let e = parse("[a]\n_origin = \"ftp://u:s3cret@h/a.tar\"\n").unwrap_err();
         assert!(!e.render().contains("s3cret"), "{}", e.render());
+        // Nor is the line shown when it breaks the syntax (unterminated string here).
+        let e = parse("[a]\n_origin = \"https://u:s3cret@h/a.tar\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("/etc/nomados/packs.toml:2:"),
+            "{e}"
+        );
+        assert!(!e.render().contains("s3cret"), "{}", e.render());
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]
@@ -1532,6 +1559,22 @@ _auth = { type = "bearer", env = 7 }
             lines[3].contains("packs.toml:5:1: unknown key `_bogus`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn close_typos_get_a_suggestion_far_ones_do_not() {
+        let e = err("[a]\n_origin = \"p\"\n_sha265 = \"x\"\n_version = 1\n");
+        assert!(
+            e.contains("unknown key `_sha265` in pack `a`; did you mean `_sha256`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("unknown key `_version` in pack `a`; known keys:"),
+            "{e}"
+        );
+        assert_eq!(edit_distance("_orign", "_origin"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]
