@@ -502,3 +502,23 @@ port = 6380
     assert_eq!(vars["tls"], json!({ "enabled": false }));
     assert_eq!(redis.jobs[1].vars["port"], json!(6380));
 }
+
+#[test]
+fn symlinks_to_files_count_and_dangling_ones_are_reported() {
+    let (tmp, dir) = pack_dir(&[("10-a.toml", "[a.job]\n")]);
+    let real = tmp.path().join("b-real.toml");
+    fs::write(&real, "[a]\n_origin = \"/srv\"\n").expect("write");
+    std::os::unix::fs::symlink(&real, dir.join("20-b.toml")).expect("symlink");
+    let set = load_ok(&dir);
+    assert_eq!(set.packs[0].origin, Origin::Local("/srv".into()));
+    assert_eq!(set.files.len(), 2);
+
+    std::os::unix::fs::symlink(tmp.path().join("gone"), dir.join("30-c.toml")).expect("symlink");
+    let e = load_err(&dir);
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: ", dir.join("30-c.toml").display())),
+        "{e}"
+    );
+}

@@ -141,14 +141,21 @@ impl fmt::Display for ConfigError {
 /// Reads the pack set at `path`: one TOML file, or a directory whose `*.toml` files (regular
 /// files, not hidden, not recursive) are merged in lexical order of their names.
 pub fn load(path: &Path) -> Result<PackSet, ConfigError> {
-    let files = list_files(path).map_err(|p| ConfigError::new(vec![p]))?;
-    let mut problems = Vec::new();
+    let (files, mut problems) = list_files(path);
+    if files.is_empty() && problems.is_empty() {
+        problems.push(Problem::EmptyDir {
+            dir: path.to_path_buf(),
+        });
+    }
     let mut sources = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => sources.push((file, text)),
             Err(error) => problems.push(Problem::Io { path: file, error }),
         }
+    }
+    if sources.is_empty() {
+        return Err(ConfigError::new(problems));
     }
     let read_all = problems.is_empty();
     let docs: Vec<(&Path, &str)> = sources
@@ -163,39 +170,50 @@ pub fn parse_str(file: &Path, text: &str) -> Result<PackSet, ConfigError> {
     build(&[(file, text)], true, Vec::new())
 }
 
-/// The files making up the pack set at `path`, in merge order.
-fn list_files(path: &Path) -> Result<Vec<PathBuf>, Problem> {
+/// The files making up the pack set at `path`, in merge order, and the entries that could
+/// not be looked at.
+fn list_files(path: &Path) -> (Vec<PathBuf>, Vec<Problem>) {
+    use std::os::unix::ffi::OsStrExt;
+
     let io_err = |error| Problem::Io {
         path: path.to_path_buf(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(io_err)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
+    let entries = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => return (vec![path.to_path_buf()], Vec::new()),
+        Ok(_) => std::fs::read_dir(path),
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io_err)? {
-        let entry = entry.map_err(io_err)?;
+    let mut problems = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                problems.push(io_err(error));
+                continue;
+            }
+        };
         let name = entry.file_name();
-        // `*.toml` as a shell glob would match it: hidden files (editor leftovers) are not.
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".toml") {
+        let name = name.as_bytes();
+        // What the shell glob `*.toml` matches: hidden files (editor leftovers) do not count.
+        if name.starts_with(b".") || !name.ends_with(b".toml") {
             continue;
         }
         let file = entry.path();
+        // Follows symlinks: a link to a file counts, a dangling one is reported.
         match std::fs::metadata(&file) {
             Ok(m) if m.is_file() => files.push(file),
             Ok(_) => {}
-            Err(error) => return Err(Problem::Io { path: file, error }),
+            Err(error) => problems.push(Problem::Io { path: file, error }),
         }
     }
-    if files.is_empty() {
-        return Err(Problem::EmptyDir {
-            dir: path.to_path_buf(),
-        });
-    }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+    (files, problems)
 }
 
 /// Parses, merges and validates `docs` (in merge order). `complete` is false when some file
@@ -338,17 +356,21 @@ struct Doc<'a> {
 
 impl Doc<'_> {
     fn loc(&self, span: &Range<usize>) -> Location {
-        Location::from_offset(self.file, self.text, span.start)
+        Location::from_offset(
+            self.file,
+            self.text,
+            floor_char_boundary(self.text, span.start),
+        )
     }
 
     fn problem(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
         let location = self.loc(&span);
-        let start = span.start.min(self.text.len());
+        let start = floor_char_boundary(self.text, span.start);
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
-        let end = span.end.clamp(start, line_end);
+        let end = floor_char_boundary(self.text, span.end.clamp(start, line_end));
         let line = self.text[line_start..line_end].trim_end_matches('\r');
         let len = self.text[start..end].chars().count().max(1);
         Problem::Source {
@@ -360,6 +382,16 @@ impl Doc<'_> {
     fn dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new(""))
     }
+}
+
+/// `offset` moved back to the start of the character it falls in (spans of broken input may
+/// point inside one), so slicing never panics.
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
 }
 
 type Entry<'a, 'i> = (
@@ -1575,6 +1607,20 @@ _auth = { type = "bearer", env = 7 }
         assert_eq!(edit_distance("_orign", "_origin"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn broken_input_never_panics() {
+        let doc = "_name = \"ä\"\n[ré.dis]\n_origin = \"https://h/ü.tar\"\n[ré.dis.jöb]\nv = [1, { x = \"€\" }]\n";
+        let cuts = doc.char_indices().map(|(i, _)| i).chain([doc.len()]);
+        for cut in cuts {
+            for tail in ["", "é", "=", "\"", "[", "]]", "{", "\u{0}", "ä = ö"] {
+                let text = format!("{}{tail}", &doc[..cut]);
+                if let Err(e) = parse(&text) {
+                    let _ = (e.to_string(), e.render());
+                }
+            }
+        }
     }
 
     #[test]
