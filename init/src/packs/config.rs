@@ -471,7 +471,9 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(format!(
-            "{what} `{name}` contains `{c}`; use only letters, digits, `_`, `.` and `-`"
+            "{what} `{}` contains `{}`; use only letters, digits, `_`, `.` and `-`",
+            name.escape_debug(),
+            c.escape_debug()
         ));
     }
     Ok(())
@@ -483,7 +485,18 @@ fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<Layer> {
     if !errors.is_empty() {
         for e in errors {
             let span = e.span().unwrap_or(0..0);
-            problems.push(doc.problem(span, e.message().trim_end().to_string()));
+            let mut message = e.message().trim_end().to_string();
+            if message == "duplicate key" {
+                // toml names no key; the span does.
+                let key = doc
+                    .text
+                    .get(span.clone())
+                    .unwrap_or_default()
+                    .trim()
+                    .escape_debug();
+                message = format!("duplicate key `{key}` (a file may set each key once)");
+            }
+            problems.push(doc.problem(span, message));
         }
         return None;
     }
