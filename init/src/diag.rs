@@ -78,7 +78,7 @@ pub fn render_snippet(error: &SourceError, line_text: Option<&str>, len: usize) 
         None => [title.element(
             annotate_snippets::Origin::path(path.as_str())
                 .line(error.location.line)
-                .char_column(error.location.column.saturating_sub(1)),
+                .char_column(error.location.column), // shown as given: 1-based
         )],
     };
     Renderer::plain().render(&report).to_string()

@@ -362,55 +362,163 @@ fn schema_is_a_valid_draft_2020_12_schema() {
     assert_eq!(back, s);
 }
 
+/// The 2020-12 validator, and a draft 7 one: editors (Taplo) may only know older drafts, so
+/// the schema sticks to keywords that mean the same in both.
+fn validators() -> [(&'static str, jsonschema::Validator); 2] {
+    let s = schema::json_schema();
+    [
+        ("2020-12", validator()),
+        (
+            "draft 7",
+            jsonschema::draft7::new(&s).expect("schema compiles as draft 7"),
+        ),
+    ]
+}
+
 #[test]
 fn schema_accepts_the_good_fixtures() {
-    let v = validator();
-    for path in toml_files(&fixtures().join("good")) {
-        let doc = toml_to_json(&fs::read_to_string(&path).expect("read"));
-        let errors: Vec<_> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+    for (draft, v) in validators() {
+        for path in toml_files(&fixtures().join("good")) {
+            let doc = toml_to_json(&fs::read_to_string(&path).expect("read"));
+            let errors: Vec<_> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "{draft}: {}: {errors:#?}",
+                path.display()
+            );
+        }
     }
 }
 
 #[test]
 fn schema_rejects_the_bad_fixtures() {
-    let v = validator();
-    for path in toml_files(&fixtures().join("bad")) {
-        let doc = toml_to_json(&fs::read_to_string(&path).expect("read"));
-        assert!(!v.is_valid(&doc), "{} passed the schema", path.display());
+    for (draft, v) in validators() {
+        for path in toml_files(&fixtures().join("bad")) {
+            let doc = toml_to_json(&fs::read_to_string(&path).expect("read"));
+            assert!(
+                !v.is_valid(&doc),
+                "{draft}: {} passed the schema",
+                path.display()
+            );
+        }
     }
 }
 
 #[test]
 fn schema_shape_matches_the_format() {
-    let v = validator();
-    // `_origin` is optional in one file: a directory may set it elsewhere.
-    assert!(v.is_valid(&json!({ "redis": { "main": { "port": 1 } } })));
-    assert!(v.is_valid(&json!({ "_name": "x", "p": { "_origin": "/srv", "j": {} } })));
-    // Template variables take any value.
-    assert!(v.is_valid(&json!({ "p": { "j": { "a": [1, {"b": null}], "c": "d" } } })));
-    for bad in [
-        json!({ "_name": "" }),
-        json!({ "_name": "a b" }),
-        json!({ "p": { "_sha256": "A".repeat(64) } }),
-        json!({ "p": { "_origin": "https://h/p.tar.gz.asc" } }),
-        json!({ "p": { "_origin": "" } }),
-        json!({ "p": { "_auth": { "type": "basic" } } }),
-        json!({ "p": { "_auth": { "type": "token", "env": "T" } } }),
-        json!({ "p": { "j": { "_allow-drivers": [""] } } }),
-        json!({ "p": { "j": 3 } }),
-        json!({ "p": { "_origin-name": ".." } }),
-        json!({ "p q": {} }),
-    ] {
-        assert!(!v.is_valid(&bad), "schema accepted {bad}");
+    for (draft, v) in validators() {
+        // `_origin` is optional in one file: a directory may set it elsewhere.
+        assert!(v.is_valid(&json!({ "redis": { "main": { "port": 1 } } })));
+        assert!(v.is_valid(&json!({ "_name": "x", "p": { "_origin": "/srv", "j": {} } })));
+        // Template variables take any value.
+        assert!(v.is_valid(&json!({ "p": { "j": { "a": [1, {"b": null}], "c": "d" } } })));
+        for bad in [
+            json!({ "_name": "" }),
+            json!({ "_name": "a b" }),
+            json!({ "p": { "_sha256": "A".repeat(64) } }),
+            json!({ "p": { "_origin": "https://h/p.tar.gz.asc" } }),
+            json!({ "p": { "_origin": "" } }),
+            json!({ "p": { "_auth": { "type": "basic" } } }),
+            json!({ "p": { "_auth": { "type": "token", "env": "T" } } }),
+            json!({ "p": { "j": { "_allow-drivers": [""] } } }),
+            json!({ "p": { "j": 3 } }),
+            json!({ "p": { "_origin-name": ".." } }),
+            json!({ "p q": {} }),
+        ] {
+            assert!(!v.is_valid(&bad), "{draft}: schema accepted {bad}");
+        }
+        for good in [
+            "https://h/p.TAR.GZ",
+            "http://h:8080/a/b.tgz?x=1",
+            "file:///srv/packs",
+            "../packs",
+        ] {
+            let doc = json!({ "p": { "_origin": good } });
+            assert!(v.is_valid(&doc), "{draft}: schema rejected {good}");
+        }
     }
-    for good in [
-        "https://h/p.TAR.GZ",
-        "http://h:8080/a/b.tgz?x=1",
-        "file:///srv/packs",
-        "../packs",
-    ] {
-        let doc = json!({ "p": { "_origin": good } });
-        assert!(v.is_valid(&doc), "schema rejected {good}");
+}
+
+/// Editors load the schema from docs/pack-set.schema.json; it must match the code.
+/// Regenerate with `UPDATE_SCHEMA=1 cargo test -p nomad-init --test packs_config committed`.
+#[test]
+fn committed_schema_file_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pack-set.schema.json");
+    let want = serde_json::to_string_pretty(&schema::json_schema()).expect("serialise") + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &want).expect("write schema");
+        fs::rename(&tmp, &path).expect("replace schema");
     }
+    let have = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is stale; regenerate it with \
+         UPDATE_SCHEMA=1 cargo test -p nomad-init --test packs_config committed",
+        path.display()
+    );
+}
+
+/// The merge example of docs/pack-set.md, verbatim.
+#[test]
+fn documented_merge_example_holds() {
+    let (_tmp, dir) = pack_dir(&[
+        (
+            "10-base.toml",
+            r#"[redis]
+_origin = "/srv/packs"
+
+[redis.sessions]
+port = 6379
+replicas = ["a", "b", "c"]
+tls = { enabled = true, ca = "/etc/ssl/ca.pem" }
+"#,
+        ),
+        (
+            "20-prod.toml",
+            r#"[redis]
+_origin = "https://packs.example.com/redis.tar.gz"   # replaces the directory origin
+
+[redis.sessions]
+replicas = ["z"]                 # replaces the whole array
+tls = { enabled = false }        # replaces the whole table: `ca` is gone
+
+[redis.queue]                    # adds a job
+port = 6380
+"#,
+        ),
+    ]);
+    let set = load_ok(&dir);
+    let redis = &set.packs[0];
+    assert_eq!(
+        redis.origin,
+        Origin::Http("https://packs.example.com/redis.tar.gz".into())
+    );
+    let jobs: Vec<_> = redis.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(jobs, ["sessions", "queue"]);
+    let vars = &redis.jobs[0].vars;
+    assert_eq!(vars["port"], json!(6379));
+    assert_eq!(vars["replicas"], json!(["z"]));
+    assert_eq!(vars["tls"], json!({ "enabled": false }));
+    assert_eq!(redis.jobs[1].vars["port"], json!(6380));
+}
+
+#[test]
+fn symlinks_to_files_count_and_dangling_ones_are_reported() {
+    let (tmp, dir) = pack_dir(&[("10-a.toml", "[a.job]\n")]);
+    let real = tmp.path().join("b-real.toml");
+    fs::write(&real, "[a]\n_origin = \"/srv\"\n").expect("write");
+    std::os::unix::fs::symlink(&real, dir.join("20-b.toml")).expect("symlink");
+    let set = load_ok(&dir);
+    assert_eq!(set.packs[0].origin, Origin::Local("/srv".into()));
+    assert_eq!(set.files.len(), 2);
+
+    std::os::unix::fs::symlink(tmp.path().join("gone"), dir.join("30-c.toml")).expect("symlink");
+    let e = load_err(&dir);
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: ", dir.join("30-c.toml").display())),
+        "{e}"
+    );
 }

@@ -141,14 +141,21 @@ impl fmt::Display for ConfigError {
 /// Reads the pack set at `path`: one TOML file, or a directory whose `*.toml` files (regular
 /// files, not hidden, not recursive) are merged in lexical order of their names.
 pub fn load(path: &Path) -> Result<PackSet, ConfigError> {
-    let files = list_files(path).map_err(|p| ConfigError::new(vec![p]))?;
-    let mut problems = Vec::new();
+    let (files, mut problems) = list_files(path);
+    if files.is_empty() && problems.is_empty() {
+        problems.push(Problem::EmptyDir {
+            dir: path.to_path_buf(),
+        });
+    }
     let mut sources = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => sources.push((file, text)),
             Err(error) => problems.push(Problem::Io { path: file, error }),
         }
+    }
+    if sources.is_empty() {
+        return Err(ConfigError::new(problems));
     }
     let read_all = problems.is_empty();
     let docs: Vec<(&Path, &str)> = sources
@@ -163,39 +170,50 @@ pub fn parse_str(file: &Path, text: &str) -> Result<PackSet, ConfigError> {
     build(&[(file, text)], true, Vec::new())
 }
 
-/// The files making up the pack set at `path`, in merge order.
-fn list_files(path: &Path) -> Result<Vec<PathBuf>, Problem> {
+/// The files making up the pack set at `path`, in merge order, and the entries that could
+/// not be looked at.
+fn list_files(path: &Path) -> (Vec<PathBuf>, Vec<Problem>) {
+    use std::os::unix::ffi::OsStrExt;
+
     let io_err = |error| Problem::Io {
         path: path.to_path_buf(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(io_err)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
+    let entries = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => return (vec![path.to_path_buf()], Vec::new()),
+        Ok(_) => std::fs::read_dir(path),
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io_err)? {
-        let entry = entry.map_err(io_err)?;
+    let mut problems = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                problems.push(io_err(error));
+                continue;
+            }
+        };
         let name = entry.file_name();
-        // `*.toml` as a shell glob would match it: hidden files (editor leftovers) are not.
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".toml") {
+        let name = name.as_bytes();
+        // What the shell glob `*.toml` matches: hidden files (editor leftovers) do not count.
+        if name.starts_with(b".") || !name.ends_with(b".toml") {
             continue;
         }
         let file = entry.path();
+        // Follows symlinks: a link to a file counts, a dangling one is reported.
         match std::fs::metadata(&file) {
             Ok(m) if m.is_file() => files.push(file),
             Ok(_) => {}
-            Err(error) => return Err(Problem::Io { path: file, error }),
+            Err(error) => problems.push(Problem::Io { path: file, error }),
         }
     }
-    if files.is_empty() {
-        return Err(Problem::EmptyDir {
-            dir: path.to_path_buf(),
-        });
-    }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+    (files, problems)
 }
 
 /// Parses, merges and validates `docs` (in merge order). `complete` is false when some file
@@ -338,39 +356,42 @@ struct Doc<'a> {
 
 impl Doc<'_> {
     fn loc(&self, span: &Range<usize>) -> Location {
-        Location::from_offset(self.file, self.text, span.start)
+        Location::from_offset(
+            self.file,
+            self.text,
+            floor_char_boundary(self.text, span.start),
+        )
     }
 
     fn problem(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
         let location = self.loc(&span);
-        let start = span.start.min(self.text.len());
+        let start = floor_char_boundary(self.text, span.start);
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
-        let end = span.end.clamp(start, line_end);
+        let end = floor_char_boundary(self.text, span.end.clamp(start, line_end));
         let line = self.text[line_start..line_end].trim_end_matches('\r');
         let len = self.text[start..end].chars().count().max(1);
         Problem::Source {
             error: SourceError::new(location, message),
-            excerpt: Some(Excerpt {
-                line: line.to_string(),
-                len,
-            }),
-        }
-    }
-
-    /// A problem whose source line must not be shown again (it may hold a secret).
-    fn redacted(&self, span: Range<usize>, message: impl Into<String>) -> Problem {
-        Problem::Source {
-            error: SourceError::new(self.loc(&span), message),
-            excerpt: None,
+            excerpt: excerpt(line, len),
         }
     }
 
     fn dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new(""))
     }
+}
+
+/// `offset` moved back to the start of the character it falls in (spans of broken input may
+/// point inside one), so slicing never panics.
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
 }
 
 type Entry<'a, 'i> = (
@@ -406,11 +427,38 @@ fn entry_span(
     start..start.max(key.span().end)
 }
 
-fn known(keys: &[&str]) -> String {
-    keys.iter()
+/// "known keys: ..." for unknown-key messages, led by the likely intended key if any.
+fn known_keys(unknown: &str, keys: &[&str]) -> String {
+    let list = keys
+        .iter()
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    match keys
+        .iter()
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, k)) => format!("did you mean `{k}`? known keys: {list}"),
+        None => format!("known keys: {list}"),
+    }
+}
+
+/// Levenshtein distance, for typo suggestions on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Names end up in Nomad job IDs and meta: keep them to a safe alphabet.
@@ -423,7 +471,9 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(format!(
-            "{what} `{name}` contains `{c}`; use only letters, digits, `_`, `.` and `-`"
+            "{what} `{}` contains `{}`; use only letters, digits, `_`, `.` and `-`",
+            name.escape_debug(),
+            c.escape_debug()
         ));
     }
     Ok(())
@@ -435,7 +485,18 @@ fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<Layer> {
     if !errors.is_empty() {
         for e in errors {
             let span = e.span().unwrap_or(0..0);
-            problems.push(doc.problem(span, e.message().trim_end().to_string()));
+            let mut message = e.message().trim_end().to_string();
+            if message == "duplicate key" {
+                // toml names no key; the span does.
+                let key = doc
+                    .text
+                    .get(span.clone())
+                    .unwrap_or_default()
+                    .trim()
+                    .escape_debug();
+                message = format!("duplicate key `{key}` (a file may set each key once)");
+            }
+            problems.push(doc.problem(span, message));
         }
         return None;
     }
@@ -451,8 +512,8 @@ fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<Layer> {
                 problems.push(doc.problem(
                     key.span(),
                     format!(
-                        "unknown top-level key `{name}`; known keys: {} (packs are tables, `[NAME]`)",
-                        known(TOP_KEYS)
+                        "unknown top-level key `{name}`; {} (packs are tables, `[NAME]`)",
+                        known_keys(name, TOP_KEYS)
                     ),
                 ));
             }
@@ -534,8 +595,8 @@ fn parse_pack(
             _ if name.starts_with('_') => problems.push(doc.problem(
                 key.span(),
                 format!(
-                    "unknown key `{name}` in pack `{pack}`; known keys: {}",
-                    known(PACK_KEYS)
+                    "unknown key `{name}` in pack `{pack}`; {}",
+                    known_keys(name, PACK_KEYS)
                 ),
             )),
             _ => {
@@ -588,8 +649,8 @@ fn parse_job(
             problems.push(doc.problem(
                 key.span(),
                 format!(
-                    "unknown key `{name}` in job `{pack}.{job}`; known keys: {} (template variables must not start with `_`)",
-                    known(JOB_KEYS)
+                    "unknown key `{name}` in job `{pack}.{job}`; {} (template variables must not start with `_`)",
+                    known_keys(name, JOB_KEYS)
                 ),
             ));
         } else {
@@ -658,13 +719,7 @@ fn origin_field(
             at: doc.loc(&value.span()),
         }),
         Err(msg) => {
-            let msg = format!("{what}: {msg}");
-            // The line may hold a password (`https://user:secret@...`): never print it.
-            problems.push(if s.contains('@') {
-                doc.redacted(value.span(), msg)
-            } else {
-                doc.problem(value.span(), msg)
-            });
+            problems.push(doc.problem(value.span(), format!("{what}: {msg}")));
             Field::Bad
         }
     }
@@ -746,10 +801,7 @@ fn auth_field(
         if !AUTH_KEYS.contains(&k) {
             problems.push(doc.problem(
                 key.span(),
-                format!(
-                    "unknown key `{k}` in {what}; known keys: {}",
-                    known(AUTH_KEYS)
-                ),
+                format!("unknown key `{k}` in {what}; {}", known_keys(k, AUTH_KEYS)),
             ));
             continue;
         }
@@ -1057,6 +1109,21 @@ fn finish(
     }
 }
 
+/// The excerpt of `line` for snippets, unless it holds a URL with credentials
+/// (`https://user:secret@host`): a secret written by mistake is never printed again.
+fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
+    let has_credentials = line.match_indices("://").any(|(i, _)| {
+        line[i + 3..]
+            .split(['/', '?', '#', '"', '\'', ' ', '\t'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    });
+    (!has_credentials).then(|| Excerpt {
+        line: line.to_string(),
+        len,
+    })
+}
+
 /// A problem at a location found after merging, with the line it points at.
 fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
     let line = docs
@@ -1064,10 +1131,7 @@ fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
         .find(|(f, _)| *f == at.file)
         .and_then(|(_, text)| text.lines().nth(at.line.saturating_sub(1)));
     Problem::Source {
-        excerpt: line.map(|l| Excerpt {
-            line: l.trim_end_matches('\r').to_string(),
-            len: 1,
-        }),
+        excerpt: line.and_then(|l| excerpt(l.trim_end_matches('\r'), 1)),
         error: SourceError::new(at, message),
     }
 }
@@ -1263,8 +1327,8 @@ _allow_drivers = ["docker"]
             ),
             "{e}"
         );
-        assert_eq!(lines[1], "/etc/nomados/packs.toml:4:1: unknown key `_orign` in pack `redis`; known keys: `_origin`, `_origin-name`, `_name`, `_sha256`, `_auth`");
-        assert!(lines[2].starts_with("/etc/nomados/packs.toml:6:1: unknown key `_allow_drivers` in job `redis.main`; known keys: `_allow-drivers`"), "{e}");
+        assert_eq!(lines[1], "/etc/nomados/packs.toml:4:1: unknown key `_orign` in pack `redis`; did you mean `_origin`? known keys: `_origin`, `_origin-name`, `_name`, `_sha256`, `_auth`");
+        assert!(lines[2].starts_with("/etc/nomados/packs.toml:6:1: unknown key `_allow_drivers` in job `redis.main`; did you mean `_allow-drivers`? known keys: `_allow-drivers`"), "{e}");
     }
 
     #[test]
@@ -1379,6 +1443,14 @@ _origin = "file:///srv/my%20packs"
         assert!(err("[a]\n_origin = \"http://tok@h/a.tar\"\n").contains("credentials must not"));
         let e = parse("[a]\n_origin = \"ftp://u:s3cret@h/a.tar\"\n").unwrap_err();
         assert!(!e.render().contains("s3cret"), "{}", e.render());
+        // Nor is the line shown when it breaks the syntax (unterminated string here).
+        let e = parse("[a]\n_origin = \"https://u:s3cret@h/a.tar\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("/etc/nomados/packs.toml:2:"),
+            "{e}"
+        );
+        assert!(!e.render().contains("s3cret"), "{}", e.render());
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]
@@ -1532,6 +1604,36 @@ _auth = { type = "bearer", env = 7 }
             lines[3].contains("packs.toml:5:1: unknown key `_bogus`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn close_typos_get_a_suggestion_far_ones_do_not() {
+        let e = err("[a]\n_origin = \"p\"\n_sha265 = \"x\"\n_version = 1\n");
+        assert!(
+            e.contains("unknown key `_sha265` in pack `a`; did you mean `_sha256`?"),
+            "{e}"
+        );
+        assert!(
+            e.contains("unknown key `_version` in pack `a`; known keys:"),
+            "{e}"
+        );
+        assert_eq!(edit_distance("_orign", "_origin"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn broken_input_never_panics() {
+        let doc = "_name = \"ä\"\n[ré.dis]\n_origin = \"https://h/ü.tar\"\n[ré.dis.jöb]\nv = [1, { x = \"€\" }]\n";
+        let cuts = doc.char_indices().map(|(i, _)| i).chain([doc.len()]);
+        for cut in cuts {
+            for tail in ["", "é", "=", "\"", "[", "]]", "{", "\u{0}", "ä = ö"] {
+                let text = format!("{}{tail}", &doc[..cut]);
+                if let Err(e) = parse(&text) {
+                    let _ = (e.to_string(), e.render());
+                }
+            }
+        }
     }
 
     #[test]
