@@ -22,7 +22,12 @@ impl Location {
 
     /// Location of byte `offset` in `source` (the text of `file`).
     pub fn from_offset(file: &Path, source: &str, offset: usize) -> Self {
-        let offset = offset.min(source.len());
+        // Clamp into the text and back to a character boundary: a byte offset from a
+        // parser may point inside a multi-byte character, which must not panic.
+        let mut offset = offset.min(source.len());
+        while !source.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &source[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -106,6 +111,14 @@ mod tests {
             Location::from_offset(Path::new("f.toml"), src, at).to_string(),
             "f.toml:2:4"
         );
+    }
+
+    #[test]
+    fn offsets_inside_a_multibyte_character_do_not_panic() {
+        let src = "a = \"é\"";
+        let inside = src.find('é').unwrap() + 1;
+        assert_eq!(Location::from_offset(Path::new("f"), src, inside).column, 6);
+        assert_eq!(Location::from_offset(Path::new("f"), src, 999).column, 9);
     }
 
     #[test]
