@@ -118,7 +118,7 @@ mod tests {
         let src = "a = \"é\"";
         let inside = src.find('é').unwrap() + 1;
         assert_eq!(Location::from_offset(Path::new("f"), src, inside).column, 6);
-        assert_eq!(Location::from_offset(Path::new("f"), src, 999).column, 9);
+        assert_eq!(Location::from_offset(Path::new("f"), src, 999).column, 8);
     }
 
     #[test]
