@@ -1017,6 +1017,7 @@ fn finish(
         .set()
         .map_or_else(|| DEFAULT_OWNER.to_string(), |n| n.value.clone());
     let mut packs = Vec::new();
+    let mut names: std::collections::BTreeMap<String, (String, Location)> = Default::default();
     for pack in merged.packs {
         let origin = match pack.origin {
             Field::Set(o) => Some(o),
@@ -1065,6 +1066,25 @@ fn finish(
             }
         }
         let Some(origin) = origin else { continue };
+        let pack_name = pack
+            .name
+            .set()
+            .map_or_else(|| pack.key.clone(), |n| n.value.clone());
+        // The name marks the jobs a pack owns in Nomad; two packs sharing one would
+        // prune and protect each other's jobs.
+        if let Some((first_key, first_at)) = names.get(&pack_name) {
+            let at = pack.name.set().map_or(&pack.location, |n| &n.at).clone();
+            problems.push(located(
+                docs,
+                at,
+                format!(
+                    "pack `{}` is named `{pack_name}` like pack `{first_key}` ({first_at}); pack names must be unique",
+                    pack.key
+                ),
+            ));
+            continue;
+        }
+        names.insert(pack_name.clone(), (pack.key.clone(), pack.location.clone()));
         let jobs = pack
             .jobs
             .into_iter()
@@ -1086,10 +1106,7 @@ fn finish(
             })
             .collect();
         packs.push(PackDecl {
-            name: pack
-                .name
-                .set()
-                .map_or_else(|| pack.key.clone(), |n| n.value.clone()),
+            name: pack_name,
             origin_name: pack
                 .origin_name
                 .set()
@@ -1360,6 +1377,15 @@ _allow-drivers = ["docker", 1]
         // A bad `_origin` was reported; no second complaint that it is missing.
         assert!(!e.contains("has no `_origin`"), "{e}");
         assert_eq!(e.lines().count(), 8, "{e}");
+    }
+
+    #[test]
+    fn pack_names_must_be_unique() {
+        let e = err("[a]\n_origin = \"p\"\n[b]\n_origin = \"p\"\n_name = \"a\"\n");
+        assert!(
+            e.contains("packs.toml:5:9: pack `b` is named `a` like pack `a` (/etc/nomados/packs.toml:1:1); pack names must be unique"),
+            "{e}"
+        );
     }
 
     #[test]
