@@ -1,0 +1,292 @@
+//! Agent configuration: the subset of Nomad's agent config the double honours.
+//!
+//! Files are JSON or HCL, merged in command-line order like Nomad does. Unknown keys are
+//! ignored (Nomad has hundreds; the double only needs the ones that change its behaviour).
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The checked agent configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub bind_addr: String,
+    /// `addresses.http`, falling back to `bind_addr`.
+    pub http_addr: Option<String>,
+    pub http_port: u16,
+    pub datacenter: String,
+    pub region: String,
+    pub name: String,
+    pub data_dir: String,
+    pub acl_enabled: bool,
+    pub client_enabled: bool,
+    pub server_enabled: bool,
+    pub dev: bool,
+    /// `raw_exec` is off by default in Nomad; on in `-dev`, or via client options / plugin config.
+    pub raw_exec_enabled: bool,
+    pub files: Vec<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            bind_addr: "0.0.0.0".into(),
+            http_addr: None,
+            http_port: 4646,
+            datacenter: "dc1".into(),
+            region: "global".into(),
+            name: default_hostname(),
+            data_dir: String::new(),
+            acl_enabled: false,
+            client_enabled: false,
+            server_enabled: false,
+            dev: false,
+            raw_exec_enabled: false,
+            files: Vec::new(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "nomad-double".into())
+}
+
+impl AgentConfig {
+    /// What `nomad agent -dev` starts with: loopback, client + server, raw_exec on.
+    pub fn dev() -> Self {
+        AgentConfig {
+            bind_addr: "127.0.0.1".into(),
+            client_enabled: true,
+            server_enabled: true,
+            dev: true,
+            raw_exec_enabled: true,
+            ..AgentConfig::default()
+        }
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_listen(&self) -> String {
+        let host = self.http_addr.as_deref().unwrap_or(&self.bind_addr);
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.http_port)
+        } else {
+            format!("{host}:{}", self.http_port)
+        }
+    }
+
+    /// The address other agents would be told to use (never 0.0.0.0).
+    pub fn advertise_host(&self) -> String {
+        let host = self.http_addr.as_deref().unwrap_or(&self.bind_addr);
+        if host == "0.0.0.0" || host == "::" {
+            "127.0.0.1".into()
+        } else {
+            host.to_string()
+        }
+    }
+
+    /// Reads and merges one config file into `self`.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read config file {}", path.display()))?;
+        let value = parse_config_text(&text, path)?;
+        self.merge(&value)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        self.files.push(path.display().to_string());
+        Ok(())
+    }
+
+    /// Applies the keys the double understands; everything else is ignored.
+    pub fn merge(&mut self, v: &Value) -> Result<()> {
+        let v = normalize(v);
+        let Some(top) = v.as_object() else {
+            bail!("config root must be an object");
+        };
+        if let Some(s) = str_key(top, "bind_addr")? {
+            self.bind_addr = s;
+        }
+        if let Some(s) = str_key(top, "datacenter")? {
+            self.datacenter = s;
+        }
+        if let Some(s) = str_key(top, "region")? {
+            self.region = s;
+        }
+        if let Some(s) = str_key(top, "name")? {
+            self.name = s;
+        }
+        if let Some(s) = str_key(top, "data_dir")? {
+            self.data_dir = s;
+        }
+        if let Some(a) = top.get("addresses").and_then(Value::as_object) {
+            if let Some(s) = str_key(a, "http")? {
+                self.http_addr = Some(s);
+            }
+        }
+        if let Some(p) = top.get("ports").and_then(Value::as_object) {
+            if let Some(port) = p.get("http") {
+                let n = match port {
+                    Value::Number(n) => n.as_u64(),
+                    Value::String(s) => s.parse().ok(),
+                    _ => None,
+                };
+                self.http_port = n
+                    .and_then(|n| u16::try_from(n).ok())
+                    .with_context(|| format!("ports.http: not a port number: {port}"))?;
+            }
+        }
+        for (block, field) in [
+            ("acl", &mut self.acl_enabled),
+            ("client", &mut self.client_enabled),
+            ("server", &mut self.server_enabled),
+        ] {
+            if let Some(b) = top.get(block).and_then(Value::as_object) {
+                if let Some(e) = bool_key(b, "enabled", block)? {
+                    *field = e;
+                }
+            }
+        }
+        if let Some(opts) = top
+            .get("client")
+            .and_then(|c| c.get("options"))
+            .and_then(Value::as_object)
+        {
+            if let Some(v) = opts.get("driver.raw_exec.enable") {
+                self.raw_exec_enabled = truthy(v);
+            }
+        }
+        if let Some(en) = top
+            .get("plugin")
+            .and_then(|p| p.get("raw_exec"))
+            .and_then(|p| p.get("config"))
+            .and_then(|c| c.get("enabled"))
+        {
+            self.raw_exec_enabled = truthy(en);
+        }
+        Ok(())
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => matches!(s.as_str(), "1" | "true" | "True" | "TRUE" | "t"),
+        Value::Number(n) => n.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+fn str_key(m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => bail!("{k}: expected a string, found {other}"),
+    }
+}
+
+fn bool_key(m: &Map<String, Value>, k: &str, block: &str) -> Result<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+        Some(other) => bail!("{block}.{k}: expected a boolean, found {other}"),
+    }
+}
+
+/// Nomad's JSON config allows blocks as `[{...}]` lists; fold those into plain objects.
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+            let mut merged = Map::new();
+            for item in items {
+                if let Value::Object(m) = normalize(item) {
+                    merged.extend(m);
+                }
+            }
+            Value::Object(merged)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Parses JSON (by extension or a leading `{`) or HCL into a JSON value.
+pub fn parse_config_text(text: &str, path: &Path) -> Result<Value> {
+    let is_json =
+        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+    } else {
+        hcl::from_str::<Value>(text).map_err(|e| match &e {
+            hcl::Error::Parse(p) => anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                p.location().line(),
+                p.location().column(),
+                p.message()
+            ),
+            _ => anyhow::anyhow!("{}: {e}", path.display()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hcl_config_sets_known_keys_and_ignores_others() {
+        let v = parse_config_text(
+            r#"
+            bind_addr = "127.0.0.2"
+            datacenter = "edge"
+            ports { http = 5656 }
+            acl { enabled = true }
+            client {
+              enabled = true
+              options = { "driver.raw_exec.enable" = "1" }
+            }
+            telemetry { whatever = 1 }
+            "#,
+            Path::new("a.hcl"),
+        )
+        .unwrap();
+        let mut c = AgentConfig::default();
+        c.merge(&v).unwrap();
+        assert_eq!(c.http_listen(), "127.0.0.2:5656");
+        assert_eq!(c.datacenter, "edge");
+        assert!(c.acl_enabled && c.client_enabled && c.raw_exec_enabled);
+        assert!(!c.server_enabled);
+        assert_eq!(c.region, "global");
+    }
+
+    #[test]
+    fn json_config_accepts_block_lists_and_addresses() {
+        let v = parse_config_text(
+            r#"{"addresses": [{"http": "127.0.0.3"}], "server": [{"enabled": true}],
+                "plugin": [{"raw_exec": [{"config": [{"enabled": true}]}]}]}"#,
+            Path::new("init.json"),
+        )
+        .unwrap();
+        let mut c = AgentConfig::default();
+        c.merge(&v).unwrap();
+        assert_eq!(c.http_listen(), "127.0.0.3:4646");
+        assert!(c.server_enabled && c.raw_exec_enabled);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = AgentConfig::default();
+        let err = c
+            .merge(&serde_json::json!({"ports": {"http": "x"}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("ports.http"), "{err}");
+        let err = parse_config_text("a = ", Path::new("x.hcl")).unwrap_err();
+        assert!(err.to_string().starts_with("x.hcl:1:"), "{err}");
+    }
+}

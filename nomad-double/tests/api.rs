@@ -1,0 +1,222 @@
+//! Behaviour beyond the recordings, over real HTTP: version gates, filters, variables,
+//! ACLs, write counters, and the process's signal handling.
+
+mod common;
+
+use common::Agent;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const DEV: &str = "bind_addr = \"127.0.0.1\"\nports { http = 0 }\nclient { enabled = true }\nserver { enabled = true }\nplugin \"raw_exec\" {\n  config { enabled = true }\n}\n";
+
+fn hello(meta: Value) -> Value {
+    json!({"Job": {"ID": "hello", "Type": "system", "Datacenters": ["dc1"], "Meta": meta,
+        "TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t", "Driver": "raw_exec",
+            "Config": {"command": "/bin/sh", "args": ["-c", "sleep 1"]}}]}]}})
+}
+
+struct Http {
+    c: reqwest::blocking::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Http {
+    fn send(&self, m: &str, path: &str, body: Option<Value>) -> (u16, String, String) {
+        let mut r = self
+            .c
+            .request(m.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        if let Some(t) = &self.token {
+            r = r.header("X-Nomad-Token", t);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, ct, resp.text().unwrap())
+    }
+    fn json(&self, m: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, _, t) = self.send(m, path, body);
+        assert_eq!(s, 200, "{m} {path}: {t}");
+        serde_json::from_str(&t).unwrap()
+    }
+}
+
+fn http(agent: &Agent) -> Http {
+    Http {
+        c: reqwest::blocking::Client::new(),
+        base: agent.base.clone(),
+        token: None,
+    }
+}
+
+#[test]
+fn filters_meta_variables_and_write_counts_on_a_new_version() {
+    let agent = Agent::start(DEV, &[("NOMAD_DOUBLE_ALLOC_DELAY_MS", "0")]);
+    let h = http(&agent);
+    h.json(
+        "POST",
+        "/v1/jobs",
+        Some(hello(json!({"nomados.pack": "demo"}))),
+    );
+    h.json(
+        "POST",
+        "/v1/jobs",
+        Some(hello(json!({"nomados.pack": "demo"}))),
+    );
+    let q =
+        "/v1/jobs?meta=true&namespace=*&filter=Meta%5B%22nomados.pack%22%5D%20%3D%3D%20%22demo%22";
+    let list = h.json("GET", q, None);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["Meta"]["nomados.pack"], "demo");
+    let none = h.json("GET", "/v1/jobs?filter=ID%20%3D%3D%20%22other%22", None);
+    assert_eq!(none, json!([]));
+    let (s, ct, body) = h.send("GET", "/v1/jobs?filter=ID%20%3D%3D", None);
+    assert_eq!((s, ct.as_str()), (400, "text/plain; charset=utf-8"));
+    assert!(
+        body.starts_with("failed to read filter expression: "),
+        "{body}"
+    );
+
+    // Second identical register: no new version.
+    assert_eq!(h.json("GET", "/v1/job/hello", None)["Version"], 0);
+
+    // Variables with check-and-set.
+    let v = h.json(
+        "PUT",
+        "/v1/var/nomados/x?cas=0",
+        Some(json!({"Namespace": "default", "Path": "nomados/x", "Items": {"a": "1"}})),
+    );
+    let (s, ct, body) = h.send(
+        "PUT",
+        "/v1/var/nomados/x?cas=0",
+        Some(json!({"Path": "nomados/x", "Items": {"a": "2"}})),
+    );
+    assert_eq!((s, ct.as_str()), (409, "application/json"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["Items"]["a"],
+        "1"
+    );
+    let listed = h.json("GET", "/v1/vars?prefix=nomados/", None);
+    assert_eq!(listed[0]["Path"], "nomados/x");
+    assert!(
+        listed[0].get("Items").is_none(),
+        "lists carry metadata only"
+    );
+    let cas = v["ModifyIndex"].as_u64().unwrap();
+    let (s, _, _) = h.send("DELETE", &format!("/v1/var/nomados/x?cas={cas}"), None);
+    assert_eq!(s, 200);
+    let (s, _, body) = h.send("GET", "/v1/var/nomados/x", None);
+    assert_eq!((s, body.as_str()), (404, "variable not found"));
+
+    // Plan and parse are not writes; registers, var put/delete are.
+    h.json(
+        "POST",
+        "/v1/job/hello/plan",
+        Some(json!({"Job": hello(Value::Null)["Job"], "Diff": true})),
+    );
+    let stats = h.json("GET", "/v1/double/stats", None);
+    assert_eq!(stats["writes"], 5, "{stats}");
+    assert_eq!(stats["writes_by_path"]["/v1/jobs"], 2);
+
+    // Wrong method and unknown route.
+    assert_eq!(h.send("PATCH", "/v1/jobs", None).0, 405);
+    let (s, _, body) = h.send("GET", "/v1/nope", None);
+    assert_eq!((s, body.as_str()), (404, "404 page not found\n"));
+}
+
+#[test]
+fn old_versions_hide_newer_features() {
+    let agent = Agent::start(DEV, &[("NOMAD_DOUBLE_VERSION", "1.2.6")]);
+    let h = http(&agent);
+    assert_eq!(h.send("GET", "/v1/vars", None).0, 404);
+    h.json("POST", "/v1/jobs", Some(hello(json!({"k": "v"}))));
+    // 1.2 ignores filter and meta.
+    let list = h.json(
+        "GET",
+        "/v1/jobs?meta=true&filter=ID%20%3D%3D%20%22x%22",
+        None,
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0].get("Meta").is_none());
+    let me = h.json("GET", "/v1/agent/self", None);
+    assert_eq!(me["config"]["Version"]["Version"], "1.2.6");
+}
+
+#[test]
+fn acls_require_the_management_token() {
+    let cfg = format!("{DEV}acl {{ enabled = true }}\n");
+    let agent = Agent::start(&cfg, &[("NOMAD_DOUBLE_MANAGEMENT_TOKEN", "s3cret")]);
+    let mut h = http(&agent);
+    let (s, _, body) = h.send("GET", "/v1/jobs", None);
+    assert_eq!((s, body.as_str()), (403, "Permission denied"));
+    assert_eq!(h.send("GET", "/v1/agent/health", None).0, 200);
+    h.token = Some("wrong".into());
+    assert_eq!(h.send("GET", "/v1/jobs", None).0, 403);
+    h.token = Some("s3cret".into());
+    let (s, _, _) = h.send(
+        "POST",
+        "/v1/acl/policy/readonly",
+        Some(json!({"Name": "readonly", "Rules": "namespace \"default\" { policy = \"read\" }"})),
+    );
+    assert_eq!(s, 200);
+    let l = h.json("GET", "/v1/acl/policies", None);
+    assert_eq!(l[0]["Name"], "readonly");
+    assert_eq!(
+        h.json("GET", "/v1/agent/self", None)["config"]["ACL"]["Enabled"],
+        true
+    );
+}
+
+#[test]
+fn missing_command_fails_the_allocation_and_sigterm_exits_cleanly() {
+    let mut agent = Agent::start(DEV, &[("NOMAD_DOUBLE_ALLOC_DELAY_MS", "50")]);
+    let h = http(&agent);
+    let mut job = hello(Value::Null);
+    job["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["command"] = json!("/no/such/binary");
+    h.json("POST", "/v1/jobs", Some(job));
+    assert_eq!(
+        h.json("GET", "/v1/job/hello/allocations", None)[0]["ClientStatus"],
+        "pending"
+    );
+    // Blocking query: wakes when the allocation moves on.
+    let idx = h.json("GET", "/v1/job/hello/allocations", None)[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+    let allocs = h.json(
+        "GET",
+        &format!("/v1/job/hello/allocations?index={idx}&wait=5s"),
+        None,
+    );
+    assert_eq!(allocs[0]["ClientStatus"], "failed");
+    let ev = &allocs[0]["TaskStates"]["t"]["Events"];
+    assert!(ev
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["Type"] == "Driver Failure"
+            && e["DisplayMessage"]
+                .as_str()
+                .unwrap()
+                .contains("/no/such/binary")));
+
+    let pid = agent.child.id().to_string();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut saw = false;
+    while let Ok(line) = agent.lines.recv_timeout(Duration::from_secs(10)) {
+        saw |= line.contains("Caught signal: terminated");
+    }
+    assert!(saw, "logs the signal");
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
