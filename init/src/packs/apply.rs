@@ -123,7 +123,7 @@ pub async fn apply(opts: &Options) -> anyhow::Result<Summary> {
 /// Runs the applier in `mode`, writing the human-readable report to `out`.
 pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let client = Client::new(&opts.nomad_addr, opts.token.clone())?;
-    let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let prepared = prepare(&set, opts, &client).await?;
     for f in &prepared.failures {
         for r in &f.reasons {

@@ -1,0 +1,507 @@
+//! The applier end to end: the real `nomad-init packs ...` binary against the Nomad test
+//! double (always) and against a real Nomad (when NOMAD_BIN is set).
+
+mod common;
+
+use common::{packs, summary, text, DoubleConfig, Nomad, Workspace};
+use serde_json::json;
+
+fn two_pack_set(ws: &Workspace) -> std::path::PathBuf {
+    ws.system_pack("web").system_pack("cache");
+    ws.write(
+        "set.toml",
+        r#"_name = "test-set"
+
+[web]
+_origin = "packs"
+[web.web-a]
+message = "a"
+[web.web-b]
+message = "b"
+
+[cache]
+_origin = "packs"
+[cache.cache-1]
+"#,
+    );
+    ws.path("set.toml")
+}
+
+/// Cold apply creates everything; the unchanged re-apply writes nothing.
+fn cold_then_noop(nomad: &Nomad) {
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let out = packs("apply", &set, nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        summary(&out),
+        "Apply: 3 created, 0 updated, 0 unchanged, 0 deleted, 0 failed."
+    );
+    assert_eq!(nomad.job_ids(), ["cache-1", "web-a", "web-b"]);
+
+    let job = nomad.get("/v1/job/web-b").unwrap();
+    assert_eq!(job["Meta"]["nomados.owner"], "test-set");
+    assert_eq!(job["Meta"]["nomados.pack"], "web");
+    assert_eq!(job["Meta"]["nomados.job"], "web-b");
+    assert_eq!(job["Meta"]["nomados.hash"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        job["TaskGroups"][0]["Tasks"][0]["Config"]["args"][1],
+        "echo b; sleep 3600"
+    );
+
+    let before = nomad.job_indexes();
+    let writes = nomad.is_double().then(|| nomad.writes());
+    let out = packs("apply", &set, nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 3 unchanged, 0 deleted, 0 failed."
+    );
+    assert_eq!(
+        nomad.job_indexes(),
+        before,
+        "a no-op re-apply must not modify any job"
+    );
+    if let Some(w) = writes {
+        assert_eq!(
+            nomad.writes(),
+            w,
+            "a no-op re-apply must perform zero writes"
+        );
+    }
+}
+
+#[test]
+fn cold_apply_then_noop_reapply_against_the_double() {
+    cold_then_noop(&Nomad::double(DoubleConfig::default()));
+}
+
+#[test]
+fn cold_apply_then_noop_reapply_against_real_nomad() {
+    if let Some(nomad) = Nomad::real("cold_apply_then_noop_reapply") {
+        cold_then_noop(&nomad);
+    }
+}
+
+/// Plan shows create / update with Nomad's diff / unchanged / delete, and writes nothing.
+fn plan_shows_every_kind_of_step(nomad: &Nomad) {
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    assert!(packs("apply", &set, nomad, &[]).status.success());
+    ws.write(
+        "set.toml",
+        r#"_name = "test-set"
+[web]
+_origin = "packs"
+[web.web-a]
+message = "changed"
+[web.web-c]
+[cache]
+_origin = "packs"
+[cache.cache-1]
+"#,
+    );
+    let before = nomad.job_indexes();
+    let out = packs("plan", &set, nomad, &["--detailed-exitcode"]);
+    let t = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "plan with changes exits 2 under --detailed-exitcode: {t}"
+    );
+    assert!(
+        t.contains("+ create    web-c (pack `web`, job `web-c`)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("~ update    web-a (pack `web`, job `web-a`)"),
+        "{t}"
+    );
+    assert!(t.contains("= unchanged cache-1"), "{t}");
+    assert!(
+        t.contains("- delete    web-b (pack `web`, job `web-b`)"),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"args[1]: "echo a; sleep 3600" => "echo changed; sleep 3600""#),
+        "Nomad's diff is shown: {t}"
+    );
+    assert!(
+        t.contains("Plan: 1 to create, 1 to update, 1 unchanged, 1 to delete, 0 failed."),
+        "{t}"
+    );
+    assert_eq!(nomad.job_indexes(), before, "plan writes nothing");
+
+    let out = packs("apply", &set, nomad, &[]);
+    assert_eq!(
+        summary(&out),
+        "Apply: 1 created, 1 updated, 1 unchanged, 1 deleted, 0 failed.",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(nomad.job_ids(), ["cache-1", "web-a", "web-c"]);
+    let out = packs("plan", &set, nomad, &["--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn plan_shows_every_kind_of_step_against_the_double() {
+    plan_shows_every_kind_of_step(&Nomad::double(DoubleConfig::default()));
+}
+
+#[test]
+fn plan_shows_every_kind_of_step_against_real_nomad() {
+    if let Some(nomad) = Nomad::real("plan_shows_every_kind_of_step") {
+        plan_shows_every_kind_of_step(&nomad);
+    }
+}
+
+/// A pack whose origin is gone fails alone; the jobs it applied before stay.
+fn failed_pack_keeps_its_jobs(nomad: &Nomad) {
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    assert!(packs("apply", &set, nomad, &[]).status.success());
+    let before = nomad.job_indexes();
+    ws.remove("packs/web");
+    ws.write(
+        "packs/cache/jobs/main.hcl",
+        &common::SYSTEM_JOB.replace("sleep 3600", "sleep 7200"),
+    );
+    let out = packs("apply", &set, nomad, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("! pack `web` failed"), "{t}");
+    assert!(
+        t.contains("! keep      web-a (pack `web` failed; left as it is)"),
+        "{t}"
+    );
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 1 updated, 0 unchanged, 0 deleted, 1 failed.",
+        "{t}"
+    );
+    let after = nomad.job_indexes();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|(id, _)| id.starts_with("web"))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .filter(|(id, _)| id.starts_with("web"))
+            .collect::<Vec<_>>(),
+        "the failed pack's jobs are left exactly as they were"
+    );
+}
+
+#[test]
+fn failed_pack_keeps_its_jobs_against_the_double() {
+    failed_pack_keeps_its_jobs(&Nomad::double(DoubleConfig::default()));
+}
+
+#[test]
+fn failed_pack_keeps_its_jobs_against_real_nomad() {
+    if let Some(nomad) = Nomad::real("failed_pack_keeps_its_jobs") {
+        failed_pack_keeps_its_jobs(&nomad);
+    }
+}
+
+#[test]
+fn foreign_and_other_owners_jobs_are_never_touched() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    // A job someone ran by hand, under an ID our set also declares.
+    let hand = nomad.post("/v1/jobs/parse", &json!({"JobHCL": common::SYSTEM_JOB.replace("{{ jobname }}", "web-a").replace("{{ datacenters | json_encode() }}", "[\"dc1\"]").replace("{{ message | default(value='hello') }}", "by hand"), "Canonicalize": true}), None).unwrap();
+    nomad.post("/v1/jobs", &json!({"Job": hand}), None).unwrap();
+    // Another pack set's job.
+    let ws_other = Workspace::new();
+    ws_other.system_pack("other");
+    ws_other.write(
+        "set.toml",
+        "_name = \"other-set\"\n[other]\n_origin = \"packs\"\n[other.theirs]\n",
+    );
+    assert!(packs("apply", &ws_other.path("set.toml"), &nomad, &[])
+        .status
+        .success());
+
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let out = packs("apply", &set, &nomad, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("! web-a: a job with this ID exists and is not managed by `test-set`"),
+        "{t}"
+    );
+    assert_eq!(
+        nomad.get("/v1/job/web-a").unwrap()["TaskGroups"][0]["Tasks"][0]["Config"]["args"][1],
+        "echo by hand; sleep 3600"
+    );
+    // Removing everything from our set deletes only our jobs.
+    ws.write("set.toml", "_name = \"test-set\"\n");
+    let out = packs("apply", &set, &nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(nomad.job_ids(), ["theirs", "web-a"]);
+}
+
+#[test]
+fn clashing_job_ids_fail_both_packs_and_name_both_sources() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("one").system_pack("two").system_pack("fine");
+    ws.write("set.toml", "[one]\n_origin = \"packs\"\n[one.same]\n[two]\n_origin = \"packs\"\n[two.same]\n[fine]\n_origin = \"packs\"\n[fine.ok]\n");
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("job ID `same` is rendered twice: by pack 'one', job 'same', file jobs/main.hcl and by pack 'two', job 'same', file jobs/main.hcl"), "{t}");
+    assert_eq!(
+        nomad.job_ids(),
+        ["ok"],
+        "the clashing packs are not applied, the others are"
+    );
+}
+
+#[test]
+fn only_system_jobs_on_exec_drivers_unless_opted_out() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.write(
+        "packs/svc/jobs/main.hcl",
+        &common::SYSTEM_JOB.replace("\"system\"", "\"service\""),
+    );
+    ws.write(
+        "packs/dock/jobs/main.hcl",
+        &common::SYSTEM_JOB.replace("\"raw_exec\"", "\"docker\""),
+    );
+    ws.write(
+        "set.toml",
+        "[svc]\n_origin = \"packs\"\n[svc.s]\n[dock]\n_origin = \"packs\"\n[dock.d]\n",
+    );
+    let out = packs("validate", &ws.path("set.toml"), &nomad, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("job `s` has type `service`; NomadOS applies only `system` jobs"),
+        "{t}"
+    );
+    assert!(t.contains("task `t` uses driver `docker`"), "{t}");
+    ws.write(
+        "set.toml",
+        "[dock]\n_origin = \"packs\"\n[dock.d]\n_allow-drivers = [\"docker\"]\n",
+    );
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(nomad.job_ids(), ["d"]);
+}
+
+#[test]
+fn concurrent_appliers_converge_without_fighting() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let set = set.clone();
+            let addr = nomad.addr.clone();
+            let cache = ws.path(".cache");
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+                    .args(["packs", "apply"])
+                    .arg(&set)
+                    .args(["--nomad-addr", &addr, "--cache-dir"])
+                    .arg(cache)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for r in runs {
+        let out = r.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(nomad.job_ids(), ["cache-1", "web-a", "web-b"]);
+    for id in ["cache-1", "web-a", "web-b"] {
+        assert_eq!(
+            nomad.get(&format!("/v1/job/{id}")).unwrap()["Version"],
+            0,
+            "{id} was registered once, not overwritten"
+        );
+    }
+    let out = packs("apply", &set, &nomad, &[]);
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 3 unchanged, 0 deleted, 0 failed."
+    );
+}
+
+#[test]
+fn wait_prints_the_task_events_of_a_failed_allocation() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.write(
+        "packs/bad/jobs/main.hcl",
+        &common::SYSTEM_JOB.replace("/bin/sh", "/nonexistent/binary"),
+    );
+    ws.system_pack("good");
+    ws.write(
+        "set.toml",
+        "[bad]\n_origin = \"packs\"\n[bad.bad]\n[good]\n_origin = \"packs\"\n[good.good]\n",
+    );
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &["--wait"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("good: 1 allocations running"), "{t}");
+    assert!(t.contains("! bad: allocation failed"), "{t}");
+    assert!(
+        t.contains("/nonexistent/binary"),
+        "the task event explains the failure: {t}"
+    );
+}
+
+#[test]
+fn old_agents_without_meta_filter_or_variables_still_reconcile() {
+    let nomad = Nomad::double(DoubleConfig {
+        version: "1.1.2".into(),
+        ..DoubleConfig::default()
+    });
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    ws.write(
+        "packs/web/variables/web/config.json",
+        r#"{"path": "web/{{ jobname }}", "items": {"greeting": "hi"}}"#,
+    );
+    let out = packs("apply", &set, &nomad, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("variables not applied: Nomad 1.1.2 has no Variables"),
+        "{t}"
+    );
+    let writes = nomad.writes();
+    let out = packs("apply", &set, &nomad, &[]);
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 3 unchanged, 0 deleted, 0 failed.",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(nomad.writes(), writes);
+}
+
+#[test]
+fn variables_and_policies_are_reconciled_with_acls_on() {
+    let cfg = DoubleConfig {
+        acl: true,
+        ..DoubleConfig::default()
+    };
+    let token = cfg.token.clone();
+    let nomad = Nomad::double(cfg);
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    ws.write(
+        "packs/web/variables/shared.toml",
+        "path = \"apps/{{ jobname }}\"\n[items]\ngreeting = \"{{ message }}\"\n",
+    );
+    ws.write(
+        "packs/cache/policies/cache-read.hcl",
+        "# description: read cache\nnamespace \"default\" { policy = \"read\" }\n",
+    );
+    let run = |cmd: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+            .args(["packs", cmd])
+            .arg(&set)
+            .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
+            .arg(ws.path(".cache"))
+            .env("NOMAD_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let out = run("apply");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let var = nomad.get_with_token("/v1/var/apps/web-a", &token).unwrap();
+    assert_eq!(var["Items"]["greeting"], "a");
+    let policy = nomad
+        .get_with_token("/v1/acl/policy/cache-read", &token)
+        .unwrap();
+    assert!(
+        policy["Description"]
+            .as_str()
+            .unwrap()
+            .starts_with("read cache [nomados owner=test-set"),
+        "{policy}"
+    );
+    let writes = nomad.writes();
+    let out = run("apply");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        nomad.writes(),
+        writes,
+        "unchanged variables and policies are not rewritten"
+    );
+    // Dropping the cache pack deletes its policy.
+    ws.write("set.toml", "_name = \"test-set\"\n[web]\n_origin = \"packs\"\n[web.web-a]\nmessage = \"a\"\n[web.web-b]\nmessage = \"b\"\n");
+    let out = run("apply");
+    assert!(
+        text(&out).contains("- delete    policy cache-read"),
+        "{}",
+        text(&out)
+    );
+    assert!(nomad
+        .get_with_token("/v1/acl/policy/cache-read", &token)
+        .is_err());
+}
+
+#[test]
+fn hcl_errors_from_nomad_name_the_pack_and_file() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.write("packs/broken/jobs/main.hcl", "job \"x\" {\n  type = \n}\n");
+    ws.write("set.toml", "[broken]\n_origin = \"packs\"\n[broken.b]\n");
+    let out = packs("validate", &ws.path("set.toml"), &nomad, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("pack 'broken', job 'b', file jobs/main.hcl: input.hcl:2"),
+        "{t}"
+    );
+}
+
+#[test]
+fn render_prints_every_rendered_job_with_its_source() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let out = packs("render", &set, &nomad, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("# pack 'web', job 'web-a', file jobs/main.hcl\njob \"web-a\" {"),
+        "{t}"
+    );
+    assert!(
+        t.contains("datacenters = [\"dc1\"]"),
+        "datacenters come from the agent: {t}"
+    );
+    assert!(nomad.job_ids().is_empty());
+}
+
+#[test]
+fn an_unreachable_nomad_is_a_clear_error() {
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .args(["packs", "apply"])
+        .arg(&set)
+        .args([
+            "--nomad-addr",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("cannot reach the Nomad agent at http://127.0.0.1:"),
+        "{t}"
+    );
+}
