@@ -230,7 +230,9 @@ pub async fn download(
     crate::info!(
         "pack `{}`: downloading {shown}{}",
         req.pack,
-        total.map(|t| format!(" ({})", human(t))).unwrap_or_default()
+        total
+            .map(|t| format!(" ({})", human(t)))
+            .unwrap_or_default()
     );
     loop {
         let chunk = resp
@@ -248,7 +250,9 @@ pub async fn download(
                 "pack `{}`: {shown}: {}{} after {:.0}s",
                 req.pack,
                 human(out.written()),
-                total.map(|t| format!(" of {}", human(t))).unwrap_or_default(),
+                total
+                    .map(|t| format!(" of {}", human(t)))
+                    .unwrap_or_default(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -347,7 +351,10 @@ mod tests {
             );
         }
         let err = redirect_allowed(&u("http://a/x"), &u("http://u:pw@b/x"), true).unwrap_err();
-        assert!(err.contains("another origin") && !err.contains("pw"), "{err}");
+        assert!(
+            err.contains("another origin") && !err.contains("pw"),
+            "{err}"
+        );
     }
 
     #[test]

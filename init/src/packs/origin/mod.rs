@@ -101,7 +101,9 @@ pub enum OriginError {
         status: u16,
         body: Option<String>,
     },
-    #[error("pack `{pack}`: sha256 mismatch for {origin}: computed {computed}, expected {expected}")]
+    #[error(
+        "pack `{pack}`: sha256 mismatch for {origin}: computed {computed}, expected {expected}"
+    )]
     Sha256Mismatch {
         pack: String,
         origin: String,
@@ -516,7 +518,9 @@ enum UnpackError {
 fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)?.take(512).read_to_end(&mut head)?;
+    std::fs::File::open(path)?
+        .take(512)
+        .read_to_end(&mut head)?;
     Ok(head)
 }
 
