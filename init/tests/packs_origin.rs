@@ -30,6 +30,8 @@ enum Route {
     Fail(u16, String),
     /// 500 whose body repeats the request's Authorization header (a careless server).
     EchoAuth,
+    /// A file on disk, streamed in chunks (large archives for the benchmark).
+    Disk(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +151,22 @@ async fn handle(State(st): State<Arc<ServerState>>, req: Request) -> Response {
             (StatusCode::from_u16(code).unwrap(), body).into_response()
         }
         Some(Route::EchoAuth) => unreachable!(),
+        Some(Route::Disk(path)) => {
+            let file = tokio::fs::File::open(path).await.unwrap();
+            let stream = futures::stream::unfold(file, |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 64 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
+                }
+            });
+            Body::from_stream(stream).into_response()
+        }
         Some(Route::File { body, etag }) => {
             if seen.if_none_match.as_deref() == Some(etag.as_str()) {
                 return Response::builder()
@@ -823,6 +841,20 @@ async fn credentials_do_not_follow_cross_origin_redirects() {
     assert_eq!(last.path, "/p.tar");
     assert_eq!(last.authorization.as_deref(), Some("Bearer tok-123"));
 
+    // Credentials in the URL count as credentials too.
+    let with_userinfo = format!("http://alice:pw@{}/away.tar", a.addr);
+    let err = fetcher(&dir.path().join("c4"))
+        .fetch(&decl("web", Origin::Http(with_userinfo)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused because credentials are attached"),
+        "{err}"
+    );
+    assert!(!err.contains("pw@"), "{err}");
+    assert_eq!(b.requests(), 0);
+
     // Anonymous fetches follow redirects anywhere.
     fetcher(&dir.path().join("c3"))
         .fetch(&decl("web", Origin::Http(a.url("/away.tar"))))
@@ -1080,4 +1112,75 @@ fn default_options() {
     assert_eq!(o.cache_dir, PathBuf::from("/var/lib/nomados/packs-cache"));
     assert_eq!(o.max_unpacked_bytes, 256 * 1024 * 1024);
     assert_eq!(o.max_entries, 10_000);
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmark (prints figures, asserts nothing about speed):
+//   cargo test -p nomad-init --test packs_origin -- --ignored --nocapture bench_
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run explicitly, prints peak RSS and throughput"]
+async fn bench_large_download_memory() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("big.tar");
+    {
+        // Incompressible pseudo-random content (xorshift), written straight to disk.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut data = Vec::with_capacity(SIZE);
+        while data.len() < SIZE {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("jobs/blob.bin").unwrap();
+        h.set_size(SIZE as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+        let mut small = h.clone();
+        small.set_size(JOB.len() as u64);
+        b.append_data(&mut small, "jobs/web.hcl", JOB).unwrap();
+        b.finish().unwrap();
+    }
+    let server = Server::start().await;
+    server.route("/big.tar", Route::Disk(archive.clone()));
+    let f = fetcher(&dir.path().join("cache"));
+    // Reset the peak-RSS counter so only the fetch is measured.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = vm_hwm_kib().unwrap_or(0);
+    let started = std::time::Instant::now();
+    let got = f
+        .fetch(&decl("web", Origin::Http(server.url("/big.tar"))))
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let after = vm_hwm_kib().unwrap_or(0);
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert_eq!(
+        std::fs::metadata(got.dir.join("jobs/blob.bin"))
+            .unwrap()
+            .len(),
+        SIZE as u64
+    );
+    println!(
+        "bench: fetched {:.1} MiB (.tar over HTTP, hash + extract) in {secs:.2}s = {:.1} MiB/s",
+        size as f64 / 1048576.0,
+        size as f64 / 1048576.0 / secs
+    );
+    println!(
+        "bench: peak RSS {:.1} MiB during the fetch (test process incl. server; {:.1} MiB before{})",
+        after as f64 / 1024.0,
+        before as f64 / 1024.0,
+        if reset { ", peak counter reset" } else { ", peak counter NOT reset" }
+    );
 }

@@ -171,8 +171,13 @@ pub async fn download(
     req: Request<'_>,
 ) -> Result<Outcome, HttpFailure> {
     let shown = redact::url_parsed(req.url);
-    let secret = req.credentials.map(|c| c.secret());
-    let client = if req.credentials.is_some() {
+    // `user:password@` in the URL is sent as basic auth by reqwest: treat it as credentials.
+    let secret = req
+        .credentials
+        .map(|c| c.secret())
+        .or_else(|| req.url.password());
+    let has_userinfo = !req.url.username().is_empty() || req.url.password().is_some();
+    let client = if req.credentials.is_some() || has_userinfo {
         &clients.authed
     } else {
         &clients.plain
