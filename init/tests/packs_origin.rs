@@ -516,6 +516,31 @@ async fn pinned_blob_without_tree_is_reextracted_offline() {
 }
 
 #[tokio::test]
+async fn corrupt_or_partial_cache_entries_are_not_used() {
+    let body = gz(&simple_pack());
+    let server = Server::start().await;
+    server.serve("/p.tar.gz", body.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let pin = sha(&body);
+    // What a crash or a disk error could leave: a temp tree, a temp download, a bad blob.
+    std::fs::create_dir_all(cache.path().join("unpacked/.tmp-1-2-3/jobs")).unwrap();
+    std::fs::create_dir_all(cache.path().join("blobs/sha256")).unwrap();
+    std::fs::write(cache.path().join("blobs/sha256/.tmp-4-5-6"), b"partial").unwrap();
+    std::fs::write(cache.path().join("blobs/sha256").join(&pin), b"bit rot").unwrap();
+    let mut d = decl("web", Origin::Http(server.url("/p.tar.gz")));
+    d.sha256 = Some(pin.clone());
+    let got = fetcher(cache.path()).fetch(&d).await.unwrap();
+    assert_eq!(server.requests(), 1, "the bad blob was not trusted");
+    assert!(!got.from_cache);
+    assert_eq!(got.dir, cache.path().join("unpacked").join(&pin));
+    assert_eq!(std::fs::read(got.dir.join("jobs/web.hcl")).unwrap(), JOB);
+    assert_eq!(
+        std::fs::read(cache.path().join("blobs/sha256").join(&pin)).unwrap(),
+        body
+    );
+}
+
+#[tokio::test]
 async fn pin_mismatch_keeps_nothing() {
     let body = gz(&simple_pack());
     let server = Server::start().await;
@@ -588,6 +613,8 @@ async fn origin_down_is_an_error_not_a_stale_copy() {
     let d = decl("web", Origin::Http(url.clone()));
     fetcher(cache.path()).fetch(&d).await.unwrap();
     server.shutdown().await;
+    let cached = names(&cache.path().join("unpacked"));
+    assert_eq!(cached.len(), 1, "a copy exists, and still must not be used");
     let err = fetcher(cache.path()).fetch(&d).await.unwrap_err();
     assert!(matches!(err, OriginError::Request { .. }), "{err:?}");
     let msg = err.to_string();

@@ -312,16 +312,18 @@ impl Fetcher {
                 return Err(ctx.invalid("`_sha256` must be 64 lowercase hex digits"));
             }
         }
-        self.cache
-            .prepare()
-            .map_err(ctx.io(format!("create the cache {}", self.cache.root().display())))?;
-
-        // A pinned tree is immutable: use it without asking the network.
+        // A pinned tree is immutable: use it without asking the network (and without
+        // writing, so a read-only pre-seeded cache works).
         if let Some(pin) = &decl.sha256 {
             if let Some(tree) = self.cache.unpacked(pin) {
                 crate::debug!("pack `{}`: using cached {}", ctx.pack, short(pin));
                 return self.found(&ctx, decl, &tree, pin, true);
             }
+        }
+        self.cache
+            .prepare()
+            .map_err(ctx.io(format!("create the cache {}", self.cache.root().display())))?;
+        if let Some(pin) = &decl.sha256 {
             if let Some(tree) = self.unpack_cached_blob(&ctx, &url, pin).await? {
                 return self.found(&ctx, decl, &tree, pin, true);
             }
