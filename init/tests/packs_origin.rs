@@ -32,6 +32,8 @@ enum Route {
     EchoAuth,
     /// A file on disk, streamed in chunks (large archives for the benchmark).
     Disk(PathBuf),
+    /// Never answers (within any test's patience).
+    Hang,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,10 @@ async fn handle(State(st): State<Arc<ServerState>>, req: Request) -> Response {
             (StatusCode::from_u16(code).unwrap(), body).into_response()
         }
         Some(Route::EchoAuth) => unreachable!(),
+        Some(Route::Hang) => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
         Some(Route::Disk(path)) => {
             let file = tokio::fs::File::open(path).await.unwrap();
             let stream = futures::stream::unfold(file, |mut file| async move {
@@ -619,9 +625,41 @@ async fn origin_down_is_an_error_not_a_stale_copy() {
     assert!(matches!(err, OriginError::Request { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("pack `web`: cannot download {url}: ")),
+        msg.starts_with(&format!(
+            "pack `web`: cannot download {url}: cannot connect: "
+        )),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn silent_server_times_out() {
+    let server = Server::start().await;
+    server.route("/p.tar", Route::Hang);
+    let cache = tempfile::tempdir().unwrap();
+    let f = Fetcher::new(FetchOptions {
+        timeout: Duration::from_secs(1),
+        ..opts(cache.path())
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = f
+        .fetch(&decl("web", Origin::Http(server.url("/p.tar"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "pack `web`: cannot download {}: timed out (limit 1s)",
+            server.url("/p.tar")
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "gave up long before the server"
+    );
+    assert_cache_empty(cache.path());
 }
 
 #[tokio::test]
@@ -650,7 +688,7 @@ async fn server_error_reports_status_and_body() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(err.to_string().starts_with(&format!(
-        "pack `web`: {} answered HTTP 500: boom",
+        "pack `web`: {} answered HTTP 500 Internal Server Error: boom",
         server.url("/p.tar.gz")
     )));
     assert_cache_empty(cache.path());

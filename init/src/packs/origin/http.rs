@@ -141,6 +141,14 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
         return format!("timed out (limit {}s)", timeout.as_secs());
     }
     let err = err.without_url();
+    if err.is_connect() {
+        // The innermost cause says it best ("Connection refused", a DNS failure).
+        let mut inner: &dyn std::error::Error = &err;
+        while let Some(s) = inner.source() {
+            inner = s;
+        }
+        return format!("cannot connect: {inner}");
+    }
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {

@@ -94,7 +94,7 @@ pub enum OriginError {
         origin: String,
         message: String,
     },
-    #[error("pack `{pack}`: {origin} answered HTTP {status}{}", body_suffix(.body))]
+    #[error("pack `{pack}`: {origin} answered HTTP {status}{}{}", reason(*.status), body_suffix(.body))]
     Status {
         pack: String,
         origin: String,
@@ -136,6 +136,14 @@ pub enum OriginError {
         action: String,
         source: std::io::Error,
     },
+}
+
+fn reason(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 fn body_suffix(body: &Option<String>) -> String {
