@@ -611,6 +611,26 @@ async fn etag_revalidation_avoids_download() {
 }
 
 #[tokio::test]
+async fn not_modified_with_vanished_copy_downloads_again() {
+    let body = gz(&simple_pack());
+    let server = Server::start().await;
+    server.serve("/p.tar.gz", body.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let d = decl("web", Origin::Http(server.url("/p.tar.gz")));
+    let first = fetcher(cache.path()).fetch(&d).await.unwrap();
+    // Someone cleaned the tree and corrupted the blob, but the index survived.
+    std::fs::remove_dir_all(&first.dir).unwrap();
+    std::fs::write(cache.path().join("blobs/sha256").join(sha(&body)), b"x").unwrap();
+    let again = fetcher(cache.path()).fetch(&d).await.unwrap();
+    assert_eq!(std::fs::read(again.dir.join("jobs/web.hcl")).unwrap(), JOB);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3, "initial, conditional (304), unconditional");
+    assert!(seen[1].if_none_match.is_some());
+    assert_eq!(seen[2].if_none_match, None);
+    assert_eq!(server.body_bytes(), 2 * body.len() as u64);
+}
+
+#[tokio::test]
 async fn origin_down_is_an_error_not_a_stale_copy() {
     let server = Server::start().await;
     server.serve("/p.tar.gz", gz(&simple_pack()));
