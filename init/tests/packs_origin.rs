@@ -36,10 +36,13 @@ enum Route {
     Hang,
 }
 
+const LAST_MODIFIED: &str = "Tue, 15 Nov 2022 12:45:26 GMT";
+
 #[derive(Debug, Clone)]
 struct Seen {
     path: String,
     if_none_match: Option<String>,
+    if_modified_since: Option<String>,
     authorization: Option<String>,
 }
 
@@ -125,6 +128,7 @@ async fn handle(State(st): State<Arc<ServerState>>, req: Request) -> Response {
     let seen = Seen {
         path: req.uri().path().to_string(),
         if_none_match: get(header::IF_NONE_MATCH),
+        if_modified_since: get(header::IF_MODIFIED_SINCE),
         authorization: get(header::AUTHORIZATION),
     };
     st.seen.lock().unwrap().push(seen.clone());
@@ -184,6 +188,7 @@ async fn handle(State(st): State<Arc<ServerState>>, req: Request) -> Response {
             st.body_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
             Response::builder()
                 .header(header::ETAG, etag)
+                .header(header::LAST_MODIFIED, LAST_MODIFIED)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .body(Body::from(body))
                 .unwrap()
@@ -596,6 +601,7 @@ async fn etag_revalidation_avoids_download() {
         seen[1].if_none_match.is_some(),
         "second request is conditional"
     );
+    assert_eq!(seen[1].if_modified_since.as_deref(), Some(LAST_MODIFIED));
 
     // New content at the same URL: downloaded anew, new digest and tree.
     let v2 = gz(&tar_of(&[E::File("jobs/web.hcl", b"job \"v2\" {}\n")]));
