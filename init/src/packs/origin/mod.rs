@@ -1,8 +1,8 @@
 //! Pack origins: turns a declared pack into a local directory holding it.
 //!
 //! Local origins are used in place (never written to). HTTP(S) tarballs are downloaded into
-//! a content-addressed cache (see [`cache`]), verified against their `_sha256` pin before
-//! anything is extracted, and extracted entry by entry with the checks in [`extract`].
+//! a content-addressed cache (see `cache.rs`), verified against their `_sha256` pin before
+//! anything is extracted, and extracted entry by entry with the checks in `extract.rs`.
 //! A failing origin is an error, never a stale copy: the applier then leaves the pack's
 //! running jobs alone.
 
