@@ -138,16 +138,22 @@ mod tests {
         assert!(err.contains("is empty") && err.contains(&path.display().to_string()));
         std::fs::write(&path, "nocolon").unwrap();
         let err = load(&auth).unwrap_err();
-        assert!(err.contains("user:password") && !err.contains("nocolon"), "{err}");
+        assert!(
+            err.contains("user:password") && !err.contains("nocolon"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_sources_named() {
-        let err = read_secret(&SecretSource::File("/nonexistent/nomados-secret".into()))
-            .unwrap_err();
+        let err =
+            read_secret(&SecretSource::File("/nonexistent/nomados-secret".into())).unwrap_err();
         assert!(err.contains("/nonexistent/nomados-secret"), "{err}");
-        let err = read_secret(&SecretSource::Env("NOMADOS_TEST_SURELY_UNSET_VAR".into()))
-            .unwrap_err();
-        assert!(err.contains("NOMADOS_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        let err =
+            read_secret(&SecretSource::Env("NOMADOS_TEST_SURELY_UNSET_VAR".into())).unwrap_err();
+        assert!(
+            err.contains("NOMADOS_TEST_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
     }
 }

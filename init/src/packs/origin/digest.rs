@@ -66,7 +66,9 @@ pub fn sha256_str(text: &str) -> String {
 
 /// True for 64 lowercase hex digits, the only form used as a cache file name.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -79,7 +79,13 @@ fn is_tar_header(head: &[u8]) -> bool {
     let sum: u32 = head[..512]
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u32 })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                *b as u32
+            }
+        })
         .sum();
     sum == stored && head[..100].iter().any(|b| *b != 0)
 }
@@ -225,8 +231,7 @@ pub fn extract(
         .entries()
         .map_err(|e| ExtractError::Format(format!("cannot read the archive: {e}")))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| ExtractError::Format(format!("corrupt archive: {e}")))?;
+        let mut entry = entry.map_err(|e| ExtractError::Format(format!("corrupt archive: {e}")))?;
         stats.entries += 1;
         if stats.entries > limits.max_entries {
             return Err(ExtractError::Limit(format!(
@@ -411,7 +416,10 @@ mod tests {
 
     #[test]
     fn entry_paths() {
-        assert_eq!(comps("./a/b"), vec![OsString::from("a"), OsString::from("b")]);
+        assert_eq!(
+            comps("./a/b"),
+            vec![OsString::from("a"), OsString::from("b")]
+        );
         assert!(comps("./").is_empty());
         assert_eq!(
             entry_components(Path::new("a/../../x")),

@@ -141,6 +141,14 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
         return format!("timed out (limit {}s)", timeout.as_secs());
     }
     let err = err.without_url();
+    if err.is_connect() {
+        // The innermost cause says it best ("Connection refused", a DNS failure).
+        let mut inner: &dyn std::error::Error = &err;
+        while let Some(s) = inner.source() {
+            inner = s;
+        }
+        return format!("cannot connect: {inner}");
+    }
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
@@ -171,8 +179,13 @@ pub async fn download(
     req: Request<'_>,
 ) -> Result<Outcome, HttpFailure> {
     let shown = redact::url_parsed(req.url);
-    let secret = req.credentials.map(|c| c.secret());
-    let client = if req.credentials.is_some() {
+    // `user:password@` in the URL is sent as basic auth by reqwest: treat it as credentials.
+    let secret = req
+        .credentials
+        .map(|c| c.secret())
+        .or_else(|| req.url.password());
+    let has_userinfo = !req.url.username().is_empty() || req.url.password().is_some();
+    let client = if req.credentials.is_some() || has_userinfo {
         &clients.authed
     } else {
         &clients.plain
@@ -230,7 +243,9 @@ pub async fn download(
     crate::info!(
         "pack `{}`: downloading {shown}{}",
         req.pack,
-        total.map(|t| format!(" ({})", human(t))).unwrap_or_default()
+        total
+            .map(|t| format!(" ({})", human(t)))
+            .unwrap_or_default()
     );
     loop {
         let chunk = resp
@@ -248,7 +263,9 @@ pub async fn download(
                 "pack `{}`: {shown}: {}{} after {:.0}s",
                 req.pack,
                 human(out.written()),
-                total.map(|t| format!(" of {}", human(t))).unwrap_or_default(),
+                total
+                    .map(|t| format!(" of {}", human(t)))
+                    .unwrap_or_default(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -347,7 +364,10 @@ mod tests {
             );
         }
         let err = redirect_allowed(&u("http://a/x"), &u("http://u:pw@b/x"), true).unwrap_err();
-        assert!(err.contains("another origin") && !err.contains("pw"), "{err}");
+        assert!(
+            err.contains("another origin") && !err.contains("pw"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Pack origins: turns a declared pack into a local directory holding it.
 //!
 //! Local origins are used in place (never written to). HTTP(S) tarballs are downloaded into
-//! a content-addressed cache (see [`cache`]), verified against their `_sha256` pin before
-//! anything is extracted, and extracted entry by entry with the checks in [`extract`].
+//! a content-addressed cache (see `cache.rs`), verified against their `_sha256` pin before
+//! anything is extracted, and extracted entry by entry with the checks in `extract.rs`.
 //! A failing origin is an error, never a stale copy: the applier then leaves the pack's
 //! running jobs alone.
 
@@ -20,8 +20,6 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::packs::model::{Origin, PackDecl};
-
-pub use auth::Secret;
 
 /// Where and how packs are fetched.
 #[derive(Debug, Clone)]
@@ -94,14 +92,16 @@ pub enum OriginError {
         origin: String,
         message: String,
     },
-    #[error("pack `{pack}`: {origin} answered HTTP {status}{}", body_suffix(.body))]
+    #[error("pack `{pack}`: {origin} answered HTTP {status}{}{}", reason(*.status), body_suffix(.body))]
     Status {
         pack: String,
         origin: String,
         status: u16,
         body: Option<String>,
     },
-    #[error("pack `{pack}`: sha256 mismatch for {origin}: computed {computed}, expected {expected}")]
+    #[error(
+        "pack `{pack}`: sha256 mismatch for {origin}: computed {computed}, expected {expected}"
+    )]
     Sha256Mismatch {
         pack: String,
         origin: String,
@@ -134,6 +134,14 @@ pub enum OriginError {
         action: String,
         source: std::io::Error,
     },
+}
+
+fn reason(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
 }
 
 fn body_suffix(body: &Option<String>) -> String {
@@ -310,16 +318,18 @@ impl Fetcher {
                 return Err(ctx.invalid("`_sha256` must be 64 lowercase hex digits"));
             }
         }
-        self.cache
-            .prepare()
-            .map_err(ctx.io(format!("create the cache {}", self.cache.root().display())))?;
-
-        // A pinned tree is immutable: use it without asking the network.
+        // A pinned tree is immutable: use it without asking the network (and without
+        // writing, so a read-only pre-seeded cache works).
         if let Some(pin) = &decl.sha256 {
             if let Some(tree) = self.cache.unpacked(pin) {
                 crate::debug!("pack `{}`: using cached {}", ctx.pack, short(pin));
                 return self.found(&ctx, decl, &tree, pin, true);
             }
+        }
+        self.cache
+            .prepare()
+            .map_err(ctx.io(format!("create the cache {}", self.cache.root().display())))?;
+        if let Some(pin) = &decl.sha256 {
             if let Some(tree) = self.unpack_cached_blob(&ctx, &url, pin).await? {
                 return self.found(&ctx, decl, &tree, pin, true);
             }
@@ -334,92 +344,109 @@ impl Fetcher {
             None => None,
         };
         // Revalidate only what we could reuse on a 304.
-        let previous = match &decl.sha256 {
+        let mut previous = match &decl.sha256 {
             Some(_) => None,
             None => self.cache.read_index(raw_url).filter(|e| {
                 self.cache.unpacked(&e.digest).is_some() || self.cache.blob(&e.digest).is_file()
             }),
         };
-        let outcome = http::download(
-            &self.clients,
-            &self.cache,
-            http::Request {
-                url: &url,
-                credentials: credentials.as_ref(),
-                previous: previous.as_ref(),
-                pack: &ctx.pack,
-                timeout: self.opts.timeout,
-            },
-        )
-        .await
-        .map_err(|e| ctx.http(e))?;
+        // At most two rounds: a 304 whose cached copy turned out unusable is followed by
+        // one unconditional request.
+        loop {
+            let outcome = http::download(
+                &self.clients,
+                &self.cache,
+                http::Request {
+                    url: &url,
+                    credentials: credentials.as_ref(),
+                    previous: previous.as_ref(),
+                    pack: &ctx.pack,
+                    timeout: self.opts.timeout,
+                },
+            )
+            .await
+            .map_err(|e| ctx.http(e))?;
+            let dl = match outcome {
+                http::Outcome::Downloaded(dl) => dl,
+                http::Outcome::NotModified => {
+                    let Some(prev) = previous.take() else {
+                        return Err(ctx.invalid(
+                            "the server answered 304 Not Modified to an unconditional request",
+                        ));
+                    };
+                    let tree = match self.cache.unpacked(&prev.digest) {
+                        Some(tree) => Some(tree),
+                        None => self.unpack_cached_blob(&ctx, &url, &prev.digest).await?,
+                    };
+                    let Some(tree) = tree else {
+                        crate::warn!(
+                            "pack `{}`: the cached copy of {} is gone; downloading it again",
+                            ctx.pack,
+                            ctx.origin
+                        );
+                        continue;
+                    };
+                    crate::info!(
+                        "pack `{}`: {} not modified, using cached {}",
+                        ctx.pack,
+                        ctx.origin,
+                        short(&prev.digest)
+                    );
+                    return self.found(&ctx, decl, &tree, &prev.digest, true);
+                }
+            };
+            return self.store(&ctx, decl, &url, raw_url, dl).await;
+        }
+    }
 
-        match outcome {
-            http::Outcome::NotModified => {
-                let Some(prev) = previous else {
-                    return Err(ctx.invalid(
-                        "the server answered 304 Not Modified to an unconditional request",
-                    ));
-                };
-                crate::info!(
-                    "pack `{}`: {} not modified, using cached {}",
-                    ctx.pack,
-                    ctx.origin,
-                    short(&prev.digest)
-                );
-                let tree = match self.cache.unpacked(&prev.digest) {
-                    Some(tree) => tree,
-                    None => self
-                        .unpack_cached_blob(&ctx, &url, &prev.digest)
-                        .await?
-                        .ok_or_else(|| {
-                            ctx.invalid("the server answered 304 but the cached copy is gone")
-                        })?,
-                };
-                self.found(&ctx, decl, &tree, &prev.digest, true)
-            }
-            http::Outcome::Downloaded(dl) => {
-                if let Some(pin) = &decl.sha256 {
-                    if &dl.digest != pin {
-                        // Dropping `dl` deletes the temp file: nothing of it is kept.
-                        return Err(OriginError::Sha256Mismatch {
-                            pack: ctx.pack.clone(),
-                            origin: ctx.origin.clone(),
-                            computed: dl.digest,
-                            expected: pin.clone(),
-                        });
-                    }
-                }
-                let tree = match self.cache.unpacked(&dl.digest) {
-                    Some(tree) => tree,
-                    None => {
-                        self.unpack(&ctx, &url, dl.tmp.path().to_path_buf(), &dl.digest)
-                            .await?
-                    }
-                };
-                self.cache
-                    .commit_blob(dl.tmp.path(), &dl.digest)
-                    .map_err(ctx.io("store the download in the cache"))?;
-                let http::Download {
-                    tmp,
-                    digest,
-                    etag,
-                    last_modified,
-                } = dl;
-                tmp.keep();
-                let entry = cache::IndexEntry {
-                    url: ctx.origin.clone(),
-                    etag,
-                    last_modified,
-                    digest: digest.clone(),
-                };
-                if let Err(e) = self.cache.write_index(raw_url, &entry) {
-                    // Only revalidation is lost; the next run downloads again.
-                    crate::warn!("pack `{}`: cannot update the cache index: {e}", ctx.pack);
-                }
-                self.found(&ctx, decl, &tree, &digest, false)
+    /// Verifies the pin, extracts (unless the tree exists), and records the download.
+    async fn store(
+        &self,
+        ctx: &Ctx,
+        decl: &PackDecl,
+        url: &Url,
+        raw_url: &str,
+        dl: http::Download,
+    ) -> Result<FetchedPack, OriginError> {
+        if let Some(pin) = &decl.sha256 {
+            if &dl.digest != pin {
+                // Dropping `dl` deletes the temp file: nothing of it is kept.
+                return Err(OriginError::Sha256Mismatch {
+                    pack: ctx.pack.clone(),
+                    origin: ctx.origin.clone(),
+                    computed: dl.digest,
+                    expected: pin.clone(),
+                });
             }
         }
+        let tree = match self.cache.unpacked(&dl.digest) {
+            Some(tree) => tree,
+            None => {
+                self.unpack(ctx, url, dl.tmp.path().to_path_buf(), &dl.digest)
+                    .await?
+            }
+        };
+        self.cache
+            .commit_blob(dl.tmp.path(), &dl.digest)
+            .map_err(ctx.io("store the download in the cache"))?;
+        let http::Download {
+            tmp,
+            digest,
+            etag,
+            last_modified,
+        } = dl;
+        tmp.keep();
+        let entry = cache::IndexEntry {
+            url: ctx.origin.clone(),
+            etag,
+            last_modified,
+            digest: digest.clone(),
+        };
+        if let Err(e) = self.cache.write_index(raw_url, &entry) {
+            // Only revalidation is lost; the next run downloads again.
+            crate::warn!("pack `{}`: cannot update the cache index: {e}", ctx.pack);
+        }
+        self.found(ctx, decl, &tree, &digest, false)
     }
 
     /// Re-extracts a cached archive whose tree is missing, after checking its digest.
@@ -516,7 +543,9 @@ enum UnpackError {
 fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)?.take(512).read_to_end(&mut head)?;
+    std::fs::File::open(path)?
+        .take(512)
+        .read_to_end(&mut head)?;
     Ok(head)
 }
 

@@ -39,7 +39,11 @@ pub fn url_parsed(parsed: &Url) -> String {
             .map(|(k, v)| {
                 let lower = k.to_ascii_lowercase();
                 let secret = SECRET_QUERY_HINTS.iter().any(|hint| lower.contains(hint));
-                let value = if secret { "***".to_string() } else { v.into_owned() };
+                let value = if secret {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), value)
             })
             .collect();

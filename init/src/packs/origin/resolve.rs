@@ -12,7 +12,8 @@ pub enum ResolveError {
 }
 
 /// The root of an extracted archive: its only top-level directory when it holds exactly
-/// one directory and nothing else (GitHub-style archives), else `dir` itself.
+/// one directory and nothing else (GitHub-style archives), else `dir` itself. A lone
+/// `jobs/` is the pack's own content, not a wrapper, and is never stripped.
 pub fn archive_root(dir: &Path) -> std::io::Result<PathBuf> {
     let mut only = None;
     for entry in std::fs::read_dir(dir)? {
@@ -24,7 +25,7 @@ pub fn archive_root(dir: &Path) -> std::io::Result<PathBuf> {
     }
     match only {
         // file_type does not follow symlinks: a lone symlink is not stripped.
-        Some(e) if e.file_type()?.is_dir() => Ok(e.path()),
+        Some(e) if e.file_type()?.is_dir() && e.file_name() != "jobs" => Ok(e.path()),
         _ => Ok(dir.to_path_buf()),
     }
 }
@@ -83,5 +84,8 @@ mod tests {
         let e = tempfile::tempdir().unwrap();
         fs::write(e.path().join("only-a-file"), "x").unwrap();
         assert_eq!(archive_root(e.path()).unwrap(), e.path());
+        let j = tempfile::tempdir().unwrap();
+        fs::create_dir(j.path().join("jobs")).unwrap();
+        assert_eq!(archive_root(j.path()).unwrap(), j.path());
     }
 }
