@@ -95,8 +95,9 @@ pub(crate) struct PolicyTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackFile {
     pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
+    /// 1-based; `u32` keeps errors small enough to return by value.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
 }
 
 impl PackFile {
@@ -111,8 +112,8 @@ impl PackFile {
     pub fn at(file: impl Into<PathBuf>, line: usize, column: usize) -> Self {
         Self {
             file: file.into(),
-            line: Some(line),
-            column: Some(column),
+            line: Some(u32::try_from(line).unwrap_or(u32::MAX)),
+            column: Some(u32::try_from(column).unwrap_or(u32::MAX)),
         }
     }
 
