@@ -38,6 +38,13 @@ fn ctx() -> RenderContext {
     }
 }
 
+/// Parses rendered HCL with a real HCL2 parser, evaluating string templates (no variables are
+/// defined, so a stray `${...}` fails).
+fn hcl_value(text: &str) -> Value {
+    hcl::eval::from_str(text, &hcl::eval::Context::new())
+        .unwrap_or_else(|e| panic!("rendered HCL does not parse: {e}\n{text}"))
+}
+
 fn render_err(pack: &Pack, job: &JobDecl) -> String {
     match render(pack, job, &ctx()) {
         Ok(r) => panic!("expected an error, rendered {r:?}"),
@@ -91,6 +98,20 @@ fn web_pack_renders_jobs_variables_and_policies() {
         "{}",
         hcl.text
     );
+
+    let parsed = hcl_value(&hcl.text);
+    let task = &parsed["job"]["site"]["group"]["web"]["task"]["httpd"];
+    assert_eq!(task["driver"], "raw_exec");
+    // The Go template reaches Nomad unchanged, `${` included.
+    assert_eq!(
+        task["template"][0]["data"],
+        "{{ env \"NOMAD_ALLOC_ID\" }} ${NOMAD_TASK_NAME}\n"
+    );
+    assert_eq!(
+        task["template"][1]["data"],
+        "hello from site on port 9090\n\n"
+    );
+    assert_eq!(task["config"]["args"], json!(["httpd", "-f", "-p", "9090"]));
 
     let json_job = &out.jobs[1];
     assert_eq!(json_job.format, JobFormat::Json);
@@ -450,4 +471,52 @@ fn hello_pack_checks_its_interval() {
         err.contains("`interval` must be a number of seconds"),
         "{err}"
     );
+}
+
+/// Runs the hello pack's rendered command under busybox `sh`, as the image would, and reads
+/// its first heartbeat line.
+#[test]
+fn hello_pack_command_runs_under_busybox() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        eprintln!("SKIP hello_pack_command_runs_under_busybox: /bin/busybox is not installed");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packs/hello");
+    let pack = pack::load("hello", &root).unwrap();
+    let out = render(&pack, &decl("beat", json!({"interval": 1})), &ctx()).unwrap();
+    let parsed = hcl_value(&out.jobs[0].text);
+    let config = &parsed["job"]["beat"]["group"]["beat"]["task"]["heartbeat"]["config"];
+    assert_eq!(config["command"], "/bin/sh");
+    let args: Vec<String> = config["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+
+    let mut child = Command::new(busybox)
+        .arg("sh")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let words: Vec<&str> = first.split(' ').collect();
+    assert_eq!(words[..2], ["NomadOS", "heartbeat"], "{first}");
+    assert_eq!(words.len(), 4, "{first}");
+    let stamp = words[3];
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "{first}"
+    );
+    assert!(second.starts_with("NomadOS heartbeat "), "{second}");
 }

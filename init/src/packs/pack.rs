@@ -745,3 +745,30 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hcl_tests {
+    use super::hcl_encode;
+    use serde_json::json;
+
+    /// What `hcl_encode` writes reads back as the same value in a real HCL2 parser, with
+    /// templates evaluated (so an unescaped `${` would fail or change the text).
+    #[test]
+    fn hcl_encode_round_trips_through_an_hcl_parser() {
+        let cases = [
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t cr \r"),
+            json!("${NOMAD_TASK_NAME} and %{ if x }"),
+            json!("$${already} %%{x} $ % {} $$ %%"),
+            json!("bell \u{7} é ☃"),
+            json!(["a", 1, 2.5, true, null]),
+            json!({"k": "v", "weird key \"": ["${x}"]}),
+        ];
+        for value in cases {
+            let text = format!("a = {}\n", hcl_encode(&value));
+            let parsed: serde_json::Value = hcl::eval::from_str(&text, &hcl::eval::Context::new())
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(parsed["a"], value, "{text}");
+        }
+    }
+}
