@@ -380,6 +380,20 @@ fn unknown_filter_and_failed_function_are_located() {
 }
 
 #[test]
+fn optional_variables_use_if_defined_or_default() {
+    let tpl = "a={% if tls %}on{% endif %} b={{ port | default(value=80) }} \
+               c={% if name is defined %}{{ name }}{% else %}none{% endif %}";
+    let text = render_inline(&[("jobs/a.hcl", tpl)], json!({})).unwrap();
+    assert_eq!(text, "a= b=80 c=none");
+    let text = render_inline(
+        &[("jobs/a.hcl", tpl)],
+        json!({"tls": true, "port": 443, "name": "x"}),
+    )
+    .unwrap();
+    assert_eq!(text, "a=on b=443 c=x");
+}
+
+#[test]
 fn get_env_is_disabled_so_packs_render_the_same_everywhere() {
     let err =
         render_inline(&[("jobs/a.hcl", "{{ get_env(name=\"HOME\") }}")], json!({})).unwrap_err();

@@ -140,6 +140,8 @@ impl fmt::Display for PackFile {
 /// Why a pack could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
+    #[error("pack `{pack}`: {} is not a directory", dir.display())]
+    NotADirectory { pack: String, dir: PathBuf },
     #[error("pack `{pack}` has no jobs/ directory (looked in {})", dir.display())]
     NoJobsDir { pack: String, dir: PathBuf },
     #[error("pack `{pack}`: cannot read {}: {source}", path.display())]
@@ -164,6 +166,12 @@ pub const JOBNAME: &str = "jobname";
 /// Reads the pack in `dir` and compiles its templates. `name` is the pack's name in the pack
 /// set; it is used in messages and templates see it as `pack`.
 pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
+    if !dir.is_dir() {
+        return Err(PackError::NotADirectory {
+            pack: name.to_string(),
+            dir: dir.to_path_buf(),
+        });
+    }
     let loader = Loader { pack: name, dir };
     let (description, defaults) = loader.manifest()?;
 
@@ -390,8 +398,14 @@ impl Loader<'_> {
             return Err(self.invalid(top, "must be a directory"));
         }
         let mut pending = vec![top.to_string()];
+        // Directories already walked, so that a symlink to a parent cannot loop forever.
+        let mut seen = std::collections::HashSet::new();
         while let Some(rel_dir) = pending.pop() {
             let path = self.dir.join(&rel_dir);
+            let real = std::fs::canonicalize(&path).map_err(|e| self.io(path.clone(), e))?;
+            if !seen.insert(real) {
+                return Err(self.invalid(&rel_dir, "directory symlink loop"));
+            }
             let entries = std::fs::read_dir(&path).map_err(|e| self.io(path.clone(), e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| self.io(path.clone(), e))?;
@@ -656,6 +670,27 @@ mod tests {
         std::fs::create_dir(dir.path().join("jobs")).unwrap();
         let pack = load("x", dir.path()).unwrap();
         assert_eq!(pack.job_files().count(), 0);
+    }
+
+    #[test]
+    fn missing_pack_dir_is_not_reported_as_missing_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let err = load("x", &gone).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("pack `x`: {} is not a directory", gone.display())
+        );
+    }
+
+    #[test]
+    fn symlink_loop_in_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "");
+        write(dir.path(), "files/sub/x.txt", "x");
+        std::os::unix::fs::symlink("..", dir.path().join("files/sub/up")).unwrap();
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert!(err.ends_with(": directory symlink loop"), "{err}");
     }
 
     #[test]
