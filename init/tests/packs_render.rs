@@ -394,6 +394,29 @@ fn optional_variables_use_if_defined_or_default() {
 }
 
 #[test]
+fn failed_filter_in_an_included_file_is_located_there() {
+    let err = render_inline(
+        &[
+            ("jobs/a.hcl", "job {\n{% include \"files/part\" %}\n}\n"),
+            (
+                "files/part",
+                "# part\nx = {{ n | round(method=\"sideways\") }}\n",
+            ),
+        ],
+        json!({"n": 1.5}),
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("pack `p`, files/part:2:12: filter `round` failed: "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("(included from jobs/a.hcl) (declared job `j`)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn get_env_is_disabled_so_packs_render_the_same_everywhere() {
     let err =
         render_inline(&[("jobs/a.hcl", "{{ get_env(name=\"HOME\") }}")], json!({})).unwrap_err();

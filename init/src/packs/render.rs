@@ -217,18 +217,59 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
     if parts.is_empty() {
         parts.push(error_chain(err));
     }
+    let mut at = PackFile::new(&file);
+    if let Some(needle) = needle {
+        // Tera names the included template only for undefined variables; for other errors,
+        // look in the templates the failing one includes too.
+        for candidate in include_tree(&templates.sources, &file) {
+            let Some(source) = templates.sources.get(&candidate) else {
+                continue;
+            };
+            if let Some(offset) = locate(source, &needle) {
+                at = PackFile::from_offset(&candidate, source, offset);
+                file = candidate;
+                break;
+            }
+        }
+    }
     let mut message = parts.join(": ");
     if file != top {
         message.push_str(&format!(" (included from {top})"));
     }
-    let at = match (needle, templates.sources.get(&file)) {
-        (Some(needle), Some(source)) => match locate(source, &needle) {
-            Some(offset) => PackFile::from_offset(&file, source, offset),
-            None => PackFile::new(&file),
-        },
-        _ => PackFile::new(&file),
-    };
     (at, message)
+}
+
+/// `name` and the templates it includes, recursively, in the order they are first met.
+fn include_tree(sources: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    let mut out = vec![name.to_string()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(source) = sources.get(&out[i]) {
+            for included in includes(source) {
+                if !out.contains(&included) {
+                    out.push(included);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Names in the `{% include ... %}` tags of `source`.
+fn includes(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        let tag = &rest[start + 2..];
+        let end = tag.find("%}").unwrap_or(tag.len());
+        let inner = tag[..end].trim_start_matches('-').trim_start();
+        if let Some(args) = inner.strip_prefix("include") {
+            out.extend(quoted(args));
+        }
+        rest = &tag[end..];
+    }
+    out
 }
 
 /// Splits Tera's "Variable `x` not found in context while rendering 'file'..." into the
@@ -238,6 +279,21 @@ fn undefined_variable(message: &str) -> Option<(&str, &str, &str)> {
     let (var, rest) = rest.split_once("` not found in context while rendering '")?;
     let (template, rest) = rest.split_once('\'')?;
     Some((var, template, rest))
+}
+
+/// Quoted strings ("a", 'b' or `c`) in `text`.
+fn quoted(mut text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(open) = text.find(['"', '\'', '`']) {
+        let quote = &text[open..open + 1];
+        let after = &text[open + 1..];
+        let Some(len) = after.find(quote) else {
+            break;
+        };
+        out.push(after[..len].to_string());
+        text = &after[len + 1..];
+    }
+    out
 }
 
 /// Byte offset of the first occurrence of `needle` as a whole name inside a Tera tag
@@ -432,6 +488,27 @@ mod tests {
         let loc = Location::from_offset(std::path::Path::new(""), src, at);
         assert_eq!((loc.line, loc.column), (3, 21));
         assert_eq!(locate(src, "nothere"), None);
+    }
+
+    #[test]
+    fn include_tree_follows_nested_includes_once() {
+        let sources = BTreeMap::from([
+            (
+                "jobs/a.hcl".to_string(),
+                "{% include \"files/b\" %}{%- include ['files/c', \"files/b\"] ignore missing -%}"
+                    .to_string(),
+            ),
+            ("files/b".to_string(), "{% include `files/d` %}".to_string()),
+            (
+                "files/c".to_string(),
+                "{% include \"jobs/a.hcl\" %}".to_string(),
+            ),
+            ("files/d".to_string(), "text".to_string()),
+        ]);
+        assert_eq!(
+            include_tree(&sources, "jobs/a.hcl"),
+            ["jobs/a.hcl", "files/b", "files/c", "files/d"]
+        );
     }
 
     #[test]
