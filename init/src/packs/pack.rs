@@ -239,19 +239,7 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
         policies.push(PolicyTemplate { name: rel, policy });
     }
 
-    // Parse every template on its own first, so a syntax error names its file and position.
-    let mut compiled = BTreeMap::new();
-    for (rel, text) in &sources {
-        if let Err(e) = tera::Template::new(rel, None, text) {
-            let (at, message) = syntax_error(rel, &e);
-            return Err(PackError::Invalid {
-                pack: name.to_string(),
-                at,
-                message,
-            });
-        }
-        compiled.insert(rel.clone(), text.clone());
-    }
+    let mut compiled = sources.clone();
 
     // files/ may hold text that is not meant for Tera (Go templates for Nomad's `template`
     // stanza); such a file is only an error when a template includes it.
@@ -276,8 +264,17 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
     tera.autoescape_on(Vec::new());
     register_functions(&mut tera, Arc::new(raw_files));
     if let Err(e) = tera.add_raw_templates(compiled.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        // Every file parsed above, so what is left is `extends` trouble.
         let (file, message) = match &e.kind {
+            // Tera wraps syntax errors as "Failed to parse 'name'", the pest report as source.
+            tera::ErrorKind::Msg(m) if m.starts_with("Failed to parse '") => {
+                let rel = m["Failed to parse '".len()..].trim_end_matches('\'');
+                let (at, message) = syntax_error(rel, &e);
+                return Err(PackError::Invalid {
+                    pack: name.to_string(),
+                    at,
+                    message,
+                });
+            }
             tera::ErrorKind::MissingParent { current, parent } => (
                 current.clone(),
                 format!("extends `{parent}`, which is not a template of this pack"),
@@ -587,8 +584,9 @@ pub(crate) fn syntax_error(rel: &str, err: &tera::Error) -> (PackFile, String) {
     let mut expected = Vec::new();
     for line in text.lines() {
         let line = line.trim();
-        if let Some(pos) = line.strip_prefix("-->") {
-            let mut parts = pos.trim().split(':');
+        // Tera's own prefix ("Failed to parse 'x': ") may share the line.
+        if let Some(i) = line.find("--> ") {
+            let mut parts = line[i + 4..].trim().split(':');
             at.line = parts.next().and_then(|n| n.parse().ok());
             at.column = parts.next().and_then(|n| n.parse().ok());
         } else if let Some(rest) = line.strip_prefix("= ") {
@@ -596,7 +594,11 @@ pub(crate) fn syntax_error(rel: &str, err: &tera::Error) -> (PackFile, String) {
         }
     }
     let message = if expected.is_empty() {
-        format!("template syntax error: {}", text.trim())
+        let detail = match text.strip_prefix("Failed to parse '") {
+            Some(rest) => rest.split_once("': ").map_or(rest, |(_, d)| d),
+            None => &text,
+        };
+        format!("template syntax error: {}", detail.trim())
     } else {
         format!("template syntax error: {}", expected.join("; "))
     };
@@ -732,9 +734,39 @@ mod tests {
             "jobs/a.hcl",
             "job \"a\" {\n  x = {{ port }\n}\n",
         );
+        write(dir.path(), "jobs/0.hcl", "fine {{ x }}");
         let err = load("x", dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("pack `x`, jobs/a.hcl:2:"), "{err}");
         assert!(err.contains("template syntax error: expected"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_without_position_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = "{% block b %}{% endblock b %}";
+        write(dir.path(), "jobs/a.hcl", &format!("{block}\n{block}"));
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pack `x`, jobs/a.hcl: template syntax error: Block `b` is duplicated"
+        );
+    }
+
+    #[test]
+    fn extends_of_a_missing_template_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "{% extends \"files/base\" %}");
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pack `x`, jobs/a.hcl: extends `files/base`, which is not a template of this pack"
+        );
+        write(
+            dir.path(),
+            "files/base",
+            "base {% block b %}{% endblock b %}",
+        );
+        load("x", dir.path()).unwrap();
     }
 
     #[test]
