@@ -433,8 +433,10 @@ fn throw_reports_the_authors_message() {
         json!({"n": 4}),
     )
     .unwrap_err();
-    assert!(err.starts_with("pack `p`, jobs/a.hcl:2:"), "{err}");
-    assert!(err.contains("n is at most 3"), "{err}");
+    assert_eq!(
+        err,
+        "pack `p`, jobs/a.hcl:2:33: n is at most 3 (declared job `j`)"
+    );
 }
 
 /// The default pack set of the image: `packs/packs.toml` and the packs beside it. The pack-set
@@ -471,17 +473,18 @@ fn default_pack_set_renders() {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(!out.jobs.is_empty(), "{key}.{job_name} renders no job");
             for job in &out.jobs {
-                assert!(
-                    job.text.contains(&format!("job \"{job_name}\"")),
-                    "{}",
-                    job.text
-                );
-                assert!(job.text.contains("\"raw_exec\"") || job.text.contains("\"exec\""));
-                assert!(
-                    job.text.contains(r#"datacenters = ["dc1", "dc2"]"#),
-                    "{}",
-                    job.text
-                );
+                assert_eq!(job.format, JobFormat::Hcl, "{}", job.source);
+                let parsed = hcl_value(&job.text);
+                let spec = &parsed["job"][job_name.as_str()];
+                assert_eq!(spec["type"], "system", "{}", job.text);
+                assert_eq!(spec["datacenters"], json!(["dc1", "dc2"]));
+                let groups = spec["group"].as_object().unwrap();
+                for group in groups.values() {
+                    for task in group["task"].as_object().unwrap().values() {
+                        let driver = task["driver"].as_str().unwrap();
+                        assert!(["raw_exec", "exec"].contains(&driver), "{driver}");
+                    }
+                }
             }
             rendered += 1;
         }
@@ -496,9 +499,14 @@ fn hello_pack_checks_its_interval() {
     let out = render(&pack, &decl("beat", json!({"interval": 5})), &ctx()).unwrap();
     let text = &out.jobs[0].text;
     assert!(text.starts_with("job \"beat\" {"), "{text}");
-    assert!(
-        text.contains(r#""heartbeat", "NomadOS heartbeat", "5","#),
-        "{text}"
+    let parsed = hcl_value(text);
+    let config = &parsed["job"]["beat"]["group"]["beat"]["task"]["heartbeat"]["config"];
+    assert_eq!(config["command"], "/bin/sh");
+    let args = config["args"].as_array().unwrap();
+    assert_eq!(args[0], "-c");
+    assert_eq!(
+        args[2..],
+        [json!("heartbeat"), json!("NomadOS heartbeat"), json!("5")]
     );
     let err = render(&pack, &decl("beat", json!({"interval": "soon"})), &ctx())
         .unwrap_err()
@@ -508,6 +516,28 @@ fn hello_pack_checks_its_interval() {
         err.contains("`interval` must be a number of seconds"),
         "{err}"
     );
+    let err = render(&pack, &decl("beat", json!({"datacenters": []})), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("pack `hello`, jobs/hello.hcl:3:"), "{err}");
+    assert!(err.contains("`datacenters` is empty"), "{err}");
+}
+
+#[test]
+fn a_loaded_pack_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let pack = load("web");
+    shareable(&pack);
+    let pack = std::sync::Arc::new(pack);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let pack = pack.clone();
+            std::thread::spawn(move || render(&pack, &decl(&format!("t{i}"), json!({})), &ctx()))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap().jobs.len(), 2);
+    }
 }
 
 /// Runs the hello pack's rendered command under busybox `sh`, as the image would, and reads

@@ -158,6 +158,7 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
     while let Some(e) = cur {
         cur = e.source();
         let Some(te) = e.downcast_ref::<tera::Error>() else {
+            // Not Tera's: the root cause, e.g. an I/O error.
             parts.push(e.to_string());
             continue;
         };
@@ -185,6 +186,17 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
             tera::ErrorKind::FilterNotFound(n) => {
                 needle.get_or_insert_with(|| n.clone());
                 parts.push(format!("unknown filter `{n}`"));
+            }
+            tera::ErrorKind::CallFunction(n) if n == "throw" => {
+                // The author's message is the error; it is also a literal in the template,
+                // which pinpoints which `throw` fired.
+                if let Some(m) = std::error::Error::source(te).map(|s| s.to_string()) {
+                    needle = Some(m.clone());
+                    parts.push(m);
+                    break;
+                }
+                needle.get_or_insert_with(|| n.clone());
+                parts.push(format!("function `{n}` failed"));
             }
             tera::ErrorKind::CallFunction(n) => {
                 needle.get_or_insert_with(|| n.clone());

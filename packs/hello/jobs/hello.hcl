@@ -1,5 +1,6 @@
 {#- A system job: one heartbeat task on every client node. -#}
 {%- if interval is not number or interval < 1 %}{{ throw(message="`interval` must be a number of seconds, at least 1") }}{% endif -%}
+{%- if datacenters | length == 0 %}{{ throw(message="`datacenters` is empty: set it in the agent config or the job table") }}{% endif -%}
 job "{{ jobname }}" {
   datacenters = {{ datacenters | hcl_encode() }}
   type        = "system"
