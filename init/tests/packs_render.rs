@@ -417,6 +417,30 @@ fn failed_filter_in_an_included_file_is_located_there() {
 }
 
 #[test]
+fn macros_and_extends_come_from_files() {
+    let text = render_inline(
+        &[
+            (
+                "files/macros.tera",
+                "{% macro port(n) %}port = {{ n }}{% endmacro port %}",
+            ),
+            (
+                "files/base.hcl",
+                "job \"{{ jobname }}\" {\n{% block body %}{% endblock body %}\n}",
+            ),
+            (
+                "jobs/a.hcl",
+                "{% extends \"files/base.hcl\" %}{% import \"files/macros.tera\" as m %}\
+                 {% block body %}  {{ m::port(n=p) }}{% endblock body %}",
+            ),
+        ],
+        json!({"p": 7}),
+    )
+    .unwrap();
+    assert_eq!(text, "job \"j\" {\n  port = 7\n}");
+}
+
+#[test]
 fn get_env_is_disabled_so_packs_render_the_same_everywhere() {
     let err =
         render_inline(&[("jobs/a.hcl", "{{ get_env(name=\"HOME\") }}")], json!({})).unwrap_err();
