@@ -251,7 +251,7 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
     (at, message)
 }
 
-/// `name` and the templates it includes, recursively, in the order they are first met.
+/// `name` and the templates it includes, extends or imports, recursively, in the order they are first met.
 fn include_tree(sources: &BTreeMap<String, String>, name: &str) -> Vec<String> {
     let mut out = vec![name.to_string()];
     let mut i = 0;
@@ -268,7 +268,7 @@ fn include_tree(sources: &BTreeMap<String, String>, name: &str) -> Vec<String> {
     out
 }
 
-/// Names in the `{% include ... %}` tags of `source`.
+/// Names in the `{% include %}`, `{% extends %}` and `{% import %}` tags of `source`.
 fn includes(source: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = source;
@@ -276,7 +276,10 @@ fn includes(source: &str) -> Vec<String> {
         let tag = &rest[start + 2..];
         let end = tag.find("%}").unwrap_or(tag.len());
         let inner = tag[..end].trim_start_matches('-').trim_start();
-        if let Some(args) = inner.strip_prefix("include") {
+        let keyword = ["include", "extends", "import"]
+            .iter()
+            .find_map(|k| inner.strip_prefix(k));
+        if let Some(args) = keyword {
             out.extend(quoted(args));
         }
         rest = &tag[end..];
@@ -515,11 +518,11 @@ mod tests {
                 "files/c".to_string(),
                 "{% include \"jobs/a.hcl\" %}".to_string(),
             ),
-            ("files/d".to_string(), "text".to_string()),
+            ("files/d".to_string(), "{% extends 'files/e' %}".to_string()),
         ]);
         assert_eq!(
             include_tree(&sources, "jobs/a.hcl"),
-            ["jobs/a.hcl", "files/b", "files/c", "files/d"]
+            ["jobs/a.hcl", "files/b", "files/c", "files/d", "files/e"]
         );
     }
 
