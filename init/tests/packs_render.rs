@@ -441,6 +441,21 @@ fn macros_and_extends_come_from_files() {
 }
 
 #[test]
+fn policy_description_longer_than_nomad_accepts_is_an_error() {
+    let long = "x".repeat(257);
+    let err = render_inline(
+        &[("policies/p.hcl", &format!("# description: {long}\n"))],
+        json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "pack `p`, policies/p.hcl:1:1: the description is 257 characters; \
+         Nomad accepts at most 256 (declared job `j`)"
+    );
+}
+
+#[test]
 fn get_env_is_disabled_so_packs_render_the_same_everywhere() {
     let err =
         render_inline(&[("jobs/a.hcl", "{{ get_env(name=\"HOME\") }}")], json!({})).unwrap_err();

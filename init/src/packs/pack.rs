@@ -231,8 +231,11 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
             ));
         }
         let stem = &rel["policies/".len()..rel.len() - ".hcl".len()];
-        if stem.is_empty() {
-            return Err(loader.invalid(&rel, "a policy file needs a name before .hcl"));
+        if !is_nomad_name(stem) {
+            return Err(loader.invalid(
+                &rel,
+                "the file name is the policy name: 1 to 128 letters, digits or `-` (Nomad's rule)",
+            ));
         }
         let policy = stem.to_string();
         sources.insert(rel.clone(), loader.read(&rel)?);
@@ -435,6 +438,11 @@ impl Loader<'_> {
         out.sort();
         Ok(out)
     }
+}
+
+/// Nomad's rule for ACL policy and namespace names: `^[a-zA-Z0-9-]{1,128}$`.
+pub(crate) fn is_nomad_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn extension(rel: &str) -> Option<&str> {
@@ -718,6 +726,15 @@ mod tests {
         write(dir.path(), "variables/a.yaml", "");
         let err = load("x", dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("pack `x`, variables/a.yaml: "), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "");
+        write(dir.path(), "policies/web_read.hcl", "");
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("pack `x`, policies/web_read.hcl: the file name is the policy name"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "jobs/a.hcl", "");

@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use super::model::{
     JobDecl, JobFormat, Rendered, RenderedJob, RenderedPolicy, RenderedVariable, Source,
 };
-use super::pack::{error_chain, toml_to_json, Pack, PackFile, VariableFormat, JOBNAME};
+use super::pack::{
+    error_chain, is_nomad_name, toml_to_json, Pack, PackFile, VariableFormat, JOBNAME,
+};
 use crate::diag::Location;
 
 /// What the agent knows that every pack may use.
@@ -80,10 +82,18 @@ pub fn render(pack: &Pack, job: &JobDecl, ctx: &RenderContext) -> Result<Rendere
     }
     for t in &pack.templates.policies {
         let rules = r.template(&t.name)?;
+        let description = policy_description(&rules);
+        if let Some(d) = description.as_ref().filter(|d| d.chars().count() > 256) {
+            let message = format!(
+                "the description is {} characters; Nomad accepts at most 256",
+                d.chars().count()
+            );
+            return Err(r.error(PackFile::at(&t.name, 1, 1), message));
+        }
         out.policies.push(RenderedPolicy {
             source: r.source(&t.name),
             name: t.policy.clone(),
-            description: policy_description(&rules),
+            description,
             rules,
         });
     }
@@ -464,12 +474,48 @@ fn variable(value: Value, default_path: &str) -> Result<Variable, String> {
             }
         }
     }
-    if path.is_empty() || path.starts_with('/') || path.ends_with('/') {
-        return Err(format!(
-            "variable path `{path}` must not be empty or start or end with `/`"
-        ));
+    check_variable_path(&path)?;
+    if let Some(ns) = &namespace {
+        if !is_nomad_name(ns) {
+            return Err(format!(
+                "namespace `{ns}`: 1 to 128 letters, digits or `-` (Nomad's rule)"
+            ));
+        }
+    }
+    if items.is_empty() {
+        return Err("`items` is empty; Nomad rejects a Variable without items".to_string());
     }
     Ok((path, namespace, items))
+}
+
+/// Nomad's rules for Variable paths (`^[a-zA-Z0-9-_~/]{1,128}$`, and only `nomad/jobs...`
+/// or `nomad/job-templates/<name>` under `nomad/`), plus no empty segment.
+fn check_variable_path(path: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_~/".contains(&b);
+    if !(1..=128).contains(&path.len()) || !path.bytes().all(allowed) {
+        return Err(format!(
+            "variable path `{path}`: 1 to 128 letters, digits, `-`, `_`, `~` or `/` (Nomad's rule)"
+        ));
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "variable path `{path}` has an empty segment (leading, trailing or double `/`)"
+        ));
+    }
+    if parts[0] == "nomad" {
+        let ok = match parts.get(1) {
+            Some(&"jobs") => true,
+            Some(&"job-templates") => parts.len() == 3,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "variable path `{path}`: under `nomad/` Nomad accepts only `nomad/jobs...` and `nomad/job-templates/<name>`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -541,8 +587,28 @@ mod tests {
         );
         let err = variable(serde_json::json!({"item": {}}), "x").unwrap_err();
         assert!(err.starts_with("unknown key `item`"), "{err}");
-        let err = variable(serde_json::json!({"path": ""}), "x").unwrap_err();
-        assert!(err.contains("must not be empty"), "{err}");
+        let items = serde_json::json!({"a": "1"});
+        for (path, ok) in [
+            ("", false),
+            ("/a", false),
+            ("a//b", false),
+            ("a b", false),
+            ("nomad", false),
+            ("nomad/other", false),
+            ("nomad/jobs", true),
+            ("nomad/jobs/web/task", true),
+            ("nomad/job-templates/t", true),
+            ("nomad/job-templates", false),
+            ("app-1/~x_y", true),
+        ] {
+            let result = variable(serde_json::json!({"path": path, "items": items}), "x");
+            assert_eq!(result.is_ok(), ok, "{path}: {result:?}");
+        }
+        let err = variable(serde_json::json!({"items": {}}), "x").unwrap_err();
+        assert!(err.contains("`items` is empty"), "{err}");
+        let err =
+            variable(serde_json::json!({"namespace": "a b", "items": items}), "x").unwrap_err();
+        assert!(err.starts_with("namespace `a b`"), "{err}");
     }
 
     #[test]
