@@ -95,8 +95,9 @@ pub(crate) struct PolicyTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackFile {
     pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
+    /// 1-based; `u32` keeps errors small enough to return by value.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
 }
 
 impl PackFile {
@@ -111,8 +112,8 @@ impl PackFile {
     pub fn at(file: impl Into<PathBuf>, line: usize, column: usize) -> Self {
         Self {
             file: file.into(),
-            line: Some(line),
-            column: Some(column),
+            line: Some(u32::try_from(line).unwrap_or(u32::MAX)),
+            column: Some(u32::try_from(column).unwrap_or(u32::MAX)),
         }
     }
 
@@ -139,6 +140,8 @@ impl fmt::Display for PackFile {
 /// Why a pack could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
+    #[error("pack `{pack}`: {} is not a directory", dir.display())]
+    NotADirectory { pack: String, dir: PathBuf },
     #[error("pack `{pack}` has no jobs/ directory (looked in {})", dir.display())]
     NoJobsDir { pack: String, dir: PathBuf },
     #[error("pack `{pack}`: cannot read {}: {source}", path.display())]
@@ -163,6 +166,12 @@ pub const JOBNAME: &str = "jobname";
 /// Reads the pack in `dir` and compiles its templates. `name` is the pack's name in the pack
 /// set; it is used in messages and templates see it as `pack`.
 pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
+    if !dir.is_dir() {
+        return Err(PackError::NotADirectory {
+            pack: name.to_string(),
+            dir: dir.to_path_buf(),
+        });
+    }
     let loader = Loader { pack: name, dir };
     let (description, defaults) = loader.manifest()?;
 
@@ -222,27 +231,18 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
             ));
         }
         let stem = &rel["policies/".len()..rel.len() - ".hcl".len()];
-        if stem.is_empty() {
-            return Err(loader.invalid(&rel, "a policy file needs a name before .hcl"));
+        if !is_nomad_name(stem) {
+            return Err(loader.invalid(
+                &rel,
+                "the file name is the policy name: 1 to 128 letters, digits or `-` (Nomad's rule)",
+            ));
         }
         let policy = stem.to_string();
         sources.insert(rel.clone(), loader.read(&rel)?);
         policies.push(PolicyTemplate { name: rel, policy });
     }
 
-    // Parse every template on its own first, so a syntax error names its file and position.
-    let mut compiled = BTreeMap::new();
-    for (rel, text) in &sources {
-        if let Err(e) = tera::Template::new(rel, None, text) {
-            let (at, message) = syntax_error(rel, &e);
-            return Err(PackError::Invalid {
-                pack: name.to_string(),
-                at,
-                message,
-            });
-        }
-        compiled.insert(rel.clone(), text.clone());
-    }
+    let mut compiled = sources.clone();
 
     // files/ may hold text that is not meant for Tera (Go templates for Nomad's `template`
     // stanza); such a file is only an error when a template includes it.
@@ -267,8 +267,17 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
     tera.autoescape_on(Vec::new());
     register_functions(&mut tera, Arc::new(raw_files));
     if let Err(e) = tera.add_raw_templates(compiled.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        // Every file parsed above, so what is left is `extends` trouble.
         let (file, message) = match &e.kind {
+            // Tera wraps syntax errors as "Failed to parse 'name'", the pest report as source.
+            tera::ErrorKind::Msg(m) if m.starts_with("Failed to parse '") => {
+                let rel = m["Failed to parse '".len()..].trim_end_matches('\'');
+                let (at, message) = syntax_error(rel, &e);
+                return Err(PackError::Invalid {
+                    pack: name.to_string(),
+                    at,
+                    message,
+                });
+            }
             tera::ErrorKind::MissingParent { current, parent } => (
                 current.clone(),
                 format!("extends `{parent}`, which is not a template of this pack"),
@@ -389,8 +398,14 @@ impl Loader<'_> {
             return Err(self.invalid(top, "must be a directory"));
         }
         let mut pending = vec![top.to_string()];
+        // Directories already walked, so that a symlink to a parent cannot loop forever.
+        let mut seen = std::collections::HashSet::new();
         while let Some(rel_dir) = pending.pop() {
             let path = self.dir.join(&rel_dir);
+            let real = std::fs::canonicalize(&path).map_err(|e| self.io(path.clone(), e))?;
+            if !seen.insert(real) {
+                return Err(self.invalid(&rel_dir, "directory symlink loop"));
+            }
             let entries = std::fs::read_dir(&path).map_err(|e| self.io(path.clone(), e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| self.io(path.clone(), e))?;
@@ -423,6 +438,11 @@ impl Loader<'_> {
         out.sort();
         Ok(out)
     }
+}
+
+/// Nomad's rule for ACL policy and namespace names: `^[a-zA-Z0-9-]{1,128}$`.
+pub(crate) fn is_nomad_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn extension(rel: &str) -> Option<&str> {
@@ -572,8 +592,9 @@ pub(crate) fn syntax_error(rel: &str, err: &tera::Error) -> (PackFile, String) {
     let mut expected = Vec::new();
     for line in text.lines() {
         let line = line.trim();
-        if let Some(pos) = line.strip_prefix("-->") {
-            let mut parts = pos.trim().split(':');
+        // Tera's own prefix ("Failed to parse 'x': ") may share the line.
+        if let Some(i) = line.find("--> ") {
+            let mut parts = line[i + 4..].trim().split(':');
             at.line = parts.next().and_then(|n| n.parse().ok());
             at.column = parts.next().and_then(|n| n.parse().ok());
         } else if let Some(rest) = line.strip_prefix("= ") {
@@ -581,7 +602,11 @@ pub(crate) fn syntax_error(rel: &str, err: &tera::Error) -> (PackFile, String) {
         }
     }
     let message = if expected.is_empty() {
-        format!("template syntax error: {}", text.trim())
+        let detail = match text.strip_prefix("Failed to parse '") {
+            Some(rest) => rest.split_once("': ").map_or(rest, |(_, d)| d),
+            None => &text,
+        };
+        format!("template syntax error: {}", detail.trim())
     } else {
         format!("template syntax error: {}", expected.join("; "))
     };
@@ -658,6 +683,27 @@ mod tests {
     }
 
     #[test]
+    fn missing_pack_dir_is_not_reported_as_missing_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let err = load("x", &gone).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("pack `x`: {} is not a directory", gone.display())
+        );
+    }
+
+    #[test]
+    fn symlink_loop_in_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "");
+        write(dir.path(), "files/sub/x.txt", "x");
+        std::os::unix::fs::symlink("..", dir.path().join("files/sub/up")).unwrap();
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert!(err.ends_with(": directory symlink loop"), "{err}");
+    }
+
+    #[test]
     fn bad_extension_and_subdirectory_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "jobs/readme.txt", "hi");
@@ -683,6 +729,15 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "jobs/a.hcl", "");
+        write(dir.path(), "policies/web_read.hcl", "");
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("pack `x`, policies/web_read.hcl: the file name is the policy name"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "");
         write(dir.path(), "policies/a.json", "");
         let err = load("x", dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("pack `x`, policies/a.json: "), "{err}");
@@ -696,9 +751,39 @@ mod tests {
             "jobs/a.hcl",
             "job \"a\" {\n  x = {{ port }\n}\n",
         );
+        write(dir.path(), "jobs/0.hcl", "fine {{ x }}");
         let err = load("x", dir.path()).unwrap_err().to_string();
         assert!(err.starts_with("pack `x`, jobs/a.hcl:2:"), "{err}");
         assert!(err.contains("template syntax error: expected"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_without_position_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = "{% block b %}{% endblock b %}";
+        write(dir.path(), "jobs/a.hcl", &format!("{block}\n{block}"));
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pack `x`, jobs/a.hcl: template syntax error: Block `b` is duplicated"
+        );
+    }
+
+    #[test]
+    fn extends_of_a_missing_template_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "jobs/a.hcl", "{% extends \"files/base\" %}");
+        let err = load("x", dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "pack `x`, jobs/a.hcl: extends `files/base`, which is not a template of this pack"
+        );
+        write(
+            dir.path(),
+            "files/base",
+            "base {% block b %}{% endblock b %}",
+        );
+        load("x", dir.path()).unwrap();
     }
 
     #[test]
@@ -742,5 +827,32 @@ mod tests {
             hcl_encode(&v),
             r#"{"a" = ["x\"y", "$${NOMAD}", "100%%{"], "n" = 3, "b" = true}"#
         );
+    }
+}
+
+#[cfg(test)]
+mod hcl_tests {
+    use super::hcl_encode;
+    use serde_json::json;
+
+    /// What `hcl_encode` writes reads back as the same value in a real HCL2 parser, with
+    /// templates evaluated (so an unescaped `${` would fail or change the text).
+    #[test]
+    fn hcl_encode_round_trips_through_an_hcl_parser() {
+        let cases = [
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t cr \r"),
+            json!("${NOMAD_TASK_NAME} and %{ if x }"),
+            json!("$${already} %%{x} $ % {} $$ %%"),
+            json!("bell \u{7} é ☃"),
+            json!(["a", 1, 2.5, true, null]),
+            json!({"k": "v", "weird key \"": ["${x}"]}),
+        ];
+        for value in cases {
+            let text = format!("a = {}\n", hcl_encode(&value));
+            let parsed: serde_json::Value = hcl::eval::from_str(&text, &hcl::eval::Context::new())
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(parsed["a"], value, "{text}");
+        }
     }
 }

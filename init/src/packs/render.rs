@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use super::model::{
     JobDecl, JobFormat, Rendered, RenderedJob, RenderedPolicy, RenderedVariable, Source,
 };
-use super::pack::{error_chain, toml_to_json, Pack, PackFile, VariableFormat, JOBNAME};
+use super::pack::{
+    error_chain, is_nomad_name, toml_to_json, Pack, PackFile, VariableFormat, JOBNAME,
+};
 use crate::diag::Location;
 
 /// What the agent knows that every pack may use.
@@ -80,10 +82,18 @@ pub fn render(pack: &Pack, job: &JobDecl, ctx: &RenderContext) -> Result<Rendere
     }
     for t in &pack.templates.policies {
         let rules = r.template(&t.name)?;
+        let description = policy_description(&rules);
+        if let Some(d) = description.as_ref().filter(|d| d.chars().count() > 256) {
+            let message = format!(
+                "the description is {} characters; Nomad accepts at most 256",
+                d.chars().count()
+            );
+            return Err(r.error(PackFile::at(&t.name, 1, 1), message));
+        }
         out.policies.push(RenderedPolicy {
             source: r.source(&t.name),
             name: t.policy.clone(),
-            description: policy_description(&rules),
+            description,
             rules,
         });
     }
@@ -158,6 +168,7 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
     while let Some(e) = cur {
         cur = e.source();
         let Some(te) = e.downcast_ref::<tera::Error>() else {
+            // Not Tera's: the root cause, e.g. an I/O error.
             parts.push(e.to_string());
             continue;
         };
@@ -185,6 +196,17 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
             tera::ErrorKind::FilterNotFound(n) => {
                 needle.get_or_insert_with(|| n.clone());
                 parts.push(format!("unknown filter `{n}`"));
+            }
+            tera::ErrorKind::CallFunction(n) if n == "throw" => {
+                // The author's message is the error; it is also a literal in the template,
+                // which pinpoints which `throw` fired.
+                if let Some(m) = std::error::Error::source(te).map(|s| s.to_string()) {
+                    needle = Some(m.clone());
+                    parts.push(m);
+                    break;
+                }
+                needle.get_or_insert_with(|| n.clone());
+                parts.push(format!("function `{n}` failed"));
             }
             tera::ErrorKind::CallFunction(n) => {
                 needle.get_or_insert_with(|| n.clone());
@@ -217,18 +239,62 @@ fn explain(pack: &Pack, top: &str, err: &tera::Error) -> (PackFile, String) {
     if parts.is_empty() {
         parts.push(error_chain(err));
     }
+    let mut at = PackFile::new(&file);
+    if let Some(needle) = needle {
+        // Tera names the included template only for undefined variables; for other errors,
+        // look in the templates the failing one includes too.
+        for candidate in include_tree(&templates.sources, &file) {
+            let Some(source) = templates.sources.get(&candidate) else {
+                continue;
+            };
+            if let Some(offset) = locate(source, &needle) {
+                at = PackFile::from_offset(&candidate, source, offset);
+                file = candidate;
+                break;
+            }
+        }
+    }
     let mut message = parts.join(": ");
     if file != top {
         message.push_str(&format!(" (included from {top})"));
     }
-    let at = match (needle, templates.sources.get(&file)) {
-        (Some(needle), Some(source)) => match locate(source, &needle) {
-            Some(offset) => PackFile::from_offset(&file, source, offset),
-            None => PackFile::new(&file),
-        },
-        _ => PackFile::new(&file),
-    };
     (at, message)
+}
+
+/// `name` and the templates it includes, extends or imports, recursively, in the order they are first met.
+fn include_tree(sources: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    let mut out = vec![name.to_string()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(source) = sources.get(&out[i]) {
+            for included in includes(source) {
+                if !out.contains(&included) {
+                    out.push(included);
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Names in the `{% include %}`, `{% extends %}` and `{% import %}` tags of `source`.
+fn includes(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        let tag = &rest[start + 2..];
+        let end = tag.find("%}").unwrap_or(tag.len());
+        let inner = tag[..end].trim_start_matches('-').trim_start();
+        let keyword = ["include", "extends", "import"]
+            .iter()
+            .find_map(|k| inner.strip_prefix(k));
+        if let Some(args) = keyword {
+            out.extend(quoted(args));
+        }
+        rest = &tag[end..];
+    }
+    out
 }
 
 /// Splits Tera's "Variable `x` not found in context while rendering 'file'..." into the
@@ -238,6 +304,21 @@ fn undefined_variable(message: &str) -> Option<(&str, &str, &str)> {
     let (var, rest) = rest.split_once("` not found in context while rendering '")?;
     let (template, rest) = rest.split_once('\'')?;
     Some((var, template, rest))
+}
+
+/// Quoted strings ("a", 'b' or `c`) in `text`.
+fn quoted(mut text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(open) = text.find(['"', '\'', '`']) {
+        let quote = &text[open..open + 1];
+        let after = &text[open + 1..];
+        let Some(len) = after.find(quote) else {
+            break;
+        };
+        out.push(after[..len].to_string());
+        text = &after[len + 1..];
+    }
+    out
 }
 
 /// Byte offset of the first occurrence of `needle` as a whole name inside a Tera tag
@@ -393,12 +474,48 @@ fn variable(value: Value, default_path: &str) -> Result<Variable, String> {
             }
         }
     }
-    if path.is_empty() || path.starts_with('/') || path.ends_with('/') {
-        return Err(format!(
-            "variable path `{path}` must not be empty or start or end with `/`"
-        ));
+    check_variable_path(&path)?;
+    if let Some(ns) = &namespace {
+        if !is_nomad_name(ns) {
+            return Err(format!(
+                "namespace `{ns}`: 1 to 128 letters, digits or `-` (Nomad's rule)"
+            ));
+        }
+    }
+    if items.is_empty() {
+        return Err("`items` is empty; Nomad rejects a Variable without items".to_string());
     }
     Ok((path, namespace, items))
+}
+
+/// Nomad's rules for Variable paths (`^[a-zA-Z0-9-_~/]{1,128}$`, and only `nomad/jobs...`
+/// or `nomad/job-templates/<name>` under `nomad/`), plus no empty segment.
+fn check_variable_path(path: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_~/".contains(&b);
+    if !(1..=128).contains(&path.len()) || !path.bytes().all(allowed) {
+        return Err(format!(
+            "variable path `{path}`: 1 to 128 letters, digits, `-`, `_`, `~` or `/` (Nomad's rule)"
+        ));
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "variable path `{path}` has an empty segment (leading, trailing or double `/`)"
+        ));
+    }
+    if parts[0] == "nomad" {
+        let ok = match parts.get(1) {
+            Some(&"jobs") => true,
+            Some(&"job-templates") => parts.len() == 3,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "variable path `{path}`: under `nomad/` Nomad accepts only `nomad/jobs...` and `nomad/job-templates/<name>`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -435,6 +552,27 @@ mod tests {
     }
 
     #[test]
+    fn include_tree_follows_nested_includes_once() {
+        let sources = BTreeMap::from([
+            (
+                "jobs/a.hcl".to_string(),
+                "{% include \"files/b\" %}{%- include ['files/c', \"files/b\"] ignore missing -%}"
+                    .to_string(),
+            ),
+            ("files/b".to_string(), "{% include `files/d` %}".to_string()),
+            (
+                "files/c".to_string(),
+                "{% include \"jobs/a.hcl\" %}".to_string(),
+            ),
+            ("files/d".to_string(), "{% extends 'files/e' %}".to_string()),
+        ]);
+        assert_eq!(
+            include_tree(&sources, "jobs/a.hcl"),
+            ["jobs/a.hcl", "files/b", "files/c", "files/d", "files/e"]
+        );
+    }
+
+    #[test]
     fn variable_checks_types_and_keys() {
         let v = serde_json::json!({"items": {"a": "1"}, "namespace": "ops"});
         let (path, ns, items) = variable(v, "app/config").unwrap();
@@ -449,8 +587,28 @@ mod tests {
         );
         let err = variable(serde_json::json!({"item": {}}), "x").unwrap_err();
         assert!(err.starts_with("unknown key `item`"), "{err}");
-        let err = variable(serde_json::json!({"path": ""}), "x").unwrap_err();
-        assert!(err.contains("must not be empty"), "{err}");
+        let items = serde_json::json!({"a": "1"});
+        for (path, ok) in [
+            ("", false),
+            ("/a", false),
+            ("a//b", false),
+            ("a b", false),
+            ("nomad", false),
+            ("nomad/other", false),
+            ("nomad/jobs", true),
+            ("nomad/jobs/web/task", true),
+            ("nomad/job-templates/t", true),
+            ("nomad/job-templates", false),
+            ("app-1/~x_y", true),
+        ] {
+            let result = variable(serde_json::json!({"path": path, "items": items}), "x");
+            assert_eq!(result.is_ok(), ok, "{path}: {result:?}");
+        }
+        let err = variable(serde_json::json!({"items": {}}), "x").unwrap_err();
+        assert!(err.contains("`items` is empty"), "{err}");
+        let err =
+            variable(serde_json::json!({"namespace": "a b", "items": items}), "x").unwrap_err();
+        assert!(err.starts_with("namespace `a b`"), "{err}");
     }
 
     #[test]
