@@ -581,9 +581,10 @@ impl Store {
             .collect();
         let status = if stop {
             "dead"
-        } else if ty == "system" || rec.job["Periodic"].is_object() {
-            "running"
-        } else if allocs.iter().any(|a| !a.terminal()) {
+        } else if ty == "system"
+            || rec.job["Periodic"].is_object()
+            || allocs.iter().any(|a| !a.terminal())
+        {
             "running"
         } else if allocs.is_empty() {
             "pending"

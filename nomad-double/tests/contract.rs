@@ -303,7 +303,7 @@ fn replays_recorded_nomad_1_1_2_exchanges() {
                         s.lines()
                             .next()
                             .unwrap_or("")
-                            .splitn(3, ": ")
+                            .split(": ")
                             .nth(1)
                             .map(String::from)
                     };
