@@ -31,6 +31,7 @@ pub struct App {
     pub config: AgentConfig,
     pub version: Version,
     pub management_token: Option<String>,
+    pub log_requests: bool,
     pub initial: Box<dyn Fn() -> Store + Send + Sync>,
 }
 
@@ -320,6 +321,16 @@ pub async fn dispatch(
         }
         r
     };
+    if app.log_requests {
+        // Nomad's own request log line, at the level tests need to read it.
+        println!(
+            "    {} [INFO]  http: request complete: method={} path={} status={}",
+            crate::state::rfc3339(now()),
+            req.method,
+            req.path,
+            reply.status.as_u16()
+        );
+    }
     reply.into_response()
 }
 

@@ -95,8 +95,12 @@ fn agent(args: &[String]) -> Result<ExitCode> {
             .await
             .with_context(|| format!("failed to bind the HTTP API to {listen}"))?;
         let bound = listener.local_addr()?;
+        // Handlers go in before the "started" line: a supervisor may signal right after it.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let mut options = options;
         options.config.http_port = bound.port();
+        options.log_requests = true;
         let c = &options.config;
         println!("==> Starting Nomad agent...");
         println!("==> Nomad agent configuration:\n");
@@ -116,8 +120,6 @@ fn agent(args: &[String]) -> Result<ExitCode> {
         println!("               Version: {} (nomad-double)", options.version);
         println!();
         println!("==> Nomad agent started! Log data will stream in below:\n");
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let shutdown = async move {
             let name = tokio::select! {
                 _ = term.recv() => "terminated",
