@@ -2,7 +2,9 @@
 //! ACL policies, with Raft-like indexes. Pure: time comes in as `now` (Unix nanoseconds) and
 //! the only outside look-up (does a task's command exist?) is a function in [`Settings`].
 
-use crate::canonical::{canonicalize, spec_changed, to_stored, validate};
+use crate::canonical::{
+    canonicalize, datacenter_matches, spec_changed, to_stored, validate, version_defaults,
+};
 use crate::diff::job_diff;
 use crate::version::Version;
 use serde_json::{json, Map, Value};
@@ -248,6 +250,7 @@ impl Store {
             job["Namespace"] = json!(default_ns);
         }
         canonicalize(&mut job);
+        version_defaults(&mut job, self.settings.version);
         validate(&job).map_err(Error::Server)?;
         let ns = job["Namespace"].as_str().unwrap_or("default").to_string();
         let id = job["ID"].as_str().unwrap_or("").to_string();
@@ -391,7 +394,8 @@ impl Store {
             return;
         }
         let job_type = job["Type"].as_str().unwrap_or("service").to_string();
-        let node_ok = self.eligible && !self.drain;
+        let node_ok =
+            self.eligible && !self.drain && datacenter_matches(&job, &self.settings.datacenter);
         let mut new_allocs = Vec::new();
         let mut to_stop = Vec::new();
         for g in job["TaskGroups"].as_array().cloned().unwrap_or_default() {
@@ -665,6 +669,9 @@ impl Store {
                     "StatusDescription": j["StatusDescription"], "Stop": j["Stop"],
                     "SubmitTime": j["SubmitTime"], "Type": j["Type"]
                 });
+                if let Some(pool) = j.get("NodePool") {
+                    stub["NodePool"] = pool.clone();
+                }
                 if meta && self.settings.version.has_list_meta() {
                     stub["Meta"] = j["Meta"].clone();
                 }
@@ -762,6 +769,7 @@ impl Store {
             job["Namespace"] = json!(default_ns);
         }
         canonicalize(&mut job);
+        version_defaults(&mut job, self.settings.version);
         validate(&job).map_err(Error::Server)?;
         let key = (
             job["Namespace"].as_str().unwrap_or("default").to_string(),
@@ -771,7 +779,8 @@ impl Store {
         let old = self.jobs.get(&key).map(|r| r.job.clone());
         let mut diff = job_diff(old.as_ref(), &new);
         let job_level_changed = !diff["Fields"].is_null() || !diff["Objects"].is_null();
-        let node_ok = self.eligible && !self.drain;
+        let node_ok =
+            self.eligible && !self.drain && datacenter_matches(&new, &self.settings.datacenter);
         let job_type = new["Type"].as_str().unwrap_or("service");
         let mut updates = Map::new();
         if let Some(groups) = diff["TaskGroups"].as_array_mut() {
@@ -1211,6 +1220,21 @@ mod tests {
             .contains("/nope/missing"));
         assert_eq!(allocs[1]["DesiredStatus"], "stop");
         assert_eq!(allocs[1]["ClientStatus"], "complete");
+    }
+
+    #[test]
+    fn other_datacenters_get_no_allocations() {
+        let mut s = store();
+        let mut j = job("/bin/sh");
+        j["Datacenters"] = json!(["elsewhere"]);
+        s.register(j.clone(), "default", None, None, 1).unwrap();
+        assert!(s.job_allocs("default", "hello").is_empty());
+        let plan = s.plan(j, "default", true).unwrap();
+        assert_eq!(plan["Annotations"]["DesiredTGUpdates"]["g"]["Place"], 0);
+        let mut star = job("/bin/sh");
+        star["Datacenters"] = json!(["*"]);
+        s.register(star, "default", None, None, 2).unwrap();
+        assert_eq!(s.job_allocs("default", "hello").len(), 1);
     }
 
     #[test]
