@@ -970,13 +970,16 @@ impl Store {
             && !path.starts_with('/')
             && !path.ends_with('/')
             && !path.contains("//");
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::BadRequest(format!(
-                "invalid path \"{path}\": must be a relative path of up to 128 characters [a-zA-Z0-9-_~/]"
-            )))
+        if !ok {
+            return Err(Error::BadRequest(format!("invalid path {path:?}")));
         }
+        let top = path.split('/').next().unwrap_or("");
+        if top == "nomad" && !(path == "nomad/jobs" || path.starts_with("nomad/jobs/")) {
+            return Err(Error::BadRequest(
+                "\"nomad\" is a reserved top-level directory path, but you may write variables to \"nomad/jobs\" or below".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// `PUT /v1/var/:path`. `cas` is check-and-set: 0 means "must not exist yet".
@@ -994,11 +997,7 @@ impl Store {
         }
         let items = match items {
             Value::Object(m) if !m.is_empty() => m.clone(),
-            _ => {
-                return Err(Error::BadRequest(
-                    "variable missing required Items object".into(),
-                ))
-            }
+            _ => return Err(Error::BadRequest("empty variables are invalid".into())),
         };
         if let Some((k, _)) = items.iter().find(|(_, v)| !v.is_string()) {
             return Err(Error::BadRequest(format!(
@@ -1290,10 +1289,17 @@ mod tests {
             s.var_put("default", "/abs", &items, None, 4),
             Err(Error::BadRequest(_))
         ));
-        assert!(matches!(
+        assert_eq!(
             s.var_put("default", "p", &json!({}), None, 4),
+            Err(Error::BadRequest("empty variables are invalid".into()))
+        );
+        assert!(matches!(
+            s.var_put("default", "nomad/x", &items, None, 4),
             Err(Error::BadRequest(_))
         ));
+        assert!(s
+            .var_put("default", "nomad/jobs/web", &items, None, 4)
+            .is_ok());
     }
 
     #[test]
