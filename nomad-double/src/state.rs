@@ -778,6 +778,12 @@ impl Store {
         let new = to_stored(&job);
         let old = self.jobs.get(&key).map(|r| r.job.clone());
         let mut diff = job_diff(old.as_ref(), &new);
+        // Job meta reaches the tasks (destructive, like Nomad's tasksUpdated); other
+        // job-level edits (priority, datacenters, ...) update allocations in place.
+        let job_meta_changed = diff["Fields"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|x| x["Name"].as_str().is_some_and(|n| n.starts_with("Meta[")))
+        });
         let job_level_changed = !diff["Fields"].is_null() || !diff["Objects"].is_null();
         let node_ok =
             self.eligible && !self.drain && datacenter_matches(&new, &self.settings.datacenter);
@@ -811,11 +817,14 @@ impl Store {
                     "InPlaceUpdate": 0, "Migrate": 0, "Place": 0, "Preemptions": 0, "Stop": 0});
                 let mut label = Map::new();
                 let kept = live.min(want);
-                let edited = g["Type"] == "Edited" || (job_level_changed && g["Type"] == "None");
+                let destructive = g["Type"] == "Edited" || job_meta_changed;
                 if kept > 0 {
-                    if edited {
+                    if destructive {
                         u["DestructiveUpdate"] = json!(kept);
                         label.insert("create/destroy update".into(), json!(kept));
+                    } else if job_level_changed {
+                        u["InPlaceUpdate"] = json!(kept);
+                        label.insert("in-place update".into(), json!(kept));
                     } else {
                         u["Ignore"] = json!(kept);
                         label.insert("ignore".into(), json!(kept));
@@ -1219,6 +1228,28 @@ mod tests {
             .contains("/nope/missing"));
         assert_eq!(allocs[1]["DesiredStatus"], "stop");
         assert_eq!(allocs[1]["ClientStatus"], "complete");
+    }
+
+    #[test]
+    fn plan_annotations_follow_what_changed() {
+        let mut s = store();
+        s.register(job("/bin/sh"), "default", None, None, 1)
+            .unwrap();
+        let tg = |p: &Value| p["Annotations"]["DesiredTGUpdates"]["g"].clone();
+        let p = s.plan(job("/bin/sh"), "default", true).unwrap();
+        assert_eq!(tg(&p)["Ignore"], 1);
+        let mut prio = job("/bin/sh");
+        prio["Priority"] = json!(70);
+        let p = s.plan(prio, "default", true).unwrap();
+        assert_eq!(tg(&p)["InPlaceUpdate"], 1);
+        let mut meta = job("/bin/sh");
+        meta["Meta"] = json!({"a": "b"});
+        let p = s.plan(meta, "default", true).unwrap();
+        assert_eq!(tg(&p)["DestructiveUpdate"], 1);
+        assert_eq!(
+            p["Diff"]["TaskGroups"][0]["Updates"]["create/destroy update"],
+            1
+        );
     }
 
     #[test]
