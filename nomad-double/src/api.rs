@@ -31,6 +31,7 @@ pub struct App {
     pub config: AgentConfig,
     pub version: Version,
     pub management_token: Option<String>,
+    pub log_requests: bool,
     pub initial: Box<dyn Fn() -> Store + Send + Sync>,
 }
 
@@ -320,6 +321,16 @@ pub async fn dispatch(
         }
         r
     };
+    if app.log_requests {
+        // Nomad's own request log line, at the level tests need to read it.
+        println!(
+            "    {} [INFO]  http: request complete: method={} path={} status={}",
+            crate::state::rfc3339(now()),
+            req.method,
+            req.path,
+            reply.status.as_u16()
+        );
+    }
     reply.into_response()
 }
 
@@ -442,7 +453,7 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
             ["v1", "jobs"] if get => list_jobs(store, req)?,
             ["v1", "jobs"] if post => register(store, req, None, t)?,
             ["v1", "jobs"] => bad_method(),
-            ["v1", "jobs", "parse"] => only!(post, parse(req)?),
+            ["v1", "jobs", "parse"] => only!(post, parse(req, store.settings.version)?),
             ["v1", "job", id] if get => match store.job(&req.ns(), id) {
                 Some(j) => Reply::json(j).query(j["ModifyIndex"].as_u64().unwrap_or(idx)),
                 None => Reply::text(StatusCode::NOT_FOUND, "job not found").query(idx),
@@ -709,7 +720,7 @@ fn register(store: &mut Store, req: &Req, path_id: Option<&str>, t: i64) -> Resu
     .index(r.index))
 }
 
-fn parse(req: &Req) -> Result<Reply, Reply> {
+fn parse(req: &Req, version: Version) -> Result<Reply, Reply> {
     let body = req.json_body()?;
     let hcl = body["JobHCL"].as_str().unwrap_or("");
     if hcl.trim().is_empty() {
@@ -720,6 +731,7 @@ fn parse(req: &Req) -> Result<Reply, Reply> {
         parse_job(hcl, vars).map_err(|e| Reply::text(StatusCode::BAD_REQUEST, &e.to_string()))?;
     if body["Canonicalize"].as_bool().unwrap_or(false) {
         crate::canonical::canonicalize(&mut job);
+        crate::canonical::version_defaults(&mut job, version);
     }
     Ok(Reply::json(&job))
 }

@@ -212,6 +212,50 @@ fn canonicalize_task(t: &mut Value, group_restart: &Value) {
     }
 }
 
+/// Defaults that depend on the Nomad version: since 1.5 an empty `Datacenters` means
+/// `["*"]` (every datacenter); since 1.6 jobs carry a `NodePool`.
+pub fn version_defaults(job: &mut Value, version: crate::version::Version) {
+    let m = obj(job);
+    if version.at_least(1, 5)
+        && m.get("Datacenters")
+            .and_then(Value::as_array)
+            .is_none_or(|d| d.is_empty())
+    {
+        m.insert("Datacenters".into(), json!(["*"]));
+    }
+    if version.at_least(1, 6) {
+        match m.get("NodePool") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => {
+                m.insert("NodePool".into(), json!("default"));
+            }
+        }
+    }
+}
+
+/// Whether a job's datacenter list (globs with `*`) admits `dc`.
+pub fn datacenter_matches(job: &Value, dc: &str) -> bool {
+    job.get("Datacenters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|pat| glob_match(pat, dc))
+}
+
+fn glob_match(pat: &str, s: &str) -> bool {
+    match pat.split_once('*') {
+        None => pat == s,
+        Some((head, tail)) => {
+            s.len() >= head.len()
+                && s.starts_with(head)
+                && (0..=s.len() - head.len()).any(|i| {
+                    s.is_char_boundary(head.len() + i) && glob_match(tail, &s[head.len() + i..])
+                })
+        }
+    }
+}
+
 /// Converts a canonical API job to the shape the server stores and returns on reads
 /// (`structs.Job`): job-level Migrate/Reschedule move into groups, nil resources become 0,
 /// and the job gets a zero `Update` block.
@@ -438,6 +482,23 @@ mod tests {
             validate(&j).unwrap_err(),
             "1 error occurred:\n\t* Missing job datacenters\n\n"
         );
+    }
+
+    #[test]
+    fn newer_versions_default_datacenters_and_node_pool() {
+        use crate::version::Version;
+        let mut j = minimal();
+        j["Datacenters"] = json!([]);
+        version_defaults(&mut j, Version(1, 1, 2));
+        assert_eq!(j["Datacenters"], json!([]));
+        assert!(j.get("NodePool").is_none());
+        version_defaults(&mut j, Version(1, 7, 7));
+        assert_eq!(j["Datacenters"], json!(["*"]));
+        assert_eq!(j["NodePool"], "default");
+        assert!(datacenter_matches(&j, "edge"));
+        j["Datacenters"] = json!(["eu-*", "dc1"]);
+        assert!(datacenter_matches(&j, "eu-west") && datacenter_matches(&j, "dc1"));
+        assert!(!datacenter_matches(&j, "us-east"));
     }
 
     #[test]

@@ -88,6 +88,25 @@ impl AgentConfig {
         }
     }
 
+    /// Like Nomad's `-config`: a file, or a directory whose `*.hcl` and `*.json` files are
+    /// loaded in name order. Returns the files loaded.
+    pub fn load_path(&mut self, path: &Path) -> Result<Vec<std::path::PathBuf>> {
+        if !path.is_dir() {
+            self.load_file(path)?;
+            return Ok(vec![path.to_path_buf()]);
+        }
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("failed to read config directory {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "hcl" || e == "json"))
+            .collect();
+        files.sort();
+        for f in &files {
+            self.load_file(f)?;
+        }
+        Ok(files)
+    }
+
     /// Reads and merges one config file into `self`.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         let text = std::fs::read_to_string(path)
@@ -277,6 +296,24 @@ mod tests {
         c.merge(&v).unwrap();
         assert_eq!(c.http_listen(), "127.0.0.3:4646");
         assert!(c.server_enabled && c.raw_exec_enabled);
+    }
+
+    #[test]
+    fn config_directories_load_in_name_order() {
+        let dir = std::env::temp_dir().join(format!("nd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("10-base.hcl"),
+            "datacenter = \"a\"\nregion = \"r\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("20-over.json"), r#"{"datacenter": "b"}"#).unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let mut c = AgentConfig::default();
+        let loaded = c.load_path(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!((c.datacenter.as_str(), c.region.as_str()), ("b", "r"));
     }
 
     #[test]

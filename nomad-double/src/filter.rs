@@ -62,13 +62,9 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, String> {
                 out.push((start, Tok::Dot));
                 i += 1
             }
-            '=' | '!' => {
-                if chars.get(i + 1) == Some(&'=') {
-                    out.push((start, Tok::Op(if c == '=' { "==" } else { "!=" })));
-                    i += 2;
-                } else {
-                    return Err(no_match(s, start));
-                }
+            '=' | '!' if chars.get(i + 1) == Some(&'=') => {
+                out.push((start, Tok::Op(if c == '=' { "==" } else { "!=" })));
+                i += 2;
             }
             '"' | '`' => {
                 let quote = c;

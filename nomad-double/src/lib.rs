@@ -33,6 +33,8 @@ pub struct Options {
     pub management_token: Option<String>,
     /// Namespaces that exist (always includes "default").
     pub namespaces: Vec<String>,
+    /// Print one line per request to stdout (the binary does; in-process use stays quiet).
+    pub log_requests: bool,
 }
 
 impl Options {
@@ -44,6 +46,7 @@ impl Options {
             alloc_delay: Duration::from_millis(100),
             management_token: None,
             namespaces: vec!["default".into()],
+            log_requests: false,
         }
     }
 
@@ -108,6 +111,7 @@ pub fn app(options: &Options) -> (axum::Router, Arc<api::App>) {
         config: options.config.clone(),
         version: options.version,
         management_token: options.management_token.clone(),
+        log_requests: options.log_requests,
         initial: Box::new(initial),
     });
     let router = axum::Router::new()
@@ -145,6 +149,8 @@ pub async fn serve_with_shutdown(
     };
     let service = hyper_util::service::TowerToHyperService::new(router);
     tokio::pin!(shutdown);
+    // Connections die with the server: a stopped double must look stopped to pooled clients.
+    let mut connections = tokio::task::JoinSet::new();
     let result = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -159,7 +165,9 @@ pub async fn serve_with_shutdown(
                     }
                 };
                 let service = service.clone();
-                tokio::spawn(async move {
+                // Reap finished connection tasks so the set does not grow without bound.
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     // Go's net/http writes canonical header names (X-Nomad-Index); so do we.
                     let _ = hyper::server::conn::http1::Builder::new()
                         .title_case_headers(true)
@@ -170,5 +178,6 @@ pub async fn serve_with_shutdown(
         }
     };
     ticker.abort();
+    connections.abort_all();
     result
 }

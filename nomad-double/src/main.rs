@@ -43,46 +43,88 @@ fn run() -> Result<ExitCode> {
     }
 }
 
-/// Parses Nomad-style flags: `-config x`, `-config=x`, `--config x`, `-dev`.
-fn parse_agent_args(args: &[String]) -> Result<(Vec<PathBuf>, bool)> {
-    let mut files = Vec::new();
-    let mut dev = false;
+/// What `agent` was asked for on its command line.
+#[derive(Debug, Default, PartialEq)]
+struct AgentArgs {
+    files: Vec<PathBuf>,
+    dev: bool,
+    /// Flags that override config-file keys, as (config key, value) JSON.
+    overrides: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses Nomad-style flags: `-config x`, `-config=x`, `--config x`, `-dev`, and the common
+/// overrides (`-bind`, `-data-dir`, `-region`, `-dc`, `-node`, `-client`, `-server`,
+/// `-acl-enabled`; `-log-level` is accepted and ignored).
+fn parse_agent_args(args: &[String]) -> Result<AgentArgs> {
+    use serde_json::json;
+    let mut out = AgentArgs::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let flag = a.trim_start_matches('-');
         if !a.starts_with('-') {
             bail!("unexpected argument {a:?}");
         }
-        match flag.split_once('=') {
-            Some(("config", v)) => files.push(PathBuf::from(v)),
-            Some(("dev", v)) => dev = v != "false",
-            Some((name, _)) => bail!("flag provided but not defined: -{name}"),
-            None if flag == "config" => {
-                let v = it.next().context("flag needs an argument: -config")?;
-                files.push(PathBuf::from(v));
+        let flag = a.trim_start_matches('-');
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let bool_value = |v: &Option<String>| v.as_deref().is_none_or(|v| v != "false");
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("flag needs an argument: -{name}")),
             }
-            None if flag == "dev" => dev = true,
-            None => bail!("flag provided but not defined: -{flag}"),
+        };
+        match name {
+            "config" => out.files.push(PathBuf::from(value()?)),
+            "dev" => out.dev = bool_value(&inline),
+            "bind" => _ = out.overrides.insert("bind_addr".into(), json!(value()?)),
+            "data-dir" => _ = out.overrides.insert("data_dir".into(), json!(value()?)),
+            "region" => _ = out.overrides.insert("region".into(), json!(value()?)),
+            "dc" => _ = out.overrides.insert("datacenter".into(), json!(value()?)),
+            "node" => _ = out.overrides.insert("name".into(), json!(value()?)),
+            "log-level" => _ = value()?,
+            "client" | "server" => {
+                _ = out
+                    .overrides
+                    .insert(name.into(), json!({"enabled": bool_value(&inline)}))
+            }
+            "acl-enabled" => {
+                _ = out
+                    .overrides
+                    .insert("acl".into(), json!({"enabled": bool_value(&inline)}))
+            }
+            _ => bail!("flag provided but not defined: -{name}"),
         }
     }
-    if files.is_empty() && !dev {
+    if out.files.is_empty() && !out.dev {
         bail!("must specify either a -config or -dev\n\n{USAGE}");
     }
-    Ok((files, dev))
+    Ok(out)
 }
 
 fn agent(args: &[String]) -> Result<ExitCode> {
-    let (files, dev) = parse_agent_args(args)?;
-    let mut config = if dev {
+    let parsed = parse_agent_args(args)?;
+    let mut config = if parsed.dev {
         AgentConfig::dev()
     } else {
         AgentConfig::default()
     };
-    for f in &files {
-        config.load_file(f)?;
-        println!("==> Loaded configuration from {}", f.display());
+    for f in &parsed.files {
+        for loaded in config.load_path(f)? {
+            println!("==> Loaded configuration from {}", loaded.display());
+        }
     }
+    config
+        .merge(&serde_json::Value::Object(parsed.overrides))
+        .context("invalid command-line flag")?;
     let options = Options::from_env(config)?;
+    if options.config.acl_enabled && options.management_token.is_none() {
+        println!("==> WARNING: ACLs are enabled but NOMAD_DOUBLE_MANAGEMENT_TOKEN is unset; every request needing a token will be denied");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,8 +137,12 @@ fn agent(args: &[String]) -> Result<ExitCode> {
             .await
             .with_context(|| format!("failed to bind the HTTP API to {listen}"))?;
         let bound = listener.local_addr()?;
+        // Handlers go in before the "started" line: a supervisor may signal right after it.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let mut options = options;
         options.config.http_port = bound.port();
+        options.log_requests = true;
         let c = &options.config;
         println!("==> Starting Nomad agent...");
         println!("==> Nomad agent configuration:\n");
@@ -116,8 +162,6 @@ fn agent(args: &[String]) -> Result<ExitCode> {
         println!("               Version: {} (nomad-double)", options.version);
         println!();
         println!("==> Nomad agent started! Log data will stream in below:\n");
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let shutdown = async move {
             let name = tokio::select! {
                 _ = term.recv() => "terminated",
@@ -143,13 +187,28 @@ mod tests {
 
     #[test]
     fn agent_flags_like_nomad() {
-        let (f, dev) = parse_agent_args(&s(&["-config", "a.hcl", "-config=b.json"])).unwrap();
-        assert_eq!(f, [PathBuf::from("a.hcl"), PathBuf::from("b.json")]);
-        assert!(!dev);
-        assert!(parse_agent_args(&s(&["-dev"])).unwrap().1);
+        let a = parse_agent_args(&s(&["-config", "a.hcl", "-config=b.json"])).unwrap();
+        assert_eq!(a.files, [PathBuf::from("a.hcl"), PathBuf::from("b.json")]);
+        assert!(!a.dev);
+        assert!(parse_agent_args(&s(&["-dev"])).unwrap().dev);
         let e = parse_agent_args(&s(&["-bogus"])).unwrap_err();
         assert_eq!(e.to_string(), "flag provided but not defined: -bogus");
         assert!(parse_agent_args(&s(&[])).is_err());
         assert!(parse_agent_args(&s(&["-config"])).is_err());
+        let a = parse_agent_args(&s(&[
+            "-dev",
+            "-bind=0.0.0.0",
+            "-dc",
+            "edge",
+            "-acl-enabled",
+        ]))
+        .unwrap();
+        let mut c = AgentConfig::dev();
+        c.merge(&serde_json::Value::Object(a.overrides)).unwrap();
+        assert_eq!(
+            (c.bind_addr.as_str(), c.datacenter.as_str()),
+            ("0.0.0.0", "edge")
+        );
+        assert!(c.acl_enabled);
     }
 }

@@ -2,7 +2,9 @@
 //! ACL policies, with Raft-like indexes. Pure: time comes in as `now` (Unix nanoseconds) and
 //! the only outside look-up (does a task's command exist?) is a function in [`Settings`].
 
-use crate::canonical::{canonicalize, spec_changed, to_stored, validate};
+use crate::canonical::{
+    canonicalize, datacenter_matches, spec_changed, to_stored, validate, version_defaults,
+};
 use crate::diff::job_diff;
 use crate::version::Version;
 use serde_json::{json, Map, Value};
@@ -248,6 +250,7 @@ impl Store {
             job["Namespace"] = json!(default_ns);
         }
         canonicalize(&mut job);
+        version_defaults(&mut job, self.settings.version);
         validate(&job).map_err(Error::Server)?;
         let ns = job["Namespace"].as_str().unwrap_or("default").to_string();
         let id = job["ID"].as_str().unwrap_or("").to_string();
@@ -391,7 +394,8 @@ impl Store {
             return;
         }
         let job_type = job["Type"].as_str().unwrap_or("service").to_string();
-        let node_ok = self.eligible && !self.drain;
+        let node_ok =
+            self.eligible && !self.drain && datacenter_matches(&job, &self.settings.datacenter);
         let mut new_allocs = Vec::new();
         let mut to_stop = Vec::new();
         for g in job["TaskGroups"].as_array().cloned().unwrap_or_default() {
@@ -581,9 +585,10 @@ impl Store {
             .collect();
         let status = if stop {
             "dead"
-        } else if ty == "system" || rec.job["Periodic"].is_object() {
-            "running"
-        } else if allocs.iter().any(|a| !a.terminal()) {
+        } else if ty == "system"
+            || rec.job["Periodic"].is_object()
+            || allocs.iter().any(|a| !a.terminal())
+        {
             "running"
         } else if allocs.is_empty() {
             "pending"
@@ -664,6 +669,9 @@ impl Store {
                     "StatusDescription": j["StatusDescription"], "Stop": j["Stop"],
                     "SubmitTime": j["SubmitTime"], "Type": j["Type"]
                 });
+                if let Some(pool) = j.get("NodePool") {
+                    stub["NodePool"] = pool.clone();
+                }
                 if meta && self.settings.version.has_list_meta() {
                     stub["Meta"] = j["Meta"].clone();
                 }
@@ -761,6 +769,7 @@ impl Store {
             job["Namespace"] = json!(default_ns);
         }
         canonicalize(&mut job);
+        version_defaults(&mut job, self.settings.version);
         validate(&job).map_err(Error::Server)?;
         let key = (
             job["Namespace"].as_str().unwrap_or("default").to_string(),
@@ -769,8 +778,15 @@ impl Store {
         let new = to_stored(&job);
         let old = self.jobs.get(&key).map(|r| r.job.clone());
         let mut diff = job_diff(old.as_ref(), &new);
+        // Job meta reaches the tasks (destructive, like Nomad's tasksUpdated); other
+        // job-level edits (priority, datacenters, ...) update allocations in place.
+        let job_meta_changed = diff["Fields"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|x| x["Name"].as_str().is_some_and(|n| n.starts_with("Meta[")))
+        });
         let job_level_changed = !diff["Fields"].is_null() || !diff["Objects"].is_null();
-        let node_ok = self.eligible && !self.drain;
+        let node_ok =
+            self.eligible && !self.drain && datacenter_matches(&new, &self.settings.datacenter);
         let job_type = new["Type"].as_str().unwrap_or("service");
         let mut updates = Map::new();
         if let Some(groups) = diff["TaskGroups"].as_array_mut() {
@@ -801,11 +817,14 @@ impl Store {
                     "InPlaceUpdate": 0, "Migrate": 0, "Place": 0, "Preemptions": 0, "Stop": 0});
                 let mut label = Map::new();
                 let kept = live.min(want);
-                let edited = g["Type"] == "Edited" || (job_level_changed && g["Type"] == "None");
+                let destructive = g["Type"] == "Edited" || job_meta_changed;
                 if kept > 0 {
-                    if edited {
+                    if destructive {
                         u["DestructiveUpdate"] = json!(kept);
                         label.insert("create/destroy update".into(), json!(kept));
+                    } else if job_level_changed {
+                        u["InPlaceUpdate"] = json!(kept);
+                        label.insert("in-place update".into(), json!(kept));
                     } else {
                         u["Ignore"] = json!(kept);
                         label.insert("ignore".into(), json!(kept));
@@ -960,13 +979,16 @@ impl Store {
             && !path.starts_with('/')
             && !path.ends_with('/')
             && !path.contains("//");
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::BadRequest(format!(
-                "invalid path \"{path}\": must be a relative path of up to 128 characters [a-zA-Z0-9-_~/]"
-            )))
+        if !ok {
+            return Err(Error::BadRequest(format!("invalid path {path:?}")));
         }
+        let top = path.split('/').next().unwrap_or("");
+        if top == "nomad" && !(path == "nomad/jobs" || path.starts_with("nomad/jobs/")) {
+            return Err(Error::BadRequest(
+                "\"nomad\" is a reserved top-level directory path, but you may write variables to \"nomad/jobs\" or below".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// `PUT /v1/var/:path`. `cas` is check-and-set: 0 means "must not exist yet".
@@ -984,11 +1006,7 @@ impl Store {
         }
         let items = match items {
             Value::Object(m) if !m.is_empty() => m.clone(),
-            _ => {
-                return Err(Error::BadRequest(
-                    "variable missing required Items object".into(),
-                ))
-            }
+            _ => return Err(Error::BadRequest("empty variables are invalid".into())),
         };
         if let Some((k, _)) = items.iter().find(|(_, v)| !v.is_string()) {
             return Err(Error::BadRequest(format!(
@@ -1213,6 +1231,43 @@ mod tests {
     }
 
     #[test]
+    fn plan_annotations_follow_what_changed() {
+        let mut s = store();
+        s.register(job("/bin/sh"), "default", None, None, 1)
+            .unwrap();
+        let tg = |p: &Value| p["Annotations"]["DesiredTGUpdates"]["g"].clone();
+        let p = s.plan(job("/bin/sh"), "default", true).unwrap();
+        assert_eq!(tg(&p)["Ignore"], 1);
+        let mut prio = job("/bin/sh");
+        prio["Priority"] = json!(70);
+        let p = s.plan(prio, "default", true).unwrap();
+        assert_eq!(tg(&p)["InPlaceUpdate"], 1);
+        let mut meta = job("/bin/sh");
+        meta["Meta"] = json!({"a": "b"});
+        let p = s.plan(meta, "default", true).unwrap();
+        assert_eq!(tg(&p)["DestructiveUpdate"], 1);
+        assert_eq!(
+            p["Diff"]["TaskGroups"][0]["Updates"]["create/destroy update"],
+            1
+        );
+    }
+
+    #[test]
+    fn other_datacenters_get_no_allocations() {
+        let mut s = store();
+        let mut j = job("/bin/sh");
+        j["Datacenters"] = json!(["elsewhere"]);
+        s.register(j.clone(), "default", None, None, 1).unwrap();
+        assert!(s.job_allocs("default", "hello").is_empty());
+        let plan = s.plan(j, "default", true).unwrap();
+        assert_eq!(plan["Annotations"]["DesiredTGUpdates"]["g"]["Place"], 0);
+        let mut star = job("/bin/sh");
+        star["Datacenters"] = json!(["*"]);
+        s.register(star, "default", None, None, 2).unwrap();
+        assert_eq!(s.job_allocs("default", "hello").len(), 1);
+    }
+
+    #[test]
     fn drain_stops_allocations_and_eligibility_restores() {
         let mut s = store();
         s.register(job("/bin/sh"), "default", None, None, 1)
@@ -1265,10 +1320,17 @@ mod tests {
             s.var_put("default", "/abs", &items, None, 4),
             Err(Error::BadRequest(_))
         ));
-        assert!(matches!(
+        assert_eq!(
             s.var_put("default", "p", &json!({}), None, 4),
+            Err(Error::BadRequest("empty variables are invalid".into()))
+        );
+        assert!(matches!(
+            s.var_put("default", "nomad/x", &items, None, 4),
             Err(Error::BadRequest(_))
         ));
+        assert!(s
+            .var_put("default", "nomad/jobs/web", &items, None, 4)
+            .is_ok());
     }
 
     #[test]

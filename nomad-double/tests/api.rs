@@ -220,3 +220,88 @@ fn missing_command_fails_the_allocation_and_sigterm_exits_cleanly() {
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn submissions_plans_and_node_drain() {
+    let agent = Agent::start(DEV, &[("NOMAD_DOUBLE_ALLOC_DELAY_MS", "0")]);
+    let h = http(&agent);
+    // A new job plans as "Added" with one placement.
+    let plan = h.json(
+        "POST",
+        "/v1/job/hello/plan",
+        Some(json!({"Job": hello(Value::Null)["Job"], "Diff": true})),
+    );
+    assert_eq!(plan["Diff"]["Type"], "Added");
+    assert_eq!(plan["Annotations"]["DesiredTGUpdates"]["g"]["Place"], 1);
+    assert_eq!(plan["Diff"]["TaskGroups"][0]["Updates"]["create"], 1);
+
+    let mut body = hello(Value::Null);
+    body["Job"].as_object_mut().unwrap().remove("Datacenters");
+    body["Submission"] = json!({"Source": "job \"hello\" {}", "Format": "hcl2",
+                                "VariableFlags": {"a": "b"}, "Variables": ""});
+    h.json("POST", "/v1/jobs", Some(body));
+    let sub = h.json("GET", "/v1/job/hello/submission?version=0", None);
+    assert_eq!(sub["Source"], "job \"hello\" {}");
+    assert_eq!(sub["Format"], "hcl2");
+    assert_eq!(sub["JobID"], "hello");
+    let (s, _, t) = h.send("GET", "/v1/job/hello/submission?version=7", None);
+    assert_eq!((s, t.as_str()), (404, "job source not found"));
+    // Datacenters omitted: Nomad 1.5+ means every datacenter.
+    assert_eq!(
+        h.json("GET", "/v1/job/hello", None)["Datacenters"],
+        json!(["*"])
+    );
+
+    let nodes = h.json("GET", "/v1/nodes", None);
+    assert_eq!(nodes[0]["Drivers"]["raw_exec"]["Healthy"], true);
+    let id = nodes[0]["ID"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        h.json("GET", "/v1/job/hello/allocations", None)[0]["ClientStatus"],
+        "running"
+    );
+    h.json(
+        "POST",
+        &format!("/v1/node/{id}/drain"),
+        Some(json!({"DrainSpec": {"Deadline": 0, "IgnoreSystemJobs": false}})),
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let allocs = h.json("GET", "/v1/job/hello/allocations", None);
+    assert_eq!(allocs[0]["DesiredStatus"], "stop");
+    assert_eq!(allocs[0]["ClientStatus"], "complete");
+    let node = h.json("GET", &format!("/v1/node/{id}"), None);
+    assert_eq!(
+        (
+            node["Drain"].as_bool(),
+            node["SchedulingEligibility"].as_str()
+        ),
+        (Some(true), Some("ineligible"))
+    );
+    let (s, _, _) = h.send("GET", "/v1/node/not-a-node", None);
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn bad_config_is_reported_with_the_file() {
+    let dir = std::env::temp_dir().join(format!("nomad-double-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.hcl");
+    std::fs::write(&file, "ports { http = \"nope\" }\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-double"))
+        .args(["agent", "-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.hcl") && err.contains("ports.http"),
+        "{err}"
+    );
+    let v = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-double"))
+        .arg("version")
+        .env("NOMAD_DOUBLE_VERSION", "1.6.3")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout), "Nomad v1.6.3\n");
+}
