@@ -449,6 +449,16 @@ fn variables_and_policies_are_reconciled_with_acls_on() {
     assert!(nomad
         .get_with_token("/v1/acl/policy/cache-read", &token)
         .is_err());
+    // Dropping every variable deletes them and the owner's registry.
+    ws.write("set.toml", "_name = \"test-set\"\n");
+    let out = run("apply");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("- delete    variable default:apps/web-a"), "{t}");
+    assert!(nomad.get_with_token("/v1/var/apps/web-a", &token).is_err());
+    assert!(nomad
+        .get_with_token("/v1/var/nomados/owners/test-set", &token)
+        .is_err());
 }
 
 #[test]

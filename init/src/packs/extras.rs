@@ -334,13 +334,14 @@ async fn variables_reconcile(
         }
     }
     if new != old && !dry_run {
-        let body = json!({"Namespace": "default", "Path": reg_path, "Items": new});
-        client
-            .put(
-                &format!("/v1/var/{reg_path}?namespace=default&cas={reg_index}"),
-                &body,
-            )
-            .await?;
+        let path = format!("/v1/var/{reg_path}?namespace=default&cas={reg_index}");
+        // Nomad refuses variables without items: an empty registry is deleted instead.
+        if new.is_empty() {
+            client.delete(&path).await?;
+        } else {
+            let body = json!({"Namespace": "default", "Path": reg_path, "Items": new});
+            client.put(&path, &body).await?;
+        }
         sum.written += 1;
     }
     Ok(())
