@@ -18,12 +18,25 @@ pub fn main() -> ! {
         crate::error!("cannot block signals: {e}");
     }
     crate::info!("nomad-init {} starting", env!("CARGO_PKG_VERSION"));
-    match crate::sys::power::disable_ctrl_alt_del() {
+    let cad = crate::sys::power::disable_ctrl_alt_del();
+    match &cad {
         Ok(()) => crate::debug!("Ctrl-Alt-Del sends SIGINT"),
-        // EINVAL inside a PID namespace (the tests); nothing to do there.
         Err(e) => crate::debug!("reboot(CAD_OFF): {e}"),
     }
-    let root = Root::from_env();
+    // The kernel turns unknown `KEY=value` command line words into init's environment, so
+    // the test switch is only honoured where reboot(CAD_OFF) says EINVAL: inside a child
+    // PID namespace, never on a real machine.
+    let in_pid_namespace = cad == Err(nix::errno::Errno::EINVAL);
+    let root = match Root::from_env() {
+        r if r.is_test() && !in_pid_namespace => {
+            crate::warn!(
+                "{} ignored: not in a PID namespace",
+                crate::sys::root::TEST_ROOT_ENV
+            );
+            Root::real()
+        }
+        r => r,
+    };
 
     let booted = match catch_unwind(AssertUnwindSafe(|| boot::run(root.clone()))) {
         Ok(b) => b,

@@ -57,6 +57,16 @@ macro_rules! skip_unless_possible {
 impl Namespace {
     /// Boots `nomad-init` with `fake_nomad` (a shell script body) as the Nomad binary.
     fn boot(fake_nomad: &str, nomad_extra: &str, cmdline: &str) -> Namespace {
+        Self::boot_with(fake_nomad, nomad_extra, cmdline, None)
+    }
+
+    /// Like [`boot`](Self::boot); `config` replaces the generated nomados.toml.
+    fn boot_with(
+        fake_nomad: &str,
+        nomad_extra: &str,
+        cmdline: &str,
+        config: Option<&str>,
+    ) -> Namespace {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let nomad = dir.path().join("fake-nomad");
@@ -75,6 +85,9 @@ impl Namespace {
             ),
         )
         .unwrap();
+        if let Some(config) = config {
+            std::fs::write(root.join("etc/nomados/nomados.toml"), config).unwrap();
+        }
         std::fs::write(dir.path().join("init.json"), r#"{"ports": {"http": 4646}}"#).unwrap();
 
         let mut unshare = Command::new("unshare")
@@ -90,6 +103,7 @@ impl Namespace {
             .env("NOMADOS_TEST_ROOT", &root)
             .env("NOMADOS_TEST_CMDLINE", cmdline)
             .env("TMPDIR", dir.path())
+            .env("NOMAD_INIT", env!("CARGO_BIN_EXE_nomad-init"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -415,4 +429,80 @@ fn supervised_child_exit_status_reaches_the_supervisor() {
         && !l.contains("exit code 42")
         && !l.contains("SIGKILL")));
     let _: PathBuf = ns.path().to_path_buf();
+}
+
+#[test]
+fn reboot_command_inside_the_namespace_signals_pid1_which_reboots() {
+    skip_unless_possible!();
+    // `reboot` is the same binary under another name (argv[0] dispatch); it must find that
+    // PID 1 is nomad-init and send it SIGINT. reboot(2) then ends the namespace with SIGHUP.
+    let mut ns = Namespace::boot(
+        "ln -sf \"$NOMAD_INIT\" \"$TMPDIR/reboot\"\n\
+         trap 'exit 0' INT\n\
+         \"$TMPDIR/reboot\"; echo \"reboot command exited $?\"\n\
+         while :; do sleep 0.1 & wait $!; done",
+        "",
+        "",
+    );
+    let status = ns.wait_end();
+    let lines = ns.lines();
+    // The command's own output races with PID 1's log lines; only PID 1's are ordered.
+    index_of(&lines, "reboot command exited 0");
+    let order = ["received SIGINT", "Reboot requested", "rebooting"];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(
+        !lines[positions[0]].contains("from pid 0"),
+        "sent by the reboot command, not the kernel"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGHUP),
+        "unshare ended with {status}"
+    );
+}
+
+#[test]
+fn power_commands_refuse_when_pid1_is_not_nomad_init() {
+    // On the build machine PID 1 is some other init: nothing may be signalled.
+    let out = Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .arg("halt")
+        .output()
+        .unwrap();
+    if std::fs::metadata("/proc/1/exe").is_err() {
+        eprintln!("SKIP: cannot inspect /proc/1/exe (not root?)");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("halt: PID 1 is not nomad-init"), "{stderr}");
+}
+
+#[test]
+fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
+    skip_unless_possible!();
+    let ns = Namespace::boot_with(
+        "exec sleep 1000",
+        "",
+        "nomados.debug=1 nomados.bogus=1",
+        Some("[nomad]\nbinary = \"/bin/true\"\n  stop_timeout = 3\n"),
+    );
+    ns.wait_for("emergency shell ended with exit code 0");
+    let lines = ns.lines();
+    let broken = &lines[index_of(&lines, "init config is broken")];
+    assert!(
+        broken.contains("etc/nomados/nomados.toml:3:3: unknown field `stop_timeout`"),
+        "{broken}"
+    );
+    let order = [
+        "unknown option nomados.bogus=1",
+        "init config is broken",
+        "using the built-in init config defaults",
+        "emergency shell on the console",
+        "cannot start",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    // The defaults name /usr/bin/nomad, which the build machine does not have: retried.
+    ns.wait_for("nomad is not running; restarting in 1 s");
 }

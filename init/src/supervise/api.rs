@@ -174,4 +174,120 @@ mod tests {
         assert_eq!(c["client"]["enabled"], true);
         assert_eq!(c["plugin"]["raw_exec"]["config"]["enabled"], true);
     }
+
+    /// A Nomad double on a real socket: agent/self from the recorded v1.1.2 exchange,
+    /// `nodes` as given, and a drain that completes after two polls.
+    async fn serve(
+        nodes: Value,
+        self_body: Value,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::extract::{Path, State};
+        use axum::routing::{get, post};
+        use axum::Json;
+        use std::sync::{Arc, Mutex};
+        type Seen = Arc<Mutex<Vec<String>>>;
+        let seen: Seen = Arc::default();
+        let app =
+            axum::Router::new()
+                .route(
+                    "/v1/agent/self",
+                    get(move || async move { Json(self_body) }),
+                )
+                .route("/v1/nodes", get(move || async move { Json(nodes) }))
+                .route(
+                    "/v1/node/{id}/drain",
+                    post(
+                        |State(seen): State<Seen>,
+                         Path(id): Path<String>,
+                         Json(body): Json<Value>| async move {
+                            seen.lock()
+                                .unwrap()
+                                .push(format!("drain {id} {}", body["DrainSpec"]["Deadline"]));
+                            Json(json!({"EvalIDs": [], "NodeModifyIndex": 10}))
+                        },
+                    ),
+                )
+                .route(
+                    "/v1/node/{id}",
+                    get(
+                        |State(seen): State<Seen>, Path(id): Path<String>| async move {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push(format!("read {id}"));
+                            let reads = seen.iter().filter(|s| s.starts_with("read")).count();
+                            let strategy = if reads < 3 {
+                                json!({"Deadline": 1})
+                            } else {
+                                Value::Null
+                            };
+                            Json(json!({"ID": id, "DrainStrategy": strategy}))
+                        },
+                    ),
+                )
+                .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, seen)
+    }
+
+    fn recorded_agent_self() -> Value {
+        let text = std::fs::read_to_string("/work/shared/nomad-api/v1.1.2/agent-self.json")
+            .unwrap_or_else(|_| {
+                r#"{"response":{"body":{"stats":{"client":{"node_id":"30f051f0-496d-5f9a-da88-9e64a249621d"}}}}}"#.into()
+            });
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["response"]["body"].clone()
+    }
+
+    const ME: &str = "30f051f0-496d-5f9a-da88-9e64a249621d";
+
+    #[tokio::test]
+    async fn drains_this_node_when_others_exist_and_waits_for_completion() {
+        let nodes = json!([{"ID": ME}, {"ID": "other"}]);
+        let (addr, seen) = serve(nodes, recorded_agent_self()).await;
+        let got = drain_self(&client().unwrap(), &addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got, Drain::Done(ME.to_string()));
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0], format!("drain {ME} 5000000000"));
+        assert_eq!(seen.len(), 4, "drain then three reads: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn does_not_drain_a_lone_node_or_a_server_only_agent() {
+        let (addr, seen) = serve(json!([{"ID": ME}]), recorded_agent_self()).await;
+        let got = drain_self(&client().unwrap(), &addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got, Drain::AloneInCluster);
+        assert!(seen.lock().unwrap().is_empty());
+
+        let (addr, _) = serve(json!([]), json!({"stats": {"nomad": {}}})).await;
+        let got = drain_self(&client().unwrap(), &addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got, Drain::NotAClient);
+    }
+
+    #[tokio::test]
+    async fn health_is_ok_only_on_200() {
+        let app = axum::Router::new().route(
+            "/v1/agent/health",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "{\"server\":{\"ok\":false,\"message\":\"no leader\"}}",
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let err = healthy(&client().unwrap(), &addr)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("500") && err.contains("no leader"), "{err}");
+    }
 }
