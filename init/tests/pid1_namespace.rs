@@ -406,7 +406,7 @@ fn supervised_child_exit_status_reaches_the_supervisor() {
     // Each run first spawns orphans that exit at the same moment, so the reaper is busy
     // in the same waitpid loop; run 1 exits 42, run 2 is killed by SIGKILL.
     let ns = Namespace::boot(
-        "n=$(cat \"$TMPDIR/runs\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$TMPDIR/runs\"\n\
+        "n=$(cat \"$TMPDIR/runs\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$TMPDIR/runs\"; echo \"run $n\"\n\
          i=0; while [ $i -lt 20 ]; do sh -c 'sleep 0.2 &'; i=$((i+1)); done\n\
          sleep 0.2\n\
          if [ $n -eq 1 ]; then exit 42; fi\n\
@@ -417,7 +417,7 @@ fn supervised_child_exit_status_reaches_the_supervisor() {
     );
     ns.wait_for("nomad exited with exit code 42");
     ns.wait_for("nomad exited with signal 9 (SIGKILL)");
-    ns.wait_for_count("supervise: started ", 3);
+    ns.wait_for("nomad: run 3");
     assert_eq!(
         std::fs::read_to_string(ns.path().join("runs"))
             .unwrap()
@@ -488,6 +488,8 @@ fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
         Some("[nomad]\nbinary = \"/bin/true\"\n  stop_timeout = 3\n"),
     );
     ns.wait_for("emergency shell ended with exit code 0");
+    // The defaults name /usr/bin/nomad, which the build machine does not have: retried.
+    ns.wait_for("nomad is not running; restarting in 1 s");
     let lines = ns.lines();
     let broken = &lines[index_of(&lines, "init config is broken")];
     assert!(
@@ -503,6 +505,4 @@ fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
     ];
     let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-    // The defaults name /usr/bin/nomad, which the build machine does not have: retried.
-    ns.wait_for("nomad is not running; restarting in 1 s");
 }

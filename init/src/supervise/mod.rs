@@ -145,6 +145,14 @@ pub async fn run(booted: Booted) -> PowerAction {
     } else {
         crate::info!("watching power button on {}", buttons.join(", "));
     }
+    let acpi_tx = events_tx.clone();
+    match power_button::listen_acpi(move || {
+        crate::info!("ACPI power button event");
+        let _ = acpi_tx.send(Event::Power(PowerAction::Poweroff));
+    }) {
+        Ok(()) => crate::info!("listening for ACPI power button events"),
+        Err(e) => crate::info!("no ACPI events: {e:#}"),
+    }
 
     if booted.options.debug && (!booted.failed.is_empty() || booted.options.shell) {
         emergency_shell(&reaper, &booted.root);

@@ -55,17 +55,30 @@ impl Supervisor {
                         self.config.config.display()
                     );
                     let log = self.config.log_file.clone();
+                    let mut drained = Vec::new();
                     if let Some(out) = child.stdout.take() {
-                        pump("stdout", out, log.clone());
+                        drained.extend(pump("stdout", out, log.clone()));
                     }
                     if let Some(err) = child.stderr.take() {
-                        pump("stderr", err, log);
+                        drained.extend(pump("stderr", err, log));
                     }
                     // `child` is dropped without waiting: its status comes from the reaper.
                     drop(child);
-                    match self.watch(pid, exited, client.as_ref()).await {
-                        Some(status) => status,
-                        None => return, // stopped for shutdown
+                    let end = self.watch(pid, exited, client.as_ref()).await;
+                    // Let its last words reach the console before its exit is reported.
+                    // Bounded: a grandchild may hold the pipe open for ever.
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(250),
+                        futures::future::join_all(drained),
+                    )
+                    .await;
+                    match end {
+                        End::Exited(status) => status,
+                        End::Stopped(Some(status)) => {
+                            crate::info!("nomad stopped with {status}");
+                            return;
+                        }
+                        End::Stopped(None) => return,
                     }
                 }
                 Err(e) => {
@@ -94,20 +107,20 @@ impl Supervisor {
         *self.stop.borrow()
     }
 
-    /// Waits for the child to exit (`Some(status)`, `None` inside if the status got lost)
-    /// or for shutdown (returns `None` after stopping the child), marking health meanwhile.
+    /// Waits for the child to exit, or for shutdown (then stops the child), marking
+    /// health meanwhile.
     async fn watch(
         &mut self,
         pid: i32,
         mut exited: oneshot::Receiver<ExitStatus>,
         client: Option<&reqwest::Client>,
-    ) -> Option<Option<ExitStatus>> {
+    ) -> End {
         let health = wait_healthy(client, &self.addr);
         tokio::pin!(health);
         let mut announced = false;
         loop {
             tokio::select! {
-                status = &mut exited => return Some(status.ok()),
+                status = &mut exited => return End::Exited(status.ok()),
                 _ = &mut health, if !announced => {
                     announced = true;
                     crate::info!("nomad API healthy at {}", self.addr);
@@ -115,12 +128,18 @@ impl Supervisor {
                 }
                 _ = self.stop.changed() => {
                     let _ = self.healthy.send(false);
-                    stop_child(pid, exited, Duration::from_secs(self.config.stop_timeout_secs)).await;
-                    return None;
+                    let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+                    return End::Stopped(stop_child(pid, exited, timeout).await);
                 }
             }
         }
     }
+}
+
+/// How one run of Nomad ended; the status is `None` when it got lost.
+enum End {
+    Exited(Option<ExitStatus>),
+    Stopped(Option<ExitStatus>),
 }
 
 /// Polls the health endpoint once a second until it answers 200.
@@ -142,8 +161,13 @@ async fn wait_healthy(client: Option<&reqwest::Client>, addr: &str) {
     }
 }
 
-/// SIGINT (Nomad leaves gracefully), then SIGKILL after `timeout`.
-pub async fn stop_child(pid: i32, mut exited: oneshot::Receiver<ExitStatus>, timeout: Duration) {
+/// SIGINT (Nomad leaves gracefully), then SIGKILL after `timeout`. Returns the exit status
+/// (the caller logs it once the child's output is drained).
+pub async fn stop_child(
+    pid: i32,
+    mut exited: oneshot::Receiver<ExitStatus>,
+    timeout: Duration,
+) -> Option<ExitStatus> {
     crate::info!(
         "stopping nomad (pid {pid}): SIGINT, SIGKILL after {} s",
         timeout.as_secs()
@@ -152,13 +176,10 @@ pub async fn stop_child(pid: i32, mut exited: oneshot::Receiver<ExitStatus>, tim
         crate::warn!("kill({pid}, SIGINT): {e}");
     }
     match tokio::time::timeout(timeout, &mut exited).await {
-        Ok(Ok(status)) => {
-            crate::info!("nomad stopped with {status}");
-            return;
-        }
+        Ok(Ok(status)) => return Some(status),
         Ok(Err(_)) => {
             crate::warn!("nomad's exit status was lost");
-            return;
+            return None;
         }
         Err(_) => crate::warn!("nomad still running after {} s: SIGKILL", timeout.as_secs()),
     }
@@ -166,14 +187,23 @@ pub async fn stop_child(pid: i32, mut exited: oneshot::Receiver<ExitStatus>, tim
         crate::warn!("kill({pid}, SIGKILL): {e}");
     }
     match tokio::time::timeout(Duration::from_secs(5), exited).await {
-        Ok(Ok(status)) => crate::info!("nomad killed ({status})"),
-        _ => crate::error!("nomad (pid {pid}) did not die after SIGKILL"),
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            crate::error!("nomad (pid {pid}) did not die after SIGKILL");
+            None
+        }
     }
 }
 
 /// Copies the child's output line by line to the console (`nomad: ` prefix) and appends
 /// it to `log_file`. A plain thread: blocking reads on a pipe, no runtime involvement.
-fn pump(stream: &'static str, pipe: impl std::io::Read + Send + 'static, log_file: PathBuf) {
+/// The returned receiver completes at end of file.
+fn pump(
+    stream: &'static str,
+    pipe: impl std::io::Read + Send + 'static,
+    log_file: PathBuf,
+) -> Option<oneshot::Receiver<()>> {
+    let (eof_tx, eof_rx) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("nomad-{stream}"))
         .spawn(move || {
@@ -193,9 +223,14 @@ fn pump(stream: &'static str, pipe: impl std::io::Read + Send + 'static, log_fil
                     }
                 }
             }
+            let _ = eof_tx.send(());
         });
-    if let Err(e) = spawned {
-        crate::error!("cannot start the nomad {stream} reader: {e}");
+    match spawned {
+        Ok(_) => Some(eof_rx),
+        Err(e) => {
+            crate::error!("cannot start the nomad {stream} reader: {e}");
+            None
+        }
     }
 }
 

@@ -1,7 +1,7 @@
-//! The ACPI power button, seen as KEY_POWER on an input device (`/dev/input/event*`).
-//!
-//! TODO(acpi-genetlink): also listen on the kernel's "acpi_event" generic-netlink family
-//! (multicast group "acpi_mc_group") for kernels that report the button only there.
+//! The ACPI power button, seen two ways: as KEY_POWER on an input device
+//! (`/dev/input/event*`), and as a "button/power" event on the kernel's "acpi_event"
+//! generic netlink family (multicast group "acpi_mc_group"), which kernels send even
+//! without the input layer. Either one means power off.
 
 use std::io::Read;
 use std::path::Path;
@@ -110,9 +110,127 @@ fn read_events(mut file: std::fs::File, dev: &Path, on_press: impl Fn()) {
     }
 }
 
+pub const ACPI_FAMILY: &str = "acpi_event";
+pub const ACPI_GROUP: &str = "acpi_mc_group";
+const ACPI_GENL_CMD_EVENT: u8 = 1;
+const ACPI_GENL_ATTR_EVENT: u16 = 1;
+
+/// `struct acpi_genl_event`: device_class[20], bus_id[15], (pad), u32 type, u32 data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcpiEvent {
+    pub device_class: String,
+    pub bus_id: String,
+    pub kind: u32,
+    pub data: u32,
+}
+
+impl AcpiEvent {
+    pub fn is_power_button(&self) -> bool {
+        self.device_class == "button/power"
+    }
+}
+
+fn c_str(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Parses the generic netlink payload (genl header + attributes) of an ACPI event.
+pub fn parse_acpi_event(genl: &[u8]) -> Option<AcpiEvent> {
+    if *genl.first()? != ACPI_GENL_CMD_EVENT {
+        return None;
+    }
+    let attrs = crate::sys::genetlink::attributes(genl.get(4..)?);
+    let (_, ev) = attrs
+        .into_iter()
+        .find(|(k, _)| *k == ACPI_GENL_ATTR_EVENT)?;
+    let word = |at: usize| Some(u32::from_ne_bytes(ev.get(at..at + 4)?.try_into().ok()?));
+    Some(AcpiEvent {
+        device_class: c_str(ev.get(..20)?),
+        bus_id: c_str(ev.get(20..35)?),
+        kind: word(36)?,
+        data: word(40)?,
+    })
+}
+
+/// Joins the ACPI event multicast group and calls `on_press` for every power button
+/// event, from a thread of its own. Errors when the family is absent (no ACPI, or a
+/// network namespace other than the initial one).
+pub fn listen_acpi(on_press: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    use crate::sys::genetlink::{messages, GenlSocket};
+    let sock = GenlSocket::open()?;
+    let family = sock.resolve(ACPI_FAMILY)?;
+    let group = family
+        .group(ACPI_GROUP)
+        .ok_or_else(|| anyhow::anyhow!("family {ACPI_FAMILY} has no group {ACPI_GROUP}"))?;
+    sock.join(group)?;
+    std::thread::Builder::new()
+        .name("acpi-events".into())
+        .spawn(move || loop {
+            let buf = match sock.recv() {
+                Ok(b) => b,
+                Err(e) => {
+                    crate::warn!("ACPI events: {e}");
+                    return;
+                }
+            };
+            for msg in messages(&buf).into_iter().filter(|m| m.kind == family.id) {
+                match parse_acpi_event(msg.payload) {
+                    Some(ev) if ev.is_power_button() => on_press(),
+                    Some(ev) => crate::debug!("ACPI event {ev:?}"),
+                    None => {}
+                }
+            }
+        })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ACPI event message payload as drivers/acpi/event.c builds it.
+    fn acpi_payload(class: &str, bus: &str, kind: u32, data: u32) -> Vec<u8> {
+        let mut ev = vec![0u8; 44];
+        ev[..class.len()].copy_from_slice(class.as_bytes());
+        ev[20..20 + bus.len()].copy_from_slice(bus.as_bytes());
+        ev[36..40].copy_from_slice(&kind.to_ne_bytes());
+        ev[40..44].copy_from_slice(&data.to_ne_bytes());
+        let mut p = vec![ACPI_GENL_CMD_EVENT, 1, 0, 0];
+        p.extend_from_slice(&48u16.to_ne_bytes());
+        p.extend_from_slice(&ACPI_GENL_ATTR_EVENT.to_ne_bytes());
+        p.extend_from_slice(&ev);
+        p
+    }
+
+    #[test]
+    fn the_real_kernels_acpi_family_has_the_event_group() {
+        use crate::sys::genetlink::GenlSocket;
+        let family = GenlSocket::open().and_then(|s| s.resolve(ACPI_FAMILY));
+        match family {
+            Ok(f) => assert!(f.group(ACPI_GROUP).is_some(), "{f:?}"),
+            Err(e) => eprintln!("SKIP: no ACPI event family on this kernel: {e}"),
+        }
+    }
+
+    #[test]
+    fn acpi_power_button_event_is_recognised() {
+        let ev = parse_acpi_event(&acpi_payload("button/power", "LNXPWRBN:00", 0x80, 1)).unwrap();
+        assert_eq!(ev.device_class, "button/power");
+        assert_eq!(ev.bus_id, "LNXPWRBN:00");
+        assert_eq!((ev.kind, ev.data), (0x80, 1));
+        assert!(ev.is_power_button());
+        let lid = parse_acpi_event(&acpi_payload("button/lid", "PNP0C0D:00", 0x80, 1)).unwrap();
+        assert!(!lid.is_power_button());
+        let mut wrong_cmd = acpi_payload("button/power", "LNXPWRBN:00", 0x80, 1);
+        wrong_cmd[0] = 2;
+        assert_eq!(parse_acpi_event(&wrong_cmd), None);
+        assert_eq!(
+            parse_acpi_event(&[1, 1, 0, 0, 8, 0, 1, 0]),
+            None,
+            "truncated event"
+        );
+    }
 
     fn event(kind: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
         let mut b = [0u8; EVENT_SIZE];

@@ -2,6 +2,7 @@
 //! Everything here is a thin, named wrapper so that error messages say which call failed.
 
 pub mod block;
+pub mod genetlink;
 pub mod mount;
 pub mod netdev;
 pub mod power;
