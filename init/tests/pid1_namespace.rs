@@ -506,3 +506,46 @@ fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
     let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
 }
+
+#[test]
+fn packs_are_applied_when_nomad_is_healthy_and_on_sighup() {
+    skip_unless_possible!();
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIP: python3 (used as a Nomad stand-in serving /v1/agent/health) missing");
+        return;
+    }
+    // The fake Nomad is a static HTTP server: GET /v1/agent/health returns 200.
+    let ns = Namespace::boot(
+        "mkdir -p \"$TMPDIR/www/v1/agent\" && echo '{\"server\":{\"ok\":true}}' > \"$TMPDIR/www/v1/agent/health\"\n\
+         cd \"$TMPDIR/www\" && exec python3 -m http.server --bind 127.0.0.1 4646",
+        "",
+        "",
+    );
+    let init = ns.init_pid();
+    ns.wait_for("nomad API healthy at http://127.0.0.1:4646");
+    ns.wait_for("(nomad became healthy)");
+    // The applier's outcome (a summary, or its error) is logged.
+    ns.wait_for_count("packs: ", 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    ns.wait_for("(SIGHUP)");
+    ns.wait_for_count("packs: ", 4);
+    let lines = ns.lines();
+    let applying = index_of(&lines, "packs: applying");
+    assert!(
+        lines[applying].contains("root/etc/nomados/packs"),
+        "{}",
+        lines[applying]
+    );
+    let outcome = &lines[applying + 1..]
+        .iter()
+        .find(|l| l.contains("packs: "))
+        .unwrap();
+    assert!(
+        outcome.contains("apply failed") || outcome.contains("created,"),
+        "{outcome}"
+    );
+}

@@ -100,6 +100,24 @@ async fn signal_loop(reaper: Arc<Reaper>, events: mpsc::UnboundedSender<Event>) 
     }
 }
 
+/// Runs the task `make()` builds; if it panics, logs that and runs a fresh one, so a bug
+/// cannot silently end reaping or supervision. Returns when a run ends normally.
+async fn restarting<F, Fut>(name: &'static str, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(e) => {
+                crate::error!("{name} crashed ({e}); restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// `/bin/sh` on the console, for debugging a failed boot (only with `nomados.debug=1`).
 fn emergency_shell(reaper: &Arc<Reaper>, root: &crate::sys::root::Root) {
     let sh = std::path::Path::new("/bin/sh");
@@ -133,7 +151,10 @@ fn emergency_shell(reaper: &Arc<Reaper>, root: &crate::sys::root::Root) {
 pub async fn run(booted: Booted) -> PowerAction {
     let reaper = Arc::new(Reaper::new());
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(signal_loop(reaper.clone(), events_tx.clone()));
+    let (r, tx) = (reaper.clone(), events_tx.clone());
+    tokio::spawn(restarting("signal loop", move || {
+        signal_loop(r.clone(), tx.clone())
+    }));
 
     let press_tx = events_tx.clone();
     let buttons = power_button::listen(&booted.root, move || {
@@ -168,16 +189,14 @@ pub async fn run(booted: Booted) -> PowerAction {
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
 
-    let supervisor = tokio::spawn(
-        nomad::Supervisor {
-            config: cfg.nomad.clone(),
-            addr: addr.clone(),
-            reaper: reaper.clone(),
-            healthy: healthy_tx,
-            stop: stop_rx.clone(),
-        }
-        .run(),
-    );
+    let nomad = nomad::Supervisor {
+        config: cfg.nomad.clone(),
+        addr: addr.clone(),
+        reaper: reaper.clone(),
+        healthy: healthy_tx,
+        stop: stop_rx.clone(),
+    };
+    let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
     tokio::spawn(packs::run(
         cfg.packs.clone(),
         addr.clone(),
@@ -213,6 +232,22 @@ pub async fn run(booted: Booted) -> PowerAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_crashing_task_is_restarted_until_it_ends_normally() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = runs.clone();
+        restarting("test task", move || {
+            let n = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    panic!("run {n} fails");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn signals_map_to_power_actions() {

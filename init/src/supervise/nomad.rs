@@ -14,6 +14,7 @@ use super::backoff::Backoff;
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::NomadConfig;
 
+#[derive(Clone)]
 pub struct Supervisor {
     pub config: NomadConfig,
     pub addr: String,
