@@ -549,3 +549,91 @@ fn packs_are_applied_when_nomad_is_healthy_and_on_sighup() {
         "{outcome}"
     );
 }
+
+/// A loop device over an ext4 image, detached on drop.
+struct LoopDevice {
+    device: String,
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
+    skip_unless_possible!();
+    let tools = ["mkfs.ext4", "losetup", "debugfs"];
+    if let Some(missing) = tools
+        .iter()
+        .find(|t| Command::new(t).arg("-V").output().is_err())
+    {
+        eprintln!("SKIP: {missing} not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("data.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    // A label no other image on this machine carries.
+    let label = format!("NDT{}", std::process::id() % 1_000_000);
+    let ok = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", &label])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: no loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = LoopDevice {
+        device: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    };
+
+    let d = dir.path().display();
+    let config = format!(
+        "[nomad]\nbinary = \"/bin/sleep\"\nconfig = \"{d}/init.json\"\nlog_file = \"{d}/nomad.log\"\n\
+         [packs]\nset = \"{d}/packs\"\ncache_dir = \"{d}/cache\"\ninterval_secs = 0\n\
+         [data]\nlabel = \"{label}\"\nmount_point = \"{d}/data\"\n"
+    );
+    let mut ns = Namespace::boot_with("exec sleep 1000", "", "", Some(&config));
+    let mounted = ns.wait_for("mounted data directory");
+    let lines = ns.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("is a tmpfs")),
+        "partition not found:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines[mounted].contains("mounted data directory in "),
+        "{}",
+        lines[mounted]
+    );
+    ns.wait_for("boot finished");
+    let init = ns.init_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    ns.wait_end();
+    // The copy was written to the ext4 filesystem itself.
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /nomados/last-good.toml"])
+        .arg(&dev.device)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), config);
+}

@@ -39,8 +39,8 @@ pub fn find_by_label(dev: &Path, sys_class_block: &Path, label: &str) -> Option<
     let mut names: Vec<String> = std::fs::read_dir(sys_class_block)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        // Skip devices that cannot hold our filesystem or are slow/odd to probe.
-        .filter(|n| !n.starts_with("ram") && !n.starts_with("loop") && !n.starts_with("sr"))
+        // RAM disks cannot hold it; optical drives are slow to probe (and may be empty).
+        .filter(|n| !n.starts_with("ram") && !n.starts_with("sr"))
         .collect();
     names.sort();
     names
