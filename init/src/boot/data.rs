@@ -53,6 +53,12 @@ pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
         cfg.label,
         cfg.mount_point.display()
     );
+    mount_tmpfs(cfg)
+}
+
+/// A tmpfs at the data mount point: the fallback when there is no usable partition.
+pub fn mount_tmpfs(cfg: &DataConfig) -> anyhow::Result<DataMount> {
+    let mountinfo = std::path::Path::new("/proc/self/mountinfo");
     mount_idempotent(
         mountinfo,
         "nomad-data",

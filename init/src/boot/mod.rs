@@ -128,9 +128,12 @@ pub fn run(root: Root) -> Booted {
         }
     };
 
-    let data = stage::run("mounted data directory", || data::mount(&root, &cfg.data));
+    let mut data = stage::run("mounted data directory", || data::mount(&root, &cfg.data));
     if data.is_none() {
         failed.push("data");
+        data = stage::run("mounted a tmpfs as data directory instead", || {
+            data::mount_tmpfs(&cfg.data)
+        });
     }
     let last_good = InitConfig::last_good_path(&cfg.data.mount_point);
     let persistent = matches!(data, Some(data::DataMount::Partition(_)));

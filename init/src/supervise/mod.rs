@@ -129,6 +129,9 @@ fn emergency_shell(reaper: &Arc<Reaper>, root: &crate::sys::root::Root) {
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", nomad::DEFAULT_PATH);
+    }
     if root.is_test() {
         // Tests have no console to type into.
         cmd.stdin(Stdio::null());

@@ -33,8 +33,14 @@ pub fn command(config: &NomadConfig) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The kernel starts init without PATH; Nomad and its raw_exec tasks need one.
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
     cmd
 }
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Supervisor {
     /// Runs until shutdown; Nomad is restarted whenever it exits, forever.
