@@ -36,10 +36,17 @@ pub fn monotonic_seconds() -> f64 {
     ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9
 }
 
+/// `nomad_init::boot::stage` -> `boot`: the subsystem is what a reader of the console wants.
+pub fn short_target(target: &str) -> &str {
+    let rest = target.strip_prefix("nomad_init::").unwrap_or(target);
+    rest.split("::").next().unwrap_or(rest)
+}
+
 pub fn write(level: Level, target: &str, message: std::fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    let target = short_target(target);
     let ts = monotonic_seconds();
     let line = if JSON.load(Ordering::Relaxed) {
         serde_json::json!({
@@ -70,3 +77,15 @@ macro_rules! info { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::In
 macro_rules! warn { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, module_path!(), format_args!($($arg)*)) } }
 #[macro_export]
 macro_rules! error { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, module_path!(), format_args!($($arg)*)) } }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_shortened_to_the_subsystem() {
+        assert_eq!(short_target("nomad_init::boot::stage"), "boot");
+        assert_eq!(short_target("nomad_init::pid1"), "pid1");
+        assert_eq!(short_target("nomad"), "nomad");
+    }
+}

@@ -1,1 +1,190 @@
-//! (placeholder: filled in by its issue)
+//! The boot sequence, run synchronously before the async runtime exists.
+//!
+//! Every stage is timed and logged; a failing stage is logged with its cause and the boot
+//! goes on with what it has (see [`stage::run`]).
+
+pub mod cgroup;
+pub mod cmdline;
+pub mod config;
+pub mod data;
+pub mod hostname;
+pub mod mounts;
+pub mod stage;
+
+use std::path::PathBuf;
+
+use crate::log::Level;
+use crate::sys::root::{Root, TEST_CMDLINE_ENV};
+use cmdline::{KernelOptions, LogFormat};
+use config::InitConfig;
+
+/// Where the effective init config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    LastGood(PathBuf),
+    Defaults,
+}
+
+/// What the boot produced, handed to supervision.
+#[derive(Debug, Clone)]
+pub struct Booted {
+    pub root: Root,
+    pub options: KernelOptions,
+    pub config: InitConfig,
+    pub config_source: ConfigSource,
+    pub data: Option<data::DataMount>,
+    pub hostname: Option<String>,
+    /// Names of stages that failed (the emergency shell is offered when non-empty).
+    pub failed: Vec<&'static str>,
+}
+
+fn read_cmdline(root: &Root) -> String {
+    if root.is_test() {
+        return std::env::var(TEST_CMDLINE_ENV).unwrap_or_default();
+    }
+    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+/// Runs the boot stages in order. Never fails: problems are logged and recorded.
+pub fn run(root: Root) -> Booted {
+    let mut failed = Vec::new();
+    if root.is_test() {
+        crate::info!("test mode: system paths under {}", root.path("/").display());
+    }
+
+    match stage::run("mounted filesystems", || mounts::mount_all(&root)) {
+        Some((now, before)) => crate::debug!("{now} mounted, {before} already there"),
+        None => failed.push("mounts"),
+    }
+    if stage::run("opened console", || mounts::console_fds(&root)).is_none() {
+        failed.push("console");
+    }
+
+    let options = stage::run("read kernel command line", || {
+        Ok(cmdline::parse(&read_cmdline(&root)))
+    })
+    .unwrap_or_default();
+    if options.debug {
+        crate::log::set_min_level(Level::Debug);
+    }
+    if let Some(level) = options.loglevel {
+        crate::log::set_min_level(level);
+    }
+    if let Some(format) = options.log {
+        crate::log::set_json(format == LogFormat::Json);
+    }
+    for w in &options.warnings {
+        crate::warn!("{w}");
+    }
+
+    if root.is_test() {
+        crate::info!("test mode: cgroup delegation skipped (would change the host's cgroups)");
+    } else {
+        match stage::run("set up cgroups", || {
+            cgroup::setup(&root.path("/sys/fs/cgroup"))
+        }) {
+            Some(line) => crate::debug!("cgroup controllers enabled: {line}"),
+            None => failed.push("cgroups"),
+        }
+    }
+
+    let path = options
+        .config
+        .clone()
+        .unwrap_or_else(|| root.path(config::DEFAULT_PATH));
+    let loaded = stage::run("read init config", || Ok(config::load(&path)));
+    let (mut cfg, mut source, good_text) = match loaded {
+        Some(Ok((cfg, text))) => (cfg, ConfigSource::File(path.clone()), Some(text)),
+        Some(Err(config::ConfigError::Read { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            crate::info!(
+                "no init config at {}; using built-in defaults",
+                path.display()
+            );
+            (
+                InitConfig::defaults_under(&root),
+                ConfigSource::Defaults,
+                None,
+            )
+        }
+        Some(Err(e)) => {
+            crate::error!("init config is broken: {e}");
+            failed.push("config");
+            (
+                InitConfig::defaults_under(&root),
+                ConfigSource::Defaults,
+                None,
+            )
+        }
+        None => {
+            failed.push("config");
+            (
+                InitConfig::defaults_under(&root),
+                ConfigSource::Defaults,
+                None,
+            )
+        }
+    };
+
+    let mut data = stage::run("mounted data directory", || data::mount(&root, &cfg.data));
+    if data.is_none() {
+        failed.push("data");
+        data = stage::run("mounted a tmpfs as data directory instead", || {
+            data::mount_tmpfs(&cfg.data)
+        });
+    }
+    let last_good = InitConfig::last_good_path(&cfg.data.mount_point);
+    let persistent = matches!(data, Some(data::DataMount::Partition(_)));
+    if let Some(text) = good_text.filter(|_| persistent) {
+        if let Err(e) = config::write_atomic(&last_good, &text) {
+            crate::warn!(
+                "could not keep a copy of the good config at {}: {e}",
+                last_good.display()
+            );
+        }
+    }
+    if failed.contains(&"config") {
+        match config::load(&last_good) {
+            Ok((good, _)) => {
+                crate::warn!(
+                    "using the last good init config from {}",
+                    last_good.display()
+                );
+                cfg = good;
+                source = ConfigSource::LastGood(last_good);
+            }
+            Err(_) => crate::warn!("using the built-in init config defaults"),
+        }
+    }
+
+    let hostname = stage::run("set hostname and brought up loopback", || {
+        hostname::apply(&root, cfg.hostname.as_deref())
+    });
+    match &hostname {
+        Some(h) => crate::info!("hostname is {h}"),
+        None => failed.push("hostname"),
+    }
+
+    network_stage(&cfg.network);
+
+    Booted {
+        root,
+        options,
+        config: cfg,
+        config_source: source,
+        data,
+        hostname,
+        failed,
+    }
+}
+
+/// NETWORK STAGE HOOK: the DHCP client (`crate::net`) will be started here with the
+/// `[network]` table of the init config; it may also supply the hostname when none is set.
+fn network_stage(network: &toml::Table) {
+    crate::info!(
+        "network stage not integrated yet ({} key(s) in [network] ignored)",
+        network.len()
+    );
+}

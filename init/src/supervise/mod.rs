@@ -1,1 +1,276 @@
-//! (placeholder: filled in by its issue)
+//! Everything PID 1 does once booted: reap, read signals, supervise Nomad, apply packs,
+//! and carry out the shutdown that a signal or the power button asks for.
+
+pub mod api;
+pub mod backoff;
+pub mod nomad;
+pub mod packs;
+pub mod power_button;
+pub mod reaper;
+pub mod shutdown;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::boot::Booted;
+use crate::pid1::PowerAction;
+use reaper::Reaper;
+
+/// What the signal reader and the power button report to the main loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Power(PowerAction),
+    ReapplyPacks,
+}
+
+/// The meaning of each signal for PID 1 (SIGCHLD is handled by the reaper).
+pub fn event_for(signal: Signal) -> Option<Event> {
+    match signal {
+        Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => {
+            Some(Event::Power(PowerAction::Poweroff))
+        }
+        Signal::SIGINT => Some(Event::Power(PowerAction::Reboot)),
+        Signal::SIGUSR1 => Some(Event::Power(PowerAction::Halt)),
+        Signal::SIGHUP => Some(Event::ReapplyPacks),
+        _ => None,
+    }
+}
+
+/// Reads the signalfd forever: SIGCHLD drains the reaper, other signals become events.
+/// Also reaps every few seconds in case a SIGCHLD was coalesced away at a bad moment.
+async fn signal_loop(reaper: Arc<Reaper>, events: mpsc::UnboundedSender<Event>) {
+    // SAFETY: SignalFd owns its descriptor, which stays open and unchanged until the
+    // AsyncFd (which owns the SignalFd) is dropped.
+    let registered = crate::sys::signals::open_signalfd()
+        .map(|sfd| unsafe { AsyncFd::register(sfd) }.map_err(|e| e.into_parts().1));
+    let fd = match registered {
+        Ok(Ok(fd)) => Some(fd),
+        Ok(Err(e)) => {
+            crate::error!("signalfd registration: {e}; signals are ignored, reaping by timer");
+            None
+        }
+        Err(e) => {
+            crate::error!("signalfd: {e}; signals are ignored, reaping by timer");
+            None
+        }
+    };
+    reaper.reap();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let Some(fd) = fd.as_ref() else {
+            tick.tick().await;
+            reaper.reap();
+            continue;
+        };
+        tokio::select! {
+            guard = fd.readable() => {
+                let Ok(mut guard) = guard else { continue };
+                loop {
+                    match guard.get_inner().read_signal() {
+                        Ok(Some(info)) => {
+                            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                            if sig == Signal::SIGCHLD {
+                                reaper.reap();
+                            } else if let Some(ev) = event_for(sig) {
+                                crate::info!("received {sig} from pid {}", info.ssi_pid);
+                                let _ = events.send(ev);
+                            } else {
+                                crate::debug!("ignoring {sig}");
+                            }
+                        }
+                        Ok(None) => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => {
+                            crate::error!("read(signalfd): {e}");
+                            guard.clear_ready();
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => { reaper.reap(); }
+        }
+    }
+}
+
+/// Runs the task `make()` builds; if it panics, logs that and runs a fresh one, so a bug
+/// cannot silently end reaping or supervision. Returns when a run ends normally.
+async fn restarting<F, Fut>(name: &'static str, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(e) => {
+                crate::error!("{name} crashed ({e}); restarting it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// `/bin/sh` on the console, for debugging a failed boot (only with `nomados.debug=1`).
+fn emergency_shell(reaper: &Arc<Reaper>, root: &crate::sys::root::Root) {
+    let sh = std::path::Path::new("/bin/sh");
+    if !sh.exists() {
+        crate::warn!("no /bin/sh for an emergency shell");
+        return;
+    }
+    let mut cmd = Command::new(sh);
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", nomad::DEFAULT_PATH);
+    }
+    if root.is_test() {
+        // Tests have no console to type into.
+        cmd.stdin(Stdio::null());
+    }
+    match reaper.spawn(&mut cmd) {
+        Ok((child, exited)) => {
+            crate::warn!("emergency shell on the console (pid {})", child.id());
+            tokio::spawn(async move {
+                if let Ok(status) = exited.await {
+                    crate::info!("emergency shell ended with {status}");
+                }
+            });
+        }
+        Err(e) => crate::error!("emergency shell: {e}"),
+    }
+}
+
+/// Runs the booted system until a power action is requested and the processes are
+/// stopped; returns that action for the synchronous end.
+pub async fn run(booted: Booted) -> PowerAction {
+    let reaper = Arc::new(Reaper::new());
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (r, tx) = (reaper.clone(), events_tx.clone());
+    tokio::spawn(restarting("signal loop", move || {
+        signal_loop(r.clone(), tx.clone())
+    }));
+
+    let press_tx = events_tx.clone();
+    let buttons = power_button::listen(&booted.root, move || {
+        crate::info!("power button pressed");
+        let _ = press_tx.send(Event::Power(PowerAction::Poweroff));
+    });
+    if buttons.is_empty() {
+        crate::info!("no power button input device found");
+    } else {
+        crate::info!("watching power button on {}", buttons.join(", "));
+    }
+    let acpi_tx = events_tx.clone();
+    match power_button::listen_acpi(move || {
+        crate::info!("ACPI power button event");
+        let _ = acpi_tx.send(Event::Power(PowerAction::Poweroff));
+    }) {
+        Ok(()) => crate::info!("listening for ACPI power button events"),
+        Err(e) => crate::info!("no ACPI events: {e:#}"),
+    }
+
+    if booted.options.debug && (!booted.failed.is_empty() || booted.options.shell) {
+        emergency_shell(&reaper, &booted.root);
+    }
+
+    let cfg = booted.config.clone();
+    let addr = cfg
+        .nomad
+        .addr
+        .clone()
+        .unwrap_or_else(|| api::addr_from_agent_config_file(&cfg.nomad.config));
+    let (healthy_tx, healthy_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reapply = Arc::new(Notify::new());
+
+    let nomad = nomad::Supervisor {
+        config: cfg.nomad.clone(),
+        addr: addr.clone(),
+        reaper: reaper.clone(),
+        healthy: healthy_tx,
+        stop: stop_rx.clone(),
+    };
+    let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
+    tokio::spawn(packs::run(
+        cfg.packs.clone(),
+        addr.clone(),
+        healthy_rx,
+        reapply.clone(),
+        stop_rx,
+    ));
+
+    let action = loop {
+        match events.recv().await {
+            Some(Event::Power(action)) => break action,
+            Some(Event::ReapplyPacks) => reapply.notify_one(),
+            // Cannot happen (we hold a sender); never shut down by accident.
+            None => std::future::pending::<()>().await,
+        }
+    };
+    crate::info!("{action:?} requested: shutting down");
+
+    shutdown::drain(&addr, Duration::from_secs(cfg.nomad.drain_timeout_secs)).await;
+    let _ = stop_tx.send(true);
+    let bound = Duration::from_secs(cfg.nomad.stop_timeout_secs + 10);
+    if tokio::time::timeout(bound, supervisor).await.is_err() {
+        crate::error!(
+            "nomad supervisor did not stop in {} s; going on",
+            bound.as_secs()
+        );
+    }
+    shutdown::terminate_all(&booted.root.path("/proc"), Duration::from_secs(5)).await;
+    shutdown::release_network();
+    action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_crashing_task_is_restarted_until_it_ends_normally() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = runs.clone();
+        restarting("test task", move || {
+            let n = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    panic!("run {n} fails");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn signals_map_to_power_actions() {
+        assert_eq!(
+            event_for(Signal::SIGTERM),
+            Some(Event::Power(PowerAction::Poweroff))
+        );
+        assert_eq!(
+            event_for(Signal::SIGUSR2),
+            Some(Event::Power(PowerAction::Poweroff))
+        );
+        assert_eq!(
+            event_for(Signal::SIGINT),
+            Some(Event::Power(PowerAction::Reboot))
+        );
+        assert_eq!(
+            event_for(Signal::SIGUSR1),
+            Some(Event::Power(PowerAction::Halt))
+        );
+        assert_eq!(event_for(Signal::SIGHUP), Some(Event::ReapplyPacks));
+        assert_eq!(event_for(Signal::SIGCHLD), None);
+    }
+}

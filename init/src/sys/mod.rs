@@ -1,1 +1,11 @@
-//! (placeholder: filled in by its issue)
+//! The only place PID 1 makes raw system calls (mount, reboot, signals, ioctl, spawn).
+//! Everything here is a thin, named wrapper so that error messages say which call failed.
+
+pub mod block;
+pub mod genetlink;
+pub mod mount;
+pub mod netdev;
+pub mod power;
+pub mod process;
+pub mod root;
+pub mod signals;

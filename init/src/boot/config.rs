@@ -1,0 +1,334 @@
+//! The init's own configuration, `nomados.toml`.
+//!
+//! Unknown fields are rejected; every error names file:line:column. A broken file never
+//! stops the boot: PID 1 falls back to the last good copy, else to built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::{Location, SourceError};
+use crate::sys::root::Root;
+
+pub const DEFAULT_PATH: &str = "/etc/nomados/nomados.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// Static hostname; else DHCP's, else derived from the first MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub nomad: NomadConfig,
+    #[serde(default)]
+    pub packs: PacksConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Handed to the network stage as is (it owns its schema).
+    #[serde(default)]
+    pub network: toml::Table,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NomadConfig {
+    pub binary: PathBuf,
+    /// Agent configuration passed as `-config=`.
+    pub config: PathBuf,
+    /// Nomad's output is appended here as well as shown on the console.
+    pub log_file: PathBuf,
+    /// Restart delay starts at 1 s and doubles up to this.
+    pub restart_backoff_max_secs: u64,
+    /// After SIGINT at shutdown, how long Nomad gets before SIGKILL.
+    pub stop_timeout_secs: u64,
+    /// Upper bound for draining this node at shutdown (0 = do not drain).
+    pub drain_timeout_secs: u64,
+    /// HTTP API address; derived from the agent config when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
+
+impl Default for NomadConfig {
+    fn default() -> Self {
+        Self {
+            binary: "/usr/bin/nomad".into(),
+            config: "/etc/nomad.d/init.json".into(),
+            log_file: "/var/log/nomad.log".into(),
+            restart_backoff_max_secs: 30,
+            stop_timeout_secs: 30,
+            drain_timeout_secs: 30,
+            addr: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacksConfig {
+    /// Pack-set file or directory.
+    pub set: PathBuf,
+    pub cache_dir: PathBuf,
+    /// Re-apply every this many seconds (0 = only at start and on SIGHUP).
+    pub interval_secs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Default for PacksConfig {
+    fn default() -> Self {
+        Self {
+            set: "/etc/nomados/packs".into(),
+            cache_dir: "/var/lib/nomad/nomados/packs-cache".into(),
+            interval_secs: 300,
+            owner: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Filesystem label of the persistent data partition.
+    pub label: String,
+    pub mount_point: PathBuf,
+    pub fstype: String,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            label: "NOMADOS-DATA".into(),
+            mount_point: "/var/lib/nomad".into(),
+            fstype: "ext4".into(),
+        }
+    }
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            nomad: NomadConfig::default(),
+            packs: PacksConfig::default(),
+            data: DataConfig::default(),
+            network: toml::Table::new(),
+        }
+    }
+}
+
+impl InitConfig {
+    /// Built-in defaults with every path placed under `root` (only differs in test mode).
+    pub fn defaults_under(root: &Root) -> Self {
+        let mut c = Self::default();
+        c.nomad.config = root.path(&c.nomad.config);
+        c.nomad.log_file = root.path(&c.nomad.log_file);
+        c.packs.set = root.path(&c.packs.set);
+        c.packs.cache_dir = root.path(&c.packs.cache_dir);
+        c.data.mount_point = root.path(&c.data.mount_point);
+        c
+    }
+
+    /// Where the copy of the last config that parsed is kept on the data partition.
+    pub fn last_good_path(data_mount: &Path) -> PathBuf {
+        data_mount.join("nomados/last-good.toml")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SourceError),
+}
+
+/// Parses `text` (the content of `file`) into a config; semantic checks included.
+pub fn parse(file: &Path, text: &str) -> Result<InitConfig, SourceError> {
+    let config: InitConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        SourceError::new(
+            Location::from_offset(file, text, offset),
+            e.message().trim_end().to_string(),
+        )
+    })?;
+    check(file, text, &config)?;
+    Ok(config)
+}
+
+/// Checks the few rules serde cannot express; errors point at the offending key.
+fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
+    let at = |key: &str| {
+        // Points at the first occurrence of `key =`; good enough for a flat file.
+        let offset = text
+            .match_indices(key)
+            .find(|(i, _)| text[i + key.len()..].trim_start().starts_with('='))
+            .map_or(0, |(i, _)| i);
+        Location::from_offset(file, text, offset)
+    };
+    if let Some(h) = &c.hostname {
+        if !valid_hostname(h) {
+            return Err(SourceError::new(
+                at("hostname"),
+                format!("invalid hostname {h:?}: use 1-63 letters, digits and '-' per label"),
+            ));
+        }
+    }
+    for (key, path) in [
+        ("binary", &c.nomad.binary),
+        ("config", &c.nomad.config),
+        ("log_file", &c.nomad.log_file),
+        ("set", &c.packs.set),
+        ("cache_dir", &c.packs.cache_dir),
+        ("mount_point", &c.data.mount_point),
+    ] {
+        if !path.is_absolute() {
+            return Err(SourceError::new(
+                at(key),
+                format!("{key} must be an absolute path, got {}", path.display()),
+            ));
+        }
+    }
+    if c.nomad.restart_backoff_max_secs == 0 {
+        return Err(SourceError::new(
+            at("restart_backoff_max_secs"),
+            "restart_backoff_max_secs must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Reads and parses the config file at `path`.
+pub fn load(path: &Path) -> Result<(InitConfig, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = parse(path, &text)?;
+    Ok((config, text))
+}
+
+/// Writes `text` to `path` atomically (temp file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/etc/nomados/nomados.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn full_config_parses_and_network_stays_opaque() {
+        let c = parse(
+            Path::new("n.toml"),
+            r#"
+hostname = "edge-1"
+[nomad]
+binary = "/opt/nomad"
+restart_backoff_max_secs = 8
+[packs]
+interval_secs = 0
+owner = "ops"
+[data]
+label = "DATA"
+[network]
+interface = "eth0"
+static = { address = "10.0.0.2/24" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("edge-1"));
+        assert_eq!(c.nomad.binary, PathBuf::from("/opt/nomad"));
+        assert_eq!(c.nomad.config, PathBuf::from("/etc/nomad.d/init.json"));
+        assert_eq!(c.nomad.restart_backoff_max_secs, 8);
+        assert_eq!(c.packs.interval_secs, 0);
+        assert_eq!(c.packs.owner.as_deref(), Some("ops"));
+        assert_eq!(c.data.label, "DATA");
+        assert_eq!(c.data.mount_point, PathBuf::from("/var/lib/nomad"));
+        assert_eq!(c.network["interface"].as_str(), Some("eth0"));
+        assert_eq!(
+            parse(Path::new("e.toml"), "").unwrap(),
+            InitConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_file_line_column() {
+        let e = err("[nomad]\nbinary = \"/usr/bin/nomad\"\n  restart_backof = 3\n");
+        assert!(e.starts_with("/etc/nomados/nomados.toml:3:3: "), "{e}");
+        assert!(e.contains("unknown field `restart_backof`"), "{e}");
+    }
+
+    #[test]
+    fn type_and_syntax_errors_point_at_the_value() {
+        let e = err("[packs]\ninterval_secs = \"often\"\n");
+        assert!(e.starts_with("/etc/nomados/nomados.toml:2:17: "), "{e}");
+        let e = err("hostname = \n");
+        assert!(e.starts_with("/etc/nomados/nomados.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let e = err("[data]\nlabel = \"X\"\nmount_point = \"var/lib/nomad\"\n");
+        assert_eq!(
+            e,
+            "/etc/nomados/nomados.toml:3:1: mount_point must be an absolute path, got var/lib/nomad"
+        );
+        let e = err("\n\nhostname = \"bad_name\"\n");
+        assert!(
+            e.starts_with("/etc/nomados/nomados.toml:3:1: invalid hostname"),
+            "{e}"
+        );
+        let e = err("[nomad]\nrestart_backoff_max_secs = 0\n");
+        assert!(e.starts_with("/etc/nomados/nomados.toml:2:1: "), "{e}");
+    }
+
+    #[test]
+    fn shipped_default_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/nomados.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        parse(&path, &text).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nomados/last-good.toml");
+        write_atomic(&p, "a = 1\n").unwrap();
+        write_atomic(&p, "b = 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "b = 2\n");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,72 @@
+//! The persistent data partition (Nomad's data_dir), or a tmpfs when there is none.
+
+use anyhow::Context;
+use nix::mount::MsFlags;
+
+use crate::boot::config::DataConfig;
+use crate::sys::block;
+use crate::sys::mount::{mount_idempotent, MountOutcome};
+use crate::sys::root::Root;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataMount {
+    /// The labelled partition, mounted from this device.
+    Partition(std::path::PathBuf),
+    /// No partition: state lives in RAM and is lost at reboot.
+    Tmpfs,
+}
+
+/// Hook: growing the data partition to fill its disk belongs to the image work; it will
+/// run here, before the filesystem is mounted.
+fn grow_partition_hook(_device: &std::path::Path) {}
+
+pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
+    let mountinfo = std::path::Path::new("/proc/self/mountinfo");
+    let found = block::find_by_label(
+        &root.path("/dev"),
+        &root.path("/sys/class/block"),
+        &cfg.label,
+    );
+    if let Some(device) = found {
+        grow_partition_hook(&device);
+        let dev = device.to_string_lossy();
+        let outcome = mount_idempotent(
+            mountinfo,
+            &dev,
+            &cfg.mount_point,
+            &cfg.fstype,
+            MsFlags::MS_NOATIME,
+            None,
+            0o755,
+        )
+        .with_context(|| format!("data partition {} (label {})", dev, cfg.label))?;
+        if outcome == MountOutcome::AlreadyMounted {
+            crate::info!(
+                "data partition already mounted at {}",
+                cfg.mount_point.display()
+            );
+        }
+        return Ok(DataMount::Partition(device));
+    }
+    crate::warn!(
+        "no filesystem labelled {} found; {} is a tmpfs and Nomad's state will not survive a reboot",
+        cfg.label,
+        cfg.mount_point.display()
+    );
+    mount_tmpfs(cfg)
+}
+
+/// A tmpfs at the data mount point: the fallback when there is no usable partition.
+pub fn mount_tmpfs(cfg: &DataConfig) -> anyhow::Result<DataMount> {
+    let mountinfo = std::path::Path::new("/proc/self/mountinfo");
+    mount_idempotent(
+        mountinfo,
+        "nomad-data",
+        &cfg.mount_point,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+        0o755,
+    )?;
+    Ok(DataMount::Tmpfs)
+}

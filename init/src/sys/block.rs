@@ -1,0 +1,103 @@
+//! Finding the data partition by filesystem label, without udev.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// ext2/3/4 superblock: starts at byte 1024; magic 0xEF53 at +0x38, label (16 bytes) at +0x78.
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+const MAGIC_OFFSET: usize = 0x38;
+const LABEL_OFFSET: usize = 0x78;
+const LABEL_LEN: usize = 16;
+
+/// The volume label of an ext2/3/4 superblock (the 1024 bytes at offset 1024), if it is one.
+pub fn ext_label(superblock: &[u8]) -> Option<String> {
+    let magic = superblock.get(MAGIC_OFFSET..MAGIC_OFFSET + 2)?;
+    if u16::from_le_bytes([magic[0], magic[1]]) != 0xEF53 {
+        return None;
+    }
+    let raw = superblock.get(LABEL_OFFSET..LABEL_OFFSET + LABEL_LEN)?;
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(LABEL_LEN);
+    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+/// Reads the ext label of a block device (or image file).
+pub fn read_ext_label(device: &Path) -> std::io::Result<Option<String>> {
+    let mut f = std::fs::File::open(device)?;
+    f.seek(SeekFrom::Start(SUPERBLOCK_OFFSET))?;
+    let mut sb = [0u8; 256];
+    f.read_exact(&mut sb)?;
+    Ok(ext_label(&sb))
+}
+
+/// Finds the device holding an ext filesystem labelled `label`: `/dev/disk/by-label` when
+/// udev made it, else every block device listed in `/sys/class/block` is probed.
+pub fn find_by_label(dev: &Path, sys_class_block: &Path, label: &str) -> Option<PathBuf> {
+    let by_label = dev.join("disk/by-label").join(label);
+    if by_label.exists() {
+        return Some(by_label);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(sys_class_block)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        // RAM disks cannot hold it; optical drives are slow to probe (and may be empty).
+        .filter(|n| !n.starts_with("ram") && !n.starts_with("sr"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| dev.join(n))
+        .find(|path| matches!(read_ext_label(path), Ok(Some(l)) if l == label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn superblock(label: &[u8]) -> Vec<u8> {
+        let mut sb = vec![0u8; 1024];
+        sb[MAGIC_OFFSET..MAGIC_OFFSET + 2].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[LABEL_OFFSET..LABEL_OFFSET + label.len()].copy_from_slice(label);
+        sb
+    }
+
+    #[test]
+    fn reads_label_only_from_ext_superblocks() {
+        assert_eq!(
+            ext_label(&superblock(b"NOMADOS-DATA")).as_deref(),
+            Some("NOMADOS-DATA")
+        );
+        assert_eq!(
+            ext_label(&superblock(b"0123456789abcdef")).as_deref(),
+            Some("0123456789abcdef")
+        );
+        let mut not_ext = superblock(b"NOMADOS-DATA");
+        not_ext[MAGIC_OFFSET] = 0;
+        assert_eq!(ext_label(&not_ext), None);
+        assert_eq!(ext_label(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn reads_the_label_of_a_real_mkfs_ext4_image() {
+        let Ok(out) = std::process::Command::new("mkfs.ext4").arg("-V").output() else {
+            eprintln!("SKIP: mkfs.ext4 not installed");
+            return;
+        };
+        let _ = out;
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("data.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+        let st = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "NOMADOS-DATA"])
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(
+            read_ext_label(&img).unwrap().as_deref(),
+            Some("NOMADOS-DATA")
+        );
+    }
+}

@@ -1,0 +1,639 @@
+//! The real `nomad-init` binary as PID 1 of a fresh PID + mount + UTS + network namespace
+//! (`unshare --pid --fork --mount-proc ...`), in test mode (`NOMADOS_TEST_ROOT`): mounts go
+//! under a temporary directory and reboot(2) ends the namespace, as the kernel does for a
+//! namespace's init. Nomad is a shell script. Needs root; skips with a message otherwise.
+
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Namespace {
+    unshare: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+fn prerequisites_missing() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    let probe = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--mount",
+            "--uts",
+            "--net",
+            "true",
+        ])
+        .stderr(Stdio::null())
+        .status();
+    match probe {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(format!("unshare cannot create namespaces here ({s})")),
+        Err(e) => Some(format!("unshare not available: {e}")),
+    }
+}
+
+macro_rules! skip_unless_possible {
+    () => {
+        if let Some(why) = prerequisites_missing() {
+            eprintln!(
+                "SKIP {}: {why}; this test needs root and namespaces",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+impl Namespace {
+    /// Boots `nomad-init` with `fake_nomad` (a shell script body) as the Nomad binary.
+    fn boot(fake_nomad: &str, nomad_extra: &str, cmdline: &str) -> Namespace {
+        Self::boot_with(fake_nomad, nomad_extra, cmdline, None)
+    }
+
+    /// Like [`boot`](Self::boot); `config` replaces the generated nomados.toml.
+    fn boot_with(
+        fake_nomad: &str,
+        nomad_extra: &str,
+        cmdline: &str,
+        config: Option<&str>,
+    ) -> Namespace {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let nomad = dir.path().join("fake-nomad");
+        std::fs::write(&nomad, format!("#!/bin/sh\n{fake_nomad}\n")).unwrap();
+        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            root.join("etc/nomados/nomados.toml"),
+            format!(
+                "hostname = \"ns-test\"\n\
+                 [nomad]\nbinary = \"{d}/fake-nomad\"\nconfig = \"{d}/init.json\"\n\
+                 log_file = \"{d}/root/var/log/nomad.log\"\n{nomad_extra}\n\
+                 [packs]\nset = \"{d}/root/etc/nomados/packs\"\ncache_dir = \"{d}/root/var/cache\"\ninterval_secs = 0\n\
+                 [data]\nmount_point = \"{d}/root/var/lib/nomad\"\n"
+            ),
+        )
+        .unwrap();
+        if let Some(config) = config {
+            std::fs::write(root.join("etc/nomados/nomados.toml"), config).unwrap();
+        }
+        std::fs::write(dir.path().join("init.json"), r#"{"ports": {"http": 4646}}"#).unwrap();
+
+        let mut unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--mount",
+                "--uts",
+                "--net",
+            ])
+            .arg(env!("CARGO_BIN_EXE_nomad-init"))
+            .env("NOMADOS_TEST_ROOT", &root)
+            .env("NOMADOS_TEST_CMDLINE", cmdline)
+            .env("TMPDIR", dir.path())
+            .env("NOMAD_INIT", env!("CARGO_BIN_EXE_nomad-init"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = unshare.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  | {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Namespace {
+            unshare,
+            lines,
+            dir,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until some console line contains `needle`; returns its index.
+    fn wait_for(&self, needle: &str) -> usize {
+        self.wait_for_count(needle, 1)
+    }
+
+    /// Waits until `n` console lines contain `needle`; returns the index of the n-th.
+    fn wait_for_count(&self, needle: &str, n: usize) -> usize {
+        let start = Instant::now();
+        loop {
+            let found: Vec<usize> = self
+                .lines()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i)
+                .collect();
+            if found.len() >= n {
+                return found[n - 1];
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "timed out waiting for {n} x {needle:?}; console:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Host PID of the namespace's init (the child of `unshare`).
+    fn init_pid(&self) -> i32 {
+        let parent = self.unshare.id() as i32;
+        let start = Instant::now();
+        loop {
+            if let Some(pid) = processes().into_iter().find(|&p| ppid(p) == Some(parent)) {
+                return pid;
+            }
+            assert!(start.elapsed() < TIMEOUT, "no init process under unshare");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the namespace to end; returns unshare's status.
+    fn wait_end(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.unshare.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "namespace did not end; console:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // SIGKILL to a namespace's init ends every process in it.
+        if let Ok(None) = self.unshare.try_wait() {
+            let parent = self.unshare.id() as i32;
+            for pid in processes().into_iter().filter(|&p| ppid(p) == Some(parent)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = self.unshare.kill();
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+fn processes() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+fn state(pid: i32) -> Option<String> {
+    stat_fields(pid)?.first().cloned()
+}
+
+/// Host PIDs of every process in the PID namespace of `init`.
+fn namespace_members(init: i32) -> Vec<i32> {
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    processes()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        })
+        .collect()
+}
+
+/// Seconds from the `[   12.345678]` prefix of a plain console line.
+fn timestamp(line: &str) -> f64 {
+    line.trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn index_of(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| {
+            panic!(
+                "no line contains {needle:?}; console:\n{}",
+                lines.join("\n")
+            )
+        })
+}
+
+#[test]
+fn orphan_storm_leaves_no_zombies() {
+    skip_unless_possible!();
+    // 200 double forks: each `sh -c 'sleep 0.1 &'` exits at once and its sleep is
+    // re-parented to PID 1, which must reap it.
+    let ns = Namespace::boot(
+        "echo storm-start\n\
+         i=0; while [ $i -lt 200 ]; do sh -c 'sleep 0.1 &'; i=$((i+1)); done\n\
+         echo storm-done\n\
+         exec sleep 1000",
+        "",
+        "nomados.loglevel=debug",
+    );
+    let init = ns.init_pid();
+    ns.wait_for("nomad: storm-done");
+    let orphans = ns.wait_for_count("reaped orphan", 200);
+    assert!(orphans > 0);
+    // Settle: every orphan slept 0.1 s; give the reaper time, then look for zombies.
+    let start = Instant::now();
+    let zombies = loop {
+        let zombies: Vec<i32> = namespace_members(init)
+            .into_iter()
+            .filter(|&p| state(p).as_deref() == Some("Z"))
+            .collect();
+        if zombies.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break zombies;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        zombies.is_empty(),
+        "zombies left in the namespace: {zombies:?}"
+    );
+    // Only init and the (exec'd) fake nomad remain, and nomad was never restarted.
+    let members = namespace_members(init);
+    assert_eq!(members.len(), 2, "processes left: {members:?}");
+    assert_eq!(
+        ns.lines().iter().filter(|l| l.contains("started ")).count(),
+        1
+    );
+}
+
+#[test]
+fn supervisor_restarts_nomad_with_growing_backoff() {
+    skip_unless_possible!();
+    let ns = Namespace::boot("echo up; exit 3", "restart_backoff_max_secs = 4", "");
+    ns.wait_for_count("restarting in", 4);
+    let lines = ns.lines();
+    let restarts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("restarting in"))
+        .collect();
+    let delays: Vec<u64> = restarts
+        .iter()
+        .map(|l| {
+            l.split("restarting in ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" s")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(&delays[..4], &[1, 2, 4, 4], "doubling, capped at 4 s");
+    // Each restart line is followed by a start no earlier than the announced delay.
+    let starts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("supervise: started "))
+        .collect();
+    assert!(starts.len() >= 4);
+    for (i, delay) in delays.iter().take(3).enumerate() {
+        let gap = timestamp(starts[i + 1]) - timestamp(restarts[i]);
+        assert!(
+            gap >= *delay as f64 * 0.99,
+            "restart {i}: waited {gap:.3} s, announced {delay} s"
+        );
+    }
+}
+
+#[test]
+fn sigterm_from_outside_shuts_down_in_order_and_ends_the_namespace() {
+    skip_unless_possible!();
+    let mut ns = Namespace::boot(
+        "trap 'echo got SIGINT; exit 0' INT\n\
+         sh -c 'trap \"\" TERM; exec sleep 1000' &\n\
+         echo ready\n\
+         while :; do sleep 0.1 & wait $!; done",
+        "stop_timeout_secs = 10",
+        "",
+    );
+    let init = ns.init_pid();
+    ns.wait_for("nomad: ready");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = ns.wait_end();
+    let lines = ns.lines();
+    let order = [
+        "received SIGTERM",
+        "Poweroff requested: shutting down",
+        "not draining",
+        "stopping nomad (pid",
+        "nomad: got SIGINT",
+        "nomad stopped with exit code 0",
+        "sending SIGTERM to",
+        "sending SIGKILL to 1 remaining process(es)",
+        "all processes ended",
+        "shutdown: synced filesystems",
+        "shutdown: unmounted filesystems",
+        "powering off",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "shutdown steps out of order: {positions:?}\n{}",
+        lines.join("\n")
+    );
+    // reboot(RB_POWER_OFF) in a PID namespace kills its init with SIGINT; unshare
+    // re-raises the child's signal.
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "unshare ended with {status}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "init still alive"
+    );
+    assert!(!lines.iter().any(|l| l.contains("reboot(2) failed")));
+}
+
+#[test]
+fn supervised_child_exit_status_reaches_the_supervisor() {
+    skip_unless_possible!();
+    // Each run first spawns orphans that exit at the same moment, so the reaper is busy
+    // in the same waitpid loop; run 1 exits 42, run 2 is killed by SIGKILL.
+    let ns = Namespace::boot(
+        "n=$(cat \"$TMPDIR/runs\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$TMPDIR/runs\"; echo \"run $n\"\n\
+         i=0; while [ $i -lt 20 ]; do sh -c 'sleep 0.2 &'; i=$((i+1)); done\n\
+         sleep 0.2\n\
+         if [ $n -eq 1 ]; then exit 42; fi\n\
+         if [ $n -eq 2 ]; then kill -9 $$; fi\n\
+         exec sleep 1000",
+        "",
+        "",
+    );
+    ns.wait_for("nomad exited with exit code 42");
+    ns.wait_for("nomad exited with signal 9 (SIGKILL)");
+    ns.wait_for("nomad: run 3");
+    assert_eq!(
+        std::fs::read_to_string(ns.path().join("runs"))
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    let lines = ns.lines();
+    assert!(!lines.iter().any(|l| l.contains("nomad exited")
+        && !l.contains("exit code 42")
+        && !l.contains("SIGKILL")));
+    let _: PathBuf = ns.path().to_path_buf();
+}
+
+#[test]
+fn reboot_command_inside_the_namespace_signals_pid1_which_reboots() {
+    skip_unless_possible!();
+    // `reboot` is the same binary under another name (argv[0] dispatch); it must find that
+    // PID 1 is nomad-init and send it SIGINT. reboot(2) then ends the namespace with SIGHUP.
+    let mut ns = Namespace::boot(
+        "ln -sf \"$NOMAD_INIT\" \"$TMPDIR/reboot\"\n\
+         trap 'exit 0' INT\n\
+         \"$TMPDIR/reboot\"; echo \"reboot command exited $?\"\n\
+         while :; do sleep 0.1 & wait $!; done",
+        "",
+        "",
+    );
+    let status = ns.wait_end();
+    let lines = ns.lines();
+    // The command's own output races with PID 1's log lines; only PID 1's are ordered.
+    index_of(&lines, "reboot command exited 0");
+    let order = ["received SIGINT", "Reboot requested", "rebooting"];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(
+        !lines[positions[0]].contains("from pid 0"),
+        "sent by the reboot command, not the kernel"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGHUP),
+        "unshare ended with {status}"
+    );
+}
+
+#[test]
+fn power_commands_refuse_when_pid1_is_not_nomad_init() {
+    // On the build machine PID 1 is some other init: nothing may be signalled.
+    let out = Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .arg("halt")
+        .output()
+        .unwrap();
+    if std::fs::metadata("/proc/1/exe").is_err() {
+        eprintln!("SKIP: cannot inspect /proc/1/exe (not root?)");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("halt: PID 1 is not nomad-init"), "{stderr}");
+}
+
+#[test]
+fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
+    skip_unless_possible!();
+    let ns = Namespace::boot_with(
+        "exec sleep 1000",
+        "",
+        "nomados.debug=1 nomados.bogus=1",
+        Some("[nomad]\nbinary = \"/bin/true\"\n  stop_timeout = 3\n"),
+    );
+    ns.wait_for("emergency shell ended with exit code 0");
+    // The defaults name /usr/bin/nomad, which the build machine does not have: retried.
+    ns.wait_for("nomad is not running; restarting in 1 s");
+    let lines = ns.lines();
+    let broken = &lines[index_of(&lines, "init config is broken")];
+    assert!(
+        broken.contains("etc/nomados/nomados.toml:3:3: unknown field `stop_timeout`"),
+        "{broken}"
+    );
+    let order = [
+        "unknown option nomados.bogus=1",
+        "init config is broken",
+        "using the built-in init config defaults",
+        "emergency shell on the console",
+        "cannot start",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+}
+
+#[test]
+fn packs_are_applied_when_nomad_is_healthy_and_on_sighup() {
+    skip_unless_possible!();
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIP: python3 (used as a Nomad stand-in serving /v1/agent/health) missing");
+        return;
+    }
+    // The fake Nomad is a static HTTP server: GET /v1/agent/health returns 200.
+    let ns = Namespace::boot(
+        "mkdir -p \"$TMPDIR/www/v1/agent\" && echo '{\"server\":{\"ok\":true}}' > \"$TMPDIR/www/v1/agent/health\"\n\
+         cd \"$TMPDIR/www\" && exec python3 -m http.server --bind 127.0.0.1 4646",
+        "",
+        "",
+    );
+    let init = ns.init_pid();
+    ns.wait_for("nomad API healthy at http://127.0.0.1:4646");
+    ns.wait_for("(nomad became healthy)");
+    // The applier's outcome (a summary, or its error) is logged.
+    ns.wait_for_count("packs: ", 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    ns.wait_for("(SIGHUP)");
+    ns.wait_for_count("packs: ", 4);
+    let lines = ns.lines();
+    let applying = index_of(&lines, "packs: applying");
+    assert!(
+        lines[applying].contains("root/etc/nomados/packs"),
+        "{}",
+        lines[applying]
+    );
+    let outcome = &lines[applying + 1..]
+        .iter()
+        .find(|l| l.contains("packs: "))
+        .unwrap();
+    assert!(
+        outcome.contains("apply failed") || outcome.contains("created,"),
+        "{outcome}"
+    );
+}
+
+/// A loop device over an ext4 image, detached on drop.
+struct LoopDevice {
+    device: String,
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
+    skip_unless_possible!();
+    let tools = ["mkfs.ext4", "losetup", "debugfs"];
+    if let Some(missing) = tools
+        .iter()
+        .find(|t| Command::new(t).arg("-V").output().is_err())
+    {
+        eprintln!("SKIP: {missing} not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("data.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    // A label no other image on this machine carries.
+    let label = format!("NDT{}", std::process::id() % 1_000_000);
+    let ok = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", &label])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: no loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dev = LoopDevice {
+        device: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    };
+
+    let d = dir.path().display();
+    let config = format!(
+        "[nomad]\nbinary = \"/bin/sleep\"\nconfig = \"{d}/init.json\"\nlog_file = \"{d}/nomad.log\"\n\
+         [packs]\nset = \"{d}/packs\"\ncache_dir = \"{d}/cache\"\ninterval_secs = 0\n\
+         [data]\nlabel = \"{label}\"\nmount_point = \"{d}/data\"\n"
+    );
+    let mut ns = Namespace::boot_with("exec sleep 1000", "", "", Some(&config));
+    let mounted = ns.wait_for("mounted data directory");
+    let lines = ns.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("is a tmpfs")),
+        "partition not found:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines[mounted].contains("mounted data directory in "),
+        "{}",
+        lines[mounted]
+    );
+    ns.wait_for("boot finished");
+    let init = ns.init_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    ns.wait_end();
+    // The copy was written to the ext4 filesystem itself.
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /nomados/last-good.toml"])
+        .arg(&dev.device)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), config);
+}
