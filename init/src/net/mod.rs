@@ -1,6 +1,8 @@
 //! Networking: our own DHCP client (pure state machine on dhcproto), netlink
 //! configuration, resolv.conf.
 
+pub mod dhcp;
+
 /// `nomad-init dhcp --once <iface>`: acquire a lease, apply it, print it, exit.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DhcpArgs {
