@@ -517,3 +517,59 @@ fn lease_expires_when_the_server_goes_away() {
     assert!(out.status.success());
     let _ = Path::new(&resolv);
 }
+
+#[test]
+fn arp_probe_declines_an_address_in_use() {
+    require_root_tools!();
+    let mut lab = Lab::new("d");
+    // Pin the client's MAC so dnsmasq can be told which address to offer, and
+    // make that address already used by the server host.
+    run(Command::new("ip").args([
+        "-n",
+        &lab.client_ns,
+        "link",
+        "set",
+        &lab.client_if,
+        "address",
+        "02:00:00:00:77:01",
+    ]));
+    run(Command::new("ip").args([
+        "-n",
+        &lab.server_ns,
+        "addr",
+        "add",
+        "10.77.0.60/24",
+        "dev",
+        &lab.server_if,
+    ]));
+    lab.start_dnsmasq(&["--dhcp-host=02:00:00:00:77:01,10.77.0.60"]);
+    let out = lab
+        .client(&["--once", "--arp-probe", "--timeout", "3"])
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "the only offer was in use; no lease expected"
+    );
+    let log = lab.log();
+    assert!(
+        log.contains(&format!("DHCPDECLINE({}) 10.77.0.60", lab.server_if)),
+        "no DECLINE:\n{log}"
+    );
+    assert_eq!(
+        leased_address(&lab.addresses()),
+        None,
+        "a declined address is never applied"
+    );
+}
+
+#[test]
+fn arp_probe_accepts_a_free_address() {
+    require_root_tools!();
+    let mut lab = Lab::new("p");
+    lab.start_dnsmasq(&[]);
+    let out = run(&mut lab.client(&["--once", "--arp-probe"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("address   10.77.0."));
+    assert!(leased_address(&lab.addresses()).is_some());
+    assert!(!lab.log().contains("DHCPDECLINE"));
+}

@@ -27,6 +27,7 @@ pub enum Input {
 pub struct Client {
     pub name: String,
     index: u32,
+    mac: [u8; 6],
     machine: Machine,
     sock: DhcpSocket,
     netlink: Netlink,
@@ -70,6 +71,7 @@ impl Client {
         Ok(Client {
             name: name.to_string(),
             index,
+            mac,
             machine: Machine::new(mac, opts.settings, seed(), opts.remembered),
             sock,
             netlink,
@@ -147,11 +149,26 @@ impl Client {
                         );
                     }
                 }
-                Action::Probe(_) => {
-                    // Address conflict detection is not implemented yet; the
-                    // machine's DECLINE path is unit tested. Report "free".
+                Action::Probe(addr) => {
+                    let in_use = match super::arp::probe(self.index, self.mac, addr).await {
+                        Ok(in_use) => in_use,
+                        Err(e) => {
+                            // Cannot probe (no AF_PACKET?): use the address rather than never bind.
+                            crate::warn!(
+                                "{}: ARP probe for {addr} failed: {e}; assuming it is free",
+                                self.name
+                            );
+                            false
+                        }
+                    };
+                    if in_use {
+                        crate::warn!(
+                            "{}: {addr} is already in use on the link; declining it",
+                            self.name
+                        );
+                    }
                     let now = self.now();
-                    queue.extend(self.machine.on_probe(false, now));
+                    queue.extend(self.machine.on_probe(in_use, now));
                 }
                 Action::Apply(lease) => {
                     if self.apply {

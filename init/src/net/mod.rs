@@ -7,6 +7,7 @@
 //! - [`config`]: [`NetConfig`], what operators write.
 
 pub mod apply;
+pub mod arp;
 pub mod client;
 pub mod config;
 pub mod dhcp;
