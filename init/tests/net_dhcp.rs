@@ -573,3 +573,115 @@ fn arp_probe_accepts_a_free_address() {
     assert!(leased_address(&lab.addresses()).is_some());
     assert!(!lab.log().contains("DHCPDECLINE"));
 }
+
+/// Moves the calling thread into network namespace `name`.
+fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("open netns");
+    // SAFETY: setns(2) on a valid namespace descriptor; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn runtime_runs_dhcp_and_static_interfaces_and_releases_on_shutdown() {
+    require_root_tools!();
+    let mut lab = Lab::new("u");
+    lab.start_dnsmasq(&[]);
+    let dummy = format!("t{}", &lab.client_if[1..]);
+    // A second link in the client namespace (a veth pair: no dummy module here).
+    let peer = format!("p{}", &lab.client_if[1..]);
+    run(Command::new("ip").args([
+        "-n",
+        &lab.client_ns,
+        "link",
+        "add",
+        &dummy,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+    ]));
+    run(Command::new("ip").args(["-n", &lab.client_ns, "link", "set", &peer, "up"]));
+    let resolv = lab.dir.path().join("resolv.conf");
+    let cfg: nomad_init::net::NetConfig = toml::from_str(&format!(
+        r#"
+        resolv_conf = "{}"
+        [[interfaces]]
+        name = "{}"
+        [[interfaces]]
+        name = "{dummy}"
+        static = {{ address = "192.168.50.2/24", gateway = "192.168.50.1", dns = ["192.168.50.53"] }}
+        "#,
+        resolv.display(),
+        lab.client_if
+    ))
+    .expect("config parses");
+    let ns = lab.client_ns.clone();
+    let resolv_in = resolv.clone();
+    let leases = std::thread::spawn(move || {
+        enter_netns(&ns);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let handle = nomad_init::net::run(cfg).await;
+            let mut rx = handle.leases();
+            let waited =
+                tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|m| m.len() == 2))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            let snapshot = rx.borrow().clone();
+            // resolv.conf is written by its own task; give it a moment.
+            let mut conf = String::new();
+            for _ in 0..50 {
+                conf = std::fs::read_to_string(&resolv_in).unwrap_or_default();
+                if conf.contains("10.77.0.1") && conf.contains("192.168.50.53") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            handle.shutdown().await;
+            (waited, snapshot, conf)
+        })
+    })
+    .join()
+    .expect("runtime thread");
+    let (complete, leases, conf) = leases;
+    assert!(complete, "both interfaces should be configured: {leases:?}");
+    let dhcp = &leases[&lab.client_if];
+    assert!(dhcp.address.to_string().starts_with("10.77.0."), "{dhcp:?}");
+    assert_eq!(
+        dhcp.router().map(|r| r.to_string()).as_deref(),
+        Some("10.77.0.1")
+    );
+    assert_eq!(
+        dhcp.ntp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        vec!["10.77.0.3"]
+    );
+    let fixed = &leases[&dummy];
+    assert_eq!(fixed.address.to_string(), "192.168.50.2");
+    assert_eq!(
+        fixed.router().map(|r| r.to_string()).as_deref(),
+        Some("192.168.50.1")
+    );
+
+    for ns in ["10.77.0.1", "192.168.50.53"] {
+        assert!(conf.contains(&format!("nameserver {ns}\n")), "{conf}");
+    }
+    wait_for(Duration::from_secs(5), "DHCPRELEASE", || {
+        lab.log().contains("DHCPRELEASE")
+    });
+    assert_eq!(
+        leased_address(&lab.addresses()),
+        None,
+        "DHCP address removed on shutdown"
+    );
+    let routes = lab.ip(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.contains("via 192.168.50.1"),
+        "static default route in place:\n{routes}"
+    );
+}

@@ -10,6 +10,13 @@ use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 use super::dhcp::{Lease, Route};
 use super::NetError;
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    pub carrier: Option<bool>,
+}
+
 /// A netlink connection (its I/O task runs on the current tokio runtime).
 #[derive(Clone)]
 pub struct Netlink {
@@ -25,6 +32,13 @@ fn nl(what: String) -> impl FnOnce(rtnetlink::Error) -> NetError {
 
 /// Addresses and routes we install carry this protocol, as `ip route` shows `proto dhcp`.
 const PROTO: RouteProtocol = RouteProtocol::Dhcp;
+
+/// Route metric of an interface's routes: one per link, so that every link can
+/// have its own default route (lower index preferred) and replacing or removing
+/// one link's routes never touches another's.
+pub fn metric(index: u32) -> u32 {
+    1000 + index
+}
 
 impl Netlink {
     pub fn connect() -> Result<Netlink, NetError> {
@@ -53,18 +67,32 @@ impl Netlink {
         }
     }
 
-    pub async fn mtu(&self, index: u32) -> Result<Option<u32>, NetError> {
+    /// MAC address, MTU and carrier of a link, read over netlink (sysfs shows
+    /// the mounting namespace's links, netlink the caller's).
+    pub async fn link(&self, index: u32) -> Result<LinkFacts, NetError> {
         let mut links = self.handle.link().get().match_index(index).execute();
         let msg = links
             .try_next()
             .await
-            .map_err(nl(format!("read link {index}")))?;
-        Ok(msg.and_then(|m| {
-            m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Mtu(m) => Some(*m),
-                _ => None,
-            })
-        }))
+            .map_err(nl(format!("read link {index}")))?
+            .ok_or_else(|| NetError::Netlink {
+                what: format!("read link {index}"),
+                message: "no such link".into(),
+            })?;
+        let mut facts = LinkFacts::default();
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::Mtu(m) => facts.mtu = Some(*m),
+                LinkAttribute::Carrier(c) => facts.carrier = Some(*c != 0),
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(a);
+                    facts.mac = Some(mac);
+                }
+                _ => {}
+            }
+        }
+        Ok(facts)
     }
 
     pub async fn link_up(&self, index: u32) -> Result<(), NetError> {
@@ -128,6 +156,7 @@ impl Netlink {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(route.destination, route.prefix_len)
             .output_interface(index)
+            .priority(metric(index))
             .protocol(PROTO);
         if let Some(src) = src {
             b = b.pref_source(src);

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::apply::Netlink;
 use super::dhcp::{Action, Lease, Machine, Settings};
 use super::socket::DhcpSocket;
-use super::{iface, NetError};
+use super::NetError;
 
 /// What changed on the interface after handling one input.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,19 +55,22 @@ impl Client {
             .index(name)
             .await?
             .ok_or_else(|| NetError::NoInterface(name.to_string()))?;
-        let mac = iface::mac(name).map_err(|e| NetError::Interface {
-            interface: name.to_string(),
-            message: e.to_string(),
-        })?;
         netlink.link_up(index).await?;
+        let facts = netlink.link(index).await?;
+        let mac = facts.mac.ok_or_else(|| NetError::Interface {
+            interface: name.to_string(),
+            message: "has no Ethernet address (DHCP needs an Ethernet link)".into(),
+        })?;
         // A freshly raised link needs a moment for carrier; DISCOVERs sent
         // before it are lost and cost a 4 s retransmission.
         let until = Instant::now() + Duration::from_secs(5);
-        while !iface::has_carrier(name) && Instant::now() < until {
+        let mut carrier = facts.carrier;
+        while carrier == Some(false) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            carrier = netlink.link(index).await?.carrier;
         }
         let sock = DhcpSocket::bind(name)?;
-        let original_mtu = netlink.mtu(index).await.ok().flatten();
+        let original_mtu = facts.mtu;
         Ok(Client {
             name: name.to_string(),
             index,

@@ -185,7 +185,11 @@ async fn dhcp_interface(
                     });
                 }
                 Change::Lost(l) => {
-                    crate::warn!("{name}: lost lease {}/{}", l.address, l.prefix_len);
+                    crate::info!(
+                        "{name}: removed {}/{} (lease ended)",
+                        l.address,
+                        l.prefix_len
+                    );
                     tx.send_modify(|m| {
                         m.remove(&name);
                     });
