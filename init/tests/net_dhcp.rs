@@ -608,6 +608,7 @@ fn runtime_runs_dhcp_and_static_interfaces_and_releases_on_shutdown() {
     let cfg: nomad_init::net::NetConfig = toml::from_str(&format!(
         r#"
         resolv_conf = "{}"
+        lease_dir = "{}"
         [[interfaces]]
         name = "{}"
         [[interfaces]]
@@ -615,6 +616,7 @@ fn runtime_runs_dhcp_and_static_interfaces_and_releases_on_shutdown() {
         static = {{ address = "192.168.50.2/24", gateway = "192.168.50.1", dns = ["192.168.50.53"] }}
         "#,
         resolv.display(),
+        lab.dir.path().display(),
         lab.client_if
     ))
     .expect("config parses");
@@ -660,6 +662,11 @@ fn runtime_runs_dhcp_and_static_interfaces_and_releases_on_shutdown() {
     assert_eq!(
         dhcp.ntp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         vec!["10.77.0.3"]
+    );
+    let remembered = lab.dir.path().join(format!("{}.lease", lab.client_if));
+    assert_eq!(
+        std::fs::read_to_string(remembered).expect("lease file"),
+        format!("{}\n", dhcp.address)
     );
     let fixed = &leases[&dummy];
     assert_eq!(fixed.address.to_string(), "192.168.50.2");

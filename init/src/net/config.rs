@@ -24,6 +24,10 @@ pub struct NetConfig {
     /// Where DNS settings are written (atomically); default `/etc/resolv.conf`.
     #[serde(default = "default_resolv_conf")]
     pub resolv_conf: PathBuf,
+    /// Directory remembering each interface's last address, asked for first
+    /// at the next start (INIT-REBOOT). Absent: always start with DISCOVER.
+    #[serde(default)]
+    pub lease_dir: Option<PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -31,6 +35,7 @@ impl Default for NetConfig {
         NetConfig {
             interfaces: None,
             resolv_conf: default_resolv_conf(),
+            lease_dir: None,
         }
     }
 }
@@ -177,7 +182,7 @@ mod tests {
         let err = toml::from_str::<NetConfig>("[[interfaces]]\nname = \"eth0\"\nstatik = {}\n")
             .expect_err("unknown");
         assert!(err.to_string().contains("statik"), "{err}");
-        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("line 3, column 1"), "{err}");
     }
 
     #[test]

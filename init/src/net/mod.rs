@@ -170,6 +170,7 @@ async fn dhcp_forever(args: DhcpArgs) -> i32 {
             }),
         }]),
         resolv_conf: args.resolv_conf.clone(),
+        lease_dir: None,
     };
     let opts = RunOptions {
         time_scale: args.lease_scale,

@@ -83,9 +83,12 @@ pub async fn run_with(cfg: NetConfig, opts: RunOptions) -> NetHandle {
         let tx = tx.clone();
         let stop = stop_rx.clone();
         let opts = opts.clone();
+        let lease_dir = cfg.lease_dir.clone();
         tasks.push(tokio::spawn(async move {
             match ifc.method {
-                Method::Dhcp(d) => dhcp_interface(ifc.name, d.arp_probe, opts, tx, stop).await,
+                Method::Dhcp(d) => {
+                    dhcp_interface(ifc.name, d.arp_probe, opts, lease_dir, tx, stop).await
+                }
                 Method::Static(s) => static_interface(ifc.name, s, tx).await,
             }
         }));
@@ -135,16 +138,22 @@ async fn dhcp_interface(
     name: String,
     probe: bool,
     opts: RunOptions,
+    lease_dir: Option<PathBuf>,
     tx: watch::Sender<Leases>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let lease_file = lease_dir.map(|d| d.join(format!("{name}.lease")));
+    let remembered = opts.remembered.get(&name).copied().or_else(|| {
+        let text = std::fs::read_to_string(lease_file.as_ref()?).ok()?;
+        text.trim().parse().ok()
+    });
     let client_opts = || ClientOptions {
         settings: Settings {
             time_scale: opts.time_scale.max(1),
             probe,
             ..Settings::default()
         },
-        remembered: opts.remembered.get(&name).copied(),
+        remembered,
         apply: !opts.no_apply,
     };
     // Open the client, retrying while the link or netlink is not there yet.
@@ -180,6 +189,11 @@ async fn dhcp_interface(
                         l.server,
                         l.lease_secs
                     );
+                    if let Some(f) = &lease_file {
+                        if let Err(e) = resolv::write_atomic(f, &format!("{}\n", l.address)) {
+                            crate::warn!("{name}: remembering the lease in {}: {e}", f.display());
+                        }
+                    }
                     tx.send_modify(|m| {
                         m.insert(name.clone(), l);
                     });

@@ -298,11 +298,13 @@ impl Machine {
                     Err(_) => Vec::new(),
                 }
             }
+            (State::Rebooting(_), MessageType::Nak) => {
+                // The remembered address is stale (moved network, expired):
+                // the common case at boot, so rediscover at once.
+                self.enter_selecting(now)
+            }
             (
-                State::Requesting { .. }
-                | State::Rebooting(_)
-                | State::Renewing(_)
-                | State::Rebinding(_),
+                State::Requesting { .. } | State::Renewing(_) | State::Rebinding(_),
                 MessageType::Nak,
             ) => {
                 let mut out = Vec::new();

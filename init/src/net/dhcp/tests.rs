@@ -397,7 +397,7 @@ fn init_reboot_requests_the_remembered_address_and_binds_on_ack() {
 }
 
 #[test]
-fn init_reboot_nak_falls_back_to_discovery() {
+fn init_reboot_nak_rediscovers_at_once() {
     let mut m = Machine::new(
         MAC,
         Settings::default(),
@@ -405,15 +405,12 @@ fn init_reboot_nak_falls_back_to_discovery() {
         Some(Ipv4Addr::new(192, 168, 9, 9)),
     );
     let (req, _) = sent(&m.start(Duration::ZERO));
-    assert!(m
-        .on_packet(
-            &reply(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED, 0),
-            s(0.1)
-        )
-        .is_empty());
-    assert_eq!(m.state(), &State::Init);
-    let (disc, _) = sent(&m.on_timeout(s(1.1)));
+    let (disc, _) = sent(&m.on_packet(
+        &reply(&req, MessageType::Nak, Ipv4Addr::UNSPECIFIED, 0),
+        s(0.1),
+    ));
     assert_eq!(kind(&disc), MessageType::Discover);
+    assert_eq!(m.state(), &State::Selecting);
 }
 
 #[test]
