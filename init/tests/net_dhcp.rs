@@ -26,7 +26,12 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_root_tools {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            // The test harness names each test's thread after the test.
+            let name = std::thread::current()
+                .name()
+                .unwrap_or(module_path!())
+                .to_string();
+            eprintln!("SKIP {name}: {why}");
             return;
         }
     };
@@ -250,7 +255,17 @@ fn leased_address(addr_output: &str) -> Option<String> {
 fn once_acquires_and_applies_address_routes_mtu_and_dns() {
     require_root_tools!();
     let mut lab = Lab::new("a");
-    lab.start_dnsmasq(&[]);
+    // A fixed MAC so that dnsmasq hands this client a hostname (option 12).
+    run(Command::new("ip").args([
+        "-n",
+        &lab.client_ns,
+        "link",
+        "set",
+        &lab.client_if,
+        "address",
+        "02:00:00:00:77:02",
+    ]));
+    lab.start_dnsmasq(&["--dhcp-host=02:00:00:00:77:02,node7"]);
     let resolv = lab.dir.path().join("resolv.conf");
     let out = run(&mut lab.client(&["--once", "--resolv-conf", resolv.to_str().expect("utf8")]));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -259,6 +274,7 @@ fn once_acquires_and_applies_address_routes_mtu_and_dns() {
         "option 121's default route wins over option 3:\n{stdout}"
     );
     assert!(stdout.contains("ntp       10.77.0.3\n"), "{stdout}");
+    assert!(stdout.contains("hostname  node7\n"), "{stdout}");
     assert!(stdout.contains("mtu       1400\n"), "{stdout}");
     assert!(stdout.contains("server    10.77.0.1\n"), "{stdout}");
     assert!(stdout.contains("lease     120s"), "{stdout}");
