@@ -139,7 +139,7 @@ if [ ! -f "$src/Makefile" ]; then
             archive="$cache/dl/$tarball_sha.tar.xz"
             if [ ! -f "$archive" ]; then
                 say "downloading $tarball_url"
-                curl -fL --retry 3 -o "$work/download" "$tarball_url" || die "download failed: $tarball_url"
+                curl -fL --retry 3 --progress-bar -o "$work/download" "$tarball_url" || die "download failed: $tarball_url"
                 got=$(sha256sum "$work/download" | cut -d' ' -f1)
                 [ "$got" = "$tarball_sha" ] || die "sha256 mismatch for $tarball_url: computed $got, expected $tarball_sha"
                 mv -f "$work/download" "$archive"

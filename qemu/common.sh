@@ -43,20 +43,22 @@ nomados_qemu_accel() {
     export QEMU_ACCEL=$accel
 }
 
-# Boot a 64 KiB "BIOS" whose reset vector writes 'K' to COM1 and exits through isa-debug-exit.
-# Success means KVM really executed guest code.
+# Boot a 64 KiB "BIOS" whose reset vector initialises the FPU, writes 'K' to COM1 and exits
+# through isa-debug-exit. Success means KVM really executed guest code. The FPU instruction
+# matters: on some nested hosts KVM runs plain code but stops with "emulation failure" at the
+# first fninit, which is what every real firmware (OVMF, SeaBIOS) and kernel execute early.
 nomados_kvm_probe() {
     local tmp out
     tmp=$(mktemp) || return 1
     python3 - "$tmp" <<'PY' || { rm -f "$tmp"; return 1; }
 import sys
 rom = bytearray(b"\xf4" * 65536)                      # hlt everywhere
-# at the reset vector: mov dx,0x3f8; mov al,'K'; out dx,al; out 0xf4,al; hlt; jmp $-1
-code = bytes([0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
+# reset vector: fwait; fninit; mov dx,0x3f8; mov al,'K'; out dx,al; out 0xf4,al; hlt; jmp $-1
+code = bytes([0x9B, 0xDB, 0xE3, 0xBA, 0xF8, 0x03, 0xB0, 0x4B, 0xEE, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD])
 rom[0xFFF0:0xFFF0 + len(code)] = code
 open(sys.argv[1], "wb").write(rom)
 PY
-    out=$(timeout 10 "$QEMU" -accel kvm -machine pc -bios "$tmp" -nodefaults -display none \
+    out=$(timeout 5 "$QEMU" -accel kvm -machine pc -bios "$tmp" -nodefaults -display none \
         -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 </dev/null 2>/dev/null)
     rm -f "$tmp"
     [ "$out" = K ]

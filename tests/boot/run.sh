@@ -9,16 +9,22 @@ dir=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../qemu/common.sh
 . "$dir/../../qemu/common.sh"
 
-# Build (or fetch from the cache) the kernel once, so per-test output stays readable.
-if [ -z "${NOMADOS_KERNEL:-}" ]; then
-    NOMADOS_KERNEL=$("$dir/../../kernel-config/build.sh") || { echo "FAIL kernel build"; exit 1; }
-    export NOMADOS_KERNEL
-fi
-nomados_qemu_accel
-echo "boot tests: kernel $NOMADOS_KERNEL, accel $NOMADOS_ACCEL (timeouts x$TIMEOUT_SCALE)"
+# Build (or fetch from the cache) the kernel once, before the first test that boots it, so
+# per-test output stays readable.
+prepare_qemu() {
+    [ -n "${prepared:-}" ] && return 0
+    prepared=1
+    if [ -z "${NOMADOS_KERNEL:-}" ]; then
+        NOMADOS_KERNEL=$("$dir/../../kernel-config/build.sh") || { echo "FAIL kernel build"; exit 1; }
+        export NOMADOS_KERNEL
+    fi
+    nomados_qemu_accel
+    echo "boot tests: kernel $NOMADOS_KERNEL, accel $NOMADOS_ACCEL (timeouts x$TIMEOUT_SCALE)"
+}
 
-# name:script:environment
+# name:script:environment (config-check needs no kernel and no QEMU)
 tests=(
+    "config-check:test-config-check.sh:"
     "direct:test-direct.sh:"
     "pxe-pxelinux:test-pxe.sh:"
     "pxe-ipxe:test-pxe.sh:PXE_BOOTFILE=boot.ipxe"
@@ -34,6 +40,7 @@ for t in "${tests[@]}"; do
         for s in "${selected[@]}"; do [ "$s" = "$name" ] && match=1; done
         [ $match = 1 ] || continue
     fi
+    [ "$name" = config-check ] || prepare_qemu
     out=$(mktemp)
     start=$SECONDS
     # shellcheck disable=SC2086 # envs is a list of NAME=value words
