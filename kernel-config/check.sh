@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Verify that every symbol requested by the config fragments has the requested value in the
+# final .config. Kconfig (and merge_config.sh) silently drop symbols whose dependencies are not
+# met; this turns that into a hard error that names the fragment, line and symbol.
+#
+# usage: check.sh <final .config> <fragment>...
+# Later fragments override earlier ones, as in merge_config.sh.
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 <final .config> <fragment>..." >&2
+    exit 2
+fi
+final=$1
+shift
+[ -r "$final" ] || { echo "check.sh: cannot read $final" >&2; exit 2; }
+
+awk '
+    # Pass 1: final .config (first file). Record every symbol value; "is not set" -> "n".
+    FNR == NR {
+        if (match($0, /^CONFIG_[A-Za-z0-9_]+=/)) {
+            sym = substr($0, 1, RLENGTH - 1); have[sym] = substr($0, RLENGTH + 1)
+        } else if (match($0, /^# CONFIG_[A-Za-z0-9_]+ is not set$/)) {
+            sym = $2; have[sym] = "n"
+        }
+        next
+    }
+    # Pass 2..: fragments. Last request for a symbol wins; remember where it was made.
+    {
+        sym = ""
+        if (match($0, /^CONFIG_[A-Za-z0-9_]+=/)) {
+            sym = substr($0, 1, RLENGTH - 1); val = substr($0, RLENGTH + 1)
+        } else if (match($0, /^# CONFIG_[A-Za-z0-9_]+ is not set$/)) {
+            sym = $2; val = "n"
+        } else if ($0 !~ /^[ \t]*(#.*)?$/) {
+            printf "%s:%d:1: cannot parse fragment line: %s\n", FILENAME, FNR, $0
+            bad++
+            next
+        }
+        if (sym != "") {
+            if (!(sym in want)) order[++n] = sym
+            want[sym] = val; where[sym] = FILENAME ":" FNR
+        }
+    }
+    END {
+        for (i = 1; i <= n; i++) {
+            sym = order[i]
+            got = (sym in have) ? have[sym] : "n"   # absent from .config == not set
+            if (got != want[sym]) {
+                printf "%s:1: %s requested %s, final .config has %s\n", where[sym], sym, want[sym], \
+                    (sym in have) ? got : "nothing (dependencies not met or symbol unknown)"
+                bad++
+            }
+        }
+        if (bad) {
+            printf "check.sh: %d requested symbol(s) did not get their value\n", bad
+            exit 1
+        }
+        printf "check.sh: all %d requested symbols have their requested value\n", n
+    }
+' "$final" "$@" >&2

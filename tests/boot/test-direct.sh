@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Kernel + busybox initramfs booted directly (-kernel/-initrd): proves the kernel config
+# (console, initramfs xz, devtmpfs, virtio-net, AF_PACKET for DHCP) and mkinitramfs.py.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+require_tools
+kernel=$(test_kernel)
+nomados_qemu_accel
+TEST_TMP=$(mktemp -d)
+trap 'stop_vm' EXIT
+make_busybox_rootfs "$TEST_TMP/rootfs" "$BOOT_OK_BODY"
+python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+start_vm "$TEST_TMP/console.log" "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
+assert_boot_ok "$TEST_TMP/console.log"
