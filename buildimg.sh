@@ -35,13 +35,10 @@ CACHE=${NOMADOS_CACHE:-$HOME/.cache/nomados}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TRIPLE=x86_64-unknown-linux-gnu
 
-T0=$(date +%s.%N)
-stage() { printf '==> [%5.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
+stage() { printf '==> [%4ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'buildimg: error: %s\n' "$*" >&2; exit 1; }
 # ldd exits 1 for static binaries, so look at its words rather than its status.
 is_static() { local o; o=$(LC_ALL=C ldd "$1" 2>&1 || true); grep -qE 'not a dynamic executable|statically linked' <<<"$o"; }
-
-command -v bc >/dev/null || stage() { printf '==> %s\n' "$*"; }
 
 # --- kernel ---------------------------------------------------------------------------------
 if [ -n "${KERNEL:-}" ]; then

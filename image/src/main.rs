@@ -287,7 +287,7 @@ fn build(a: &BuildArgs) -> Result<()> {
     };
     let mpath = a.out.join("manifest.json");
     manifest::write_json(&mpath, &m)?;
-    let _ = std::fs::remove_dir_all(&staging);
+    let _ = std::fs::remove_dir_all(&work);
 
     let prow: Vec<Vec<String>> = m
         .disk
