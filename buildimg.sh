@@ -90,7 +90,7 @@ case "${NOMAD_BIN:-}" in
             mkdir -p "$(dirname "$nomad_cached")"
             tmp=$(mktemp -d)
             trap 'rm -rf "$tmp"' EXIT
-            curl -fL --retry 3 --connect-timeout 20 -o "$tmp/nomad.zip" "$url" ||
+            curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$tmp/nomad.zip" "$url" ||
                 die "cannot download $url; set NOMAD_BIN=/path/to/nomad or NOMAD_BIN=none"
             got=$(sha256sum "$tmp/nomad.zip" | cut -d' ' -f1)
             [ "$got" = "$NOMAD_SHA256" ] ||
