@@ -245,3 +245,67 @@ fn extract(raw: &Path, dir: &Path, name: &str, off: u64, len: u64) -> PathBuf {
     std::fs::write(&out, &all[off as usize..(off + len) as usize]).unwrap();
     out
 }
+
+#[test]
+fn every_format_converts_back_to_the_same_disk() {
+    use nomados_image::formats::{self, Format, ALL};
+    if missing(&["qemu-img", "tar"]) {
+        return;
+    }
+    let l = sample_layout();
+    let g = gpt::encode(&l, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("nomados.raw");
+    let mut bytes = vec![0u8; l.size_bytes as usize];
+    bytes[..g.head.len()].copy_from_slice(&g.head);
+    bytes[g.tail_offset as usize..].copy_from_slice(&g.tail);
+    bytes[5 * MIB as usize..5 * MIB as usize + 11].copy_from_slice(b"hello world");
+    std::fs::write(&raw, &bytes).unwrap();
+
+    for f in ALL {
+        let out = formats::convert(&raw, f, dir.path()).unwrap();
+        assert_eq!(out.file_name().unwrap().to_str().unwrap(), f.file_name());
+        let qfmt = match f {
+            Format::Raw | Format::Gcp => continue,
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vpc",
+        };
+        let cmp = run(Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", qfmt])
+            .arg(&raw)
+            .arg(&out));
+        assert!(cmp.contains("identical"), "{f:?}: {cmp}");
+        let info = run(Command::new("qemu-img")
+            .args(["info", "-f", qfmt])
+            .arg(&out));
+        assert!(
+            info.contains(&format!("({} bytes)", l.size_bytes)),
+            "{f:?} size: {info}"
+        );
+        if f == Format::Vmdk {
+            assert!(info.contains("streamOptimized"), "{info}");
+        }
+    }
+    // VHD fixed = raw + 512-byte footer "conectix".
+    let vhd = std::fs::read(dir.path().join("nomados.vhd")).unwrap();
+    assert_eq!(vhd.len() as u64, l.size_bytes + 512);
+    assert_eq!(&vhd[vhd.len() - 512..vhd.len() - 504], b"conectix");
+
+    let list = run(Command::new("tar")
+        .arg("-tvzf")
+        .arg(dir.path().join("nomados.tar.gz")));
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, vec!["disk.raw"], "{list}");
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(dir.path().join("nomados.tar.gz"))
+        .arg("-C")
+        .arg(&x));
+    assert!(std::fs::read(x.join("disk.raw")).unwrap() == bytes);
+}
