@@ -147,6 +147,9 @@ fn stage(a: &RootfsArgs, staging: &Path) -> Result<Vec<rootfs::Placed>> {
             tools::require_file(f, what)?;
         }
     }
+    if let Some(j) = &a.init_json {
+        check_json(j)?;
+    }
     let ca = if a.ca_bundle.is_file() {
         Some(a.ca_bundle.clone())
     } else {
@@ -169,6 +172,20 @@ fn stage(a: &RootfsArgs, staging: &Path) -> Result<Vec<rootfs::Placed>> {
     };
     let entries = rootfs::plan(&inputs)?;
     rootfs::apply(&entries, staging)
+}
+
+/// A broken init.json would only show up as a failed boot; catch it at build time.
+fn check_json(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+        bail!(
+            "{}:{}:{}: invalid JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        );
+    }
+    Ok(())
 }
 
 fn rootfs_rows(placed: &[rootfs::Placed]) -> Vec<PartRow> {
