@@ -1,0 +1,204 @@
+//! Output formats converted from the raw disk, one per cloud/platform family.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::layout::vhd_size;
+use crate::tools;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Plain disk image (AWS import-snapshot, dd to metal).
+    Raw,
+    /// Compressed qcow2 (Proxmox, libvirt, OpenStack).
+    Qcow2,
+    /// streamOptimized VMDK (vSphere, AWS import-image).
+    Vmdk,
+    /// Fixed VHD, 1 MiB aligned (Azure).
+    Vhd,
+    /// tar.gz holding `disk.raw`, GNU oldgnu sparse (GCP).
+    Gcp,
+}
+
+pub const ALL: [Format; 5] = [
+    Format::Raw,
+    Format::Qcow2,
+    Format::Vmdk,
+    Format::Vhd,
+    Format::Gcp,
+];
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
+            Format::Gcp => "gcp",
+        }
+    }
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Format::Raw => "nomados.raw",
+            Format::Qcow2 => "nomados.qcow2",
+            Format::Vmdk => "nomados.vmdk",
+            Format::Vhd => "nomados.vhd",
+            Format::Gcp => "nomados.tar.gz",
+        }
+    }
+
+    /// The command that turns `raw` into `dst` (None for raw itself).
+    pub fn command(self, raw: &Path, dst: &Path) -> Option<(String, Vec<String>)> {
+        let s = |p: &Path| p.display().to_string();
+        let qemu = |extra: &[&str]| {
+            let mut a: Vec<String> = ["convert", "-f", "raw"].map(String::from).to_vec();
+            a.extend(extra.iter().map(|x| x.to_string()));
+            a.push(s(raw));
+            a.push(s(dst));
+            Some(("qemu-img".to_string(), a))
+        };
+        match self {
+            Format::Raw => None,
+            Format::Qcow2 => qemu(&["-c", "-O", "qcow2"]),
+            Format::Vmdk => qemu(&["-O", "vmdk", "-o", "subformat=streamOptimized"]),
+            Format::Vhd => qemu(&["-O", "vpc", "-o", "subformat=fixed,force_size=on"]),
+            Format::Gcp => {
+                let dir = raw.parent().unwrap_or(Path::new("."));
+                let name = raw
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some((
+                    "tar".to_string(),
+                    vec![
+                        "--format=oldgnu".into(),
+                        "-Sczf".into(),
+                        s(dst),
+                        "-C".into(),
+                        s(dir),
+                        // GCP requires the member to be called exactly disk.raw.
+                        format!("--transform=s|^{}$|disk.raw|", regex_escape(&name)),
+                        name,
+                    ],
+                ))
+            }
+        }
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if ".[]*^$\\|".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Parses `all` or a comma-separated list (`raw,qcow2`); raw is always produced since every
+/// other format is converted from it.
+pub fn parse_list(s: &str) -> Result<Vec<Format>, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "all" {
+        return Ok(ALL.to_vec());
+    }
+    let mut out = vec![Format::Raw];
+    for item in s.split(',').map(str::trim) {
+        let f = match item {
+            "raw" => Format::Raw,
+            "qcow2" => Format::Qcow2,
+            "vmdk" => Format::Vmdk,
+            "vhd" => Format::Vhd,
+            "gcp" | "tar.gz" => Format::Gcp,
+            other => {
+                return Err(format!(
+                    "unknown format `{other}` in FORMATS; valid: all, raw, qcow2, vmdk, vhd, gcp (tar.gz)"
+                ))
+            }
+        };
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// Converts `raw` into `format` inside `out_dir`, atomically (temp name, then rename).
+pub fn convert(raw: &Path, format: Format, out_dir: &Path) -> Result<PathBuf> {
+    let dst = out_dir.join(format.file_name());
+    let Some(tmp_name) = format.file_name().strip_prefix("nomados") else {
+        bail!("internal: odd file name");
+    };
+    let tmp = out_dir.join(format!(".tmp-nomados{tmp_name}"));
+    let Some((prog, args)) = format.command(raw, &tmp) else {
+        return Ok(raw.to_path_buf());
+    };
+    if format == Format::Vhd {
+        let len = std::fs::metadata(raw)?.len();
+        if vhd_size(len) != len {
+            bail!("raw image is {len} bytes, not a whole MiB; Azure rejects it");
+        }
+    }
+    tools::require(&prog)?;
+    let _ = std::fs::remove_file(&tmp);
+    tools::run(Command::new(&prog).args(&args))
+        .with_context(|| format!("converting to {}", format.name()))?;
+    std::fs::rename(&tmp, &dst).with_context(|| format!("rename to {}", dst.display()))?;
+    Ok(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_lists() {
+        assert_eq!(parse_list("all").unwrap(), ALL.to_vec());
+        assert_eq!(parse_list("").unwrap(), ALL.to_vec());
+        assert_eq!(
+            parse_list("qcow2").unwrap(),
+            vec![Format::Raw, Format::Qcow2]
+        );
+        assert_eq!(
+            parse_list("vhd, tar.gz,vhd").unwrap(),
+            vec![Format::Raw, Format::Vhd, Format::Gcp]
+        );
+        let e = parse_list("qcow2,iso").unwrap_err();
+        assert!(e.contains("`iso`") && e.contains("valid"), "{e}");
+    }
+
+    #[test]
+    fn conversion_commands_match_each_platform_requirement() {
+        let raw = Path::new("/o/nomados.raw");
+        let dst = Path::new("/o/x");
+        let args = |f: Format| f.command(raw, dst).unwrap().1.join(" ");
+        assert!(Format::Raw.command(raw, dst).is_none());
+        assert_eq!(
+            args(Format::Qcow2),
+            "convert -f raw -c -O qcow2 /o/nomados.raw /o/x"
+        );
+        assert!(args(Format::Vmdk).contains("-O vmdk -o subformat=streamOptimized"));
+        assert!(args(Format::Vhd).contains("-O vpc -o subformat=fixed,force_size=on"));
+        let (prog, gcp) = Format::Gcp.command(raw, dst).unwrap();
+        assert_eq!(prog, "tar");
+        assert_eq!(
+            gcp,
+            vec![
+                "--format=oldgnu",
+                "-Sczf",
+                "/o/x",
+                "-C",
+                "/o",
+                "--transform=s|^nomados\\.raw$|disk.raw|",
+                "nomados.raw"
+            ]
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! GPT and protective MBR encoding: pure functions from a [`Layout`] to bytes.
+
+use crate::layout::{Layout, Partition, GPT_ARRAY_SECTORS, GPT_ENTRIES, GPT_ENTRY_SIZE, SECTOR};
+
+/// Size of the MBR boot code area (what `gptmbr.bin` fills).
+pub const BOOT_CODE_LEN: usize = 440;
+
+/// The bytes to write at the start and at the end of the disk.
+#[derive(Debug, Clone)]
+pub struct GptImage {
+    /// LBA 0 .. 2 + array: protective MBR, primary header, primary entry array.
+    pub head: Vec<u8>,
+    /// Backup entry array followed by the backup header; ends at the last sector.
+    pub tail: Vec<u8>,
+    /// Byte offset of `tail` in the disk.
+    pub tail_offset: u64,
+}
+
+/// Encodes the whole partition table. `boot_code` (at most 440 bytes) goes at the start of
+/// the protective MBR, e.g. syslinux's `gptmbr.bin`.
+pub fn encode(layout: &Layout, boot_code: Option<&[u8]>) -> Result<GptImage, String> {
+    let total = layout.total_sectors();
+    if !layout.size_bytes.is_multiple_of(SECTOR) {
+        return Err("disk size is not a whole number of sectors".into());
+    }
+    let array = encode_entries(&layout.partitions)?;
+    let array_crc = crc32fast::hash(&array);
+
+    let last = total - 1;
+    let backup_array_lba = last - GPT_ARRAY_SECTORS;
+    let primary = encode_header(layout, 1, last, 2, array_crc);
+    let backup = encode_header(layout, last, 1, backup_array_lba, array_crc);
+
+    let mut head = protective_mbr(total, boot_code)?;
+    head.extend_from_slice(&primary);
+    head.extend_from_slice(&array);
+
+    let mut tail = array;
+    tail.extend_from_slice(&backup);
+    Ok(GptImage {
+        head,
+        tail,
+        tail_offset: backup_array_lba * SECTOR,
+    })
+}
+
+/// Sector 0: boot code, one 0xEE partition covering the disk, 0x55AA.
+pub fn protective_mbr(total_sectors: u64, boot_code: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let mut mbr = vec![0u8; SECTOR as usize];
+    if let Some(code) = boot_code {
+        if code.len() > BOOT_CODE_LEN {
+            return Err(format!(
+                "MBR boot code is {} bytes; at most {BOOT_CODE_LEN} fit",
+                code.len()
+            ));
+        }
+        mbr[..code.len()].copy_from_slice(code);
+    }
+    let e = &mut mbr[446..462];
+    e[0] = 0x00; // not active: UEFI spec requires 0 for the protective entry
+    e[1..4].copy_from_slice(&[0x00, 0x02, 0x00]); // CHS of LBA 1
+    e[4] = 0xEE;
+    e[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    e[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let size = (total_sectors - 1).min(u32::MAX as u64) as u32;
+    e[12..16].copy_from_slice(&size.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    Ok(mbr)
+}
+
+fn encode_entries(parts: &[Partition]) -> Result<Vec<u8>, String> {
+    let mut array = vec![0u8; (GPT_ENTRIES * GPT_ENTRY_SIZE) as usize];
+    for (i, p) in parts.iter().enumerate() {
+        let e = &mut array[i * GPT_ENTRY_SIZE as usize..(i + 1) * GPT_ENTRY_SIZE as usize];
+        e[0..16].copy_from_slice(&p.type_guid.to_gpt_bytes());
+        e[16..32].copy_from_slice(&p.uuid.to_gpt_bytes());
+        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
+        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
+        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
+        let name: Vec<u16> = p.name.encode_utf16().collect();
+        if name.len() > 36 {
+            return Err(format!("partition name `{}` is too long for GPT", p.name));
+        }
+        for (j, u) in name.iter().enumerate() {
+            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&u.to_le_bytes());
+        }
+    }
+    Ok(array)
+}
+
+/// One header sector. `my_lba`/`alt_lba` swap between primary and backup.
+fn encode_header(
+    layout: &Layout,
+    my_lba: u64,
+    alt_lba: u64,
+    array_lba: u64,
+    array_crc: u32,
+) -> Vec<u8> {
+    let mut h = vec![0u8; SECTOR as usize];
+    h[0..8].copy_from_slice(b"EFI PART");
+    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    h[12..16].copy_from_slice(&92u32.to_le_bytes());
+    // 16..20: header CRC, computed last over the 92 header bytes with this field zero.
+    h[24..32].copy_from_slice(&my_lba.to_le_bytes());
+    h[32..40].copy_from_slice(&alt_lba.to_le_bytes());
+    h[40..48].copy_from_slice(&layout.first_usable_lba().to_le_bytes());
+    h[48..56].copy_from_slice(&layout.last_usable_lba().to_le_bytes());
+    h[56..72].copy_from_slice(&layout.disk_guid.to_gpt_bytes());
+    h[72..80].copy_from_slice(&array_lba.to_le_bytes());
+    h[80..84].copy_from_slice(&GPT_ENTRIES.to_le_bytes());
+    h[84..88].copy_from_slice(&GPT_ENTRY_SIZE.to_le_bytes());
+    h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+    let crc = crc32fast::hash(&h[..92]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guid::Guid;
+    use crate::layout::{PartitionSpec, ATTR_LEGACY_BIOS_BOOTABLE, MIB};
+
+    fn u32_at(b: &[u8], o: usize) -> u32 {
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    }
+
+    pub(crate) fn sample() -> Layout {
+        Layout::plan(
+            Guid::derived("gpt-test", "disk"),
+            &[
+                PartitionSpec {
+                    name: "NOMADOS-ESP".into(),
+                    type_guid: Guid::ESP,
+                    uuid: Guid::derived("gpt-test", "esp"),
+                    attributes: ATTR_LEGACY_BIOS_BOOTABLE,
+                    min_bytes: 8 * MIB,
+                },
+                PartitionSpec {
+                    name: "NOMADOS-ROOT".into(),
+                    type_guid: Guid::LINUX_ROOT_X86_64,
+                    uuid: Guid::derived("gpt-test", "root"),
+                    attributes: 0,
+                    min_bytes: 3 * MIB,
+                },
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn protective_mbr_fields() {
+        let l = sample();
+        let code = vec![0xABu8; 440];
+        let g = encode(&l, Some(&code)).unwrap();
+        let mbr = &g.head[..512];
+        assert_eq!(&mbr[..440], &code[..]);
+        assert_eq!(mbr[446 + 4], 0xEE);
+        assert_eq!(mbr[446], 0);
+        assert_eq!(u32_at(mbr, 446 + 8), 1);
+        assert_eq!(u32_at(mbr, 446 + 12) as u64, l.total_sectors() - 1);
+        assert_eq!(&mbr[462..510], &[0u8; 48][..], "other MBR entries empty");
+        assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+        assert!(encode(&l, Some(&[0u8; 441])).is_err());
+    }
+
+    #[test]
+    fn headers_have_valid_crcs_and_mirror_each_other() {
+        let l = sample();
+        let g = encode(&l, None).unwrap();
+        assert_eq!(g.head.len(), 512 * 34);
+        assert_eq!(g.tail.len(), 512 * 33);
+        assert_eq!(g.tail_offset + g.tail.len() as u64, l.size_bytes);
+
+        let primary = &g.head[512..1024];
+        let backup = &g.tail[g.tail.len() - 512..];
+        for (h, my, alt, arr) in [
+            (primary, 1, l.total_sectors() - 1, 2),
+            (backup, l.total_sectors() - 1, 1, l.total_sectors() - 33),
+        ] {
+            assert_eq!(&h[..8], b"EFI PART");
+            assert_eq!(u32_at(h, 8), 0x0001_0000);
+            assert_eq!(u32_at(h, 12), 92);
+            let mut copy = h[..92].to_vec();
+            copy[16..20].fill(0);
+            assert_eq!(u32_at(h, 16), crc32fast::hash(&copy), "header CRC");
+            assert_eq!(u64_at(h, 24), my);
+            assert_eq!(u64_at(h, 32), alt);
+            assert_eq!(u64_at(h, 40), 34);
+            assert_eq!(u64_at(h, 48), l.total_sectors() - 34);
+            assert_eq!(&h[56..72], &l.disk_guid.to_gpt_bytes());
+            assert_eq!(u64_at(h, 72), arr);
+            assert_eq!(u32_at(h, 80), 128);
+            assert_eq!(u32_at(h, 84), 128);
+            let array = &g.head[1024..];
+            assert_eq!(u32_at(h, 88), crc32fast::hash(array), "array CRC");
+            assert!(h[92..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(&g.head[1024..], &g.tail[..g.tail.len() - 512]);
+    }
+
+    #[test]
+    fn entries_hold_types_uuids_ranges_attributes_and_names() {
+        let l = sample();
+        let g = encode(&l, None).unwrap();
+        let array = &g.head[1024..];
+        for (i, p) in l.partitions.iter().enumerate() {
+            let e = &array[i * 128..(i + 1) * 128];
+            assert_eq!(&e[0..16], &p.type_guid.to_gpt_bytes());
+            assert_eq!(Guid::from_gpt_bytes(e[16..32].try_into().unwrap()), p.uuid);
+            assert_eq!(u64_at(e, 32), p.first_lba);
+            assert_eq!(u64_at(e, 40), p.last_lba);
+            assert_eq!(u64_at(e, 48), p.attributes);
+            let name: Vec<u16> = e[56..128]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&u| u != 0)
+                .collect();
+            assert_eq!(String::from_utf16(&name).unwrap(), p.name);
+        }
+        assert_eq!(
+            u64_at(array, 48) & ATTR_LEGACY_BIOS_BOOTABLE,
+            ATTR_LEGACY_BIOS_BOOTABLE
+        );
+        assert!(
+            array[2 * 128..].iter().all(|&b| b == 0),
+            "unused entries zero"
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! Verifies what we write with the real tools: sgdisk/sfdisk read our GPT, e2fsck/debugfs
+//! read the root filesystem, mtools reads the ESP. Skips (with a message) when a tool is
+//! missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nomados_image::disk::{self, Bootloader, DiskOptions};
+use nomados_image::gpt;
+use nomados_image::guid::Guid;
+use nomados_image::layout::{Layout, PartitionSpec, ATTR_LEGACY_BIOS_BOOTABLE, MIB};
+use nomados_image::rootfs::{self, Init, Inputs};
+
+fn have(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn missing(tools: &[&str]) -> bool {
+    let m: Vec<&&str> = tools.iter().filter(|t| !have(t)).collect();
+    if !m.is_empty() {
+        eprintln!("SKIP: needs {m:?} (apt-get install gdisk fdisk e2fsprogs dosfstools mtools syslinux syslinux-efi)");
+        return true;
+    }
+    false
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sample_layout() -> Layout {
+    let spec = |name: &str, t: Guid, attrs: u64, mib: u64| PartitionSpec {
+        name: name.into(),
+        type_guid: t,
+        uuid: Guid::derived("it", name),
+        attributes: attrs,
+        min_bytes: mib * MIB,
+    };
+    Layout::plan(
+        Guid::derived("it", "disk"),
+        &[
+            spec("NOMADOS-ESP", Guid::ESP, ATTR_LEGACY_BIOS_BOOTABLE, 33),
+            spec("NOMADOS-ROOT", Guid::LINUX_ROOT_X86_64, 0, 7),
+            spec("NOMADOS-DATA", Guid::LINUX_DATA, 0, 2),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn sgdisk_and_sfdisk_accept_our_gpt() {
+    if missing(&["sgdisk", "sfdisk"]) {
+        return;
+    }
+    let l = sample_layout();
+    let g = gpt::encode(&l, Some(&[0x90u8; 440])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.raw");
+    let mut bytes = vec![0u8; l.size_bytes as usize];
+    bytes[..g.head.len()].copy_from_slice(&g.head);
+    bytes[g.tail_offset as usize..].copy_from_slice(&g.tail);
+    std::fs::write(&img, &bytes).unwrap();
+
+    let v = run(Command::new("sgdisk").arg("-v").arg(&img));
+    assert!(v.contains("No problems found"), "sgdisk -v: {v}");
+
+    let js: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let t = &js["partitiontable"];
+    assert_eq!(t["label"], "gpt");
+    assert_eq!(
+        t["id"].as_str().unwrap().to_lowercase(),
+        l.disk_guid.to_string()
+    );
+    assert_eq!(t["firstlba"], 34);
+    assert_eq!(t["lastlba"].as_u64().unwrap(), l.total_sectors() - 34);
+    let parts = t["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    for (p, want) in parts.iter().zip(&l.partitions) {
+        assert_eq!(p["start"].as_u64().unwrap(), want.first_lba);
+        assert_eq!(p["start"].as_u64().unwrap() % 2048, 0, "1 MiB aligned");
+        assert_eq!(p["size"].as_u64().unwrap() * 512, want.size_bytes());
+        assert_eq!(
+            p["uuid"].as_str().unwrap().to_lowercase(),
+            want.uuid.to_string()
+        );
+        assert_eq!(
+            p["type"].as_str().unwrap().to_lowercase(),
+            want.type_guid.to_string()
+        );
+        assert_eq!(p["name"], want.name.as_str());
+    }
+    assert_eq!(parts[0]["attrs"], "LegacyBIOSBootable");
+    assert!(parts[1].get("attrs").is_none());
+}
+
+#[test]
+fn built_disk_has_readable_filesystems_and_both_bootloaders() {
+    let tools = [
+        "sgdisk",
+        "sfdisk",
+        "mkfs.ext4",
+        "e2fsck",
+        "debugfs",
+        "mkfs.vfat",
+        "mcopy",
+        "mdir",
+        "syslinux",
+    ];
+    if missing(&tools) {
+        return;
+    }
+    let bl = Bootloader::default();
+    for f in [&bl.gptmbr, &bl.syslinux_efi, &bl.ldlinux_e64] {
+        if !f.is_file() {
+            eprintln!(
+                "SKIP: {} missing (apt-get install syslinux-common syslinux-efi)",
+                f.display()
+            );
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Any bytes make a "kernel" for layout purposes; nothing boots here.
+    let kernel = d.join("bzImage");
+    std::fs::write(&kernel, vec![0x5au8; 3 * 1024 * 1024]).unwrap();
+    let init = d.join("init.sh");
+    std::fs::write(&init, "#!/bin/sh\necho hi\n").unwrap();
+    let json = d.join("init.json");
+    std::fs::write(&json, "{}\n").unwrap();
+    let staging = d.join("rootfs");
+    let entries = rootfs::plan(&Inputs {
+        init: Init::NomadInit(init.clone()),
+        nomad: None,
+        nomad_libs: vec![],
+        ca_bundle: None,
+        init_json: Some(json),
+        nomados_toml: None,
+        packs: vec![],
+        toolbox: None,
+        version: "test".into(),
+    })
+    .unwrap();
+    rootfs::apply(&entries, &staging).unwrap();
+
+    let raw = d.join("nomados.raw");
+    let report = disk::build(
+        &DiskOptions {
+            staging,
+            kernel,
+            work_dir: d.join("work"),
+            out_raw: raw.clone(),
+            seed: Some("it".into()),
+            esp_min_bytes: 40 * MIB,
+            data_bytes: 16 * MIB,
+            read_only: false,
+            extra_args: vec![],
+            bootloader: bl.clone(),
+        },
+        &|_| {},
+    )
+    .unwrap();
+
+    let v = run(Command::new("sgdisk").arg("-v").arg(&raw));
+    assert!(v.contains("No problems found"), "{v}");
+    let len = std::fs::metadata(&raw).unwrap().len();
+    assert_eq!(len, report.layout.size_bytes);
+    assert_eq!(len % MIB, 0);
+    let mbr = std::fs::read(&raw).unwrap();
+    assert_eq!(
+        &mbr[..440],
+        &std::fs::read(&bl.gptmbr).unwrap()[..440],
+        "gptmbr.bin in the MBR"
+    );
+
+    let root = report.layout.partition(disk::ROOT_LABEL).unwrap();
+    assert!(report
+        .cmdline
+        .contains(&format!("root=PARTUUID={}", root.uuid)));
+
+    // Root filesystem: extract, fsck, look inside.
+    let root_img = extract(&raw, d, "root.img", root.offset_bytes(), root.size_bytes());
+    run(Command::new("e2fsck").args(["-fn"]).arg(&root_img));
+    let label = run(Command::new("e2label").arg(&root_img));
+    assert_eq!(label.trim(), disk::ROOT_LABEL);
+    let stat = run(Command::new("debugfs")
+        .args(["-R", "stat /sbin/init"])
+        .arg(&root_img));
+    assert!(stat.contains("User:     0"), "owned by root: {stat}");
+    let cat = run(Command::new("debugfs")
+        .args(["-R", "cat /etc/nomad.d/init.json"])
+        .arg(&root_img));
+    assert_eq!(cat, "{}\n");
+
+    let data = report.layout.partition(disk::DATA_LABEL).unwrap();
+    let data_img = extract(&raw, d, "data.img", data.offset_bytes(), data.size_bytes());
+    run(Command::new("e2fsck").args(["-fn"]).arg(&data_img));
+    assert_eq!(
+        run(Command::new("e2label").arg(&data_img)).trim(),
+        disk::DATA_LABEL
+    );
+
+    // ESP: mtools straight on the disk image at the partition offset.
+    let esp = report.layout.partition(disk::ESP_LABEL).unwrap();
+    let at = format!("{}@@{}", raw.display(), esp.offset_bytes());
+    let ls = |p: &str| {
+        run(Command::new("mdir")
+            .args(["-a", "-b", "-i", &at, p])
+            .env("MTOOLS_SKIP_CHECK", "1"))
+    };
+    let root_ls = ls("::/");
+    for f in ["ldlinux.sys", "ldlinux.c32", "syslinux.cfg"] {
+        assert!(root_ls.to_lowercase().contains(f), "{f} on ESP: {root_ls}");
+    }
+    let efi = ls("::/EFI/BOOT");
+    for f in ["bootx64.efi", "ldlinux.e64", "syslinux.cfg"] {
+        assert!(efi.to_lowercase().contains(f), "{f} in EFI/BOOT: {efi}");
+    }
+    let cfg = run(Command::new("mtype")
+        .args(["-i", &at, "::/EFI/BOOT/syslinux.cfg"])
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(cfg.contains(&report.cmdline), "{cfg}");
+    // FAT boot sector: hidden sectors = partition start, so syslinux finds itself on disk.
+    let bs = &mbr[esp.offset_bytes() as usize..esp.offset_bytes() as usize + 512];
+    assert_eq!(
+        u32::from_le_bytes(bs[28..32].try_into().unwrap()) as u64,
+        esp.first_lba
+    );
+    assert_eq!(&bs[510..], &[0x55, 0xAA]);
+}
+
+fn extract(raw: &Path, dir: &Path, name: &str, off: u64, len: u64) -> PathBuf {
+    let out = dir.join(name);
+    let all = std::fs::read(raw).unwrap();
+    std::fs::write(&out, &all[off as usize..(off + len) as usize]).unwrap();
+    out
+}
+
+#[test]
+fn every_format_converts_back_to_the_same_disk() {
+    use nomados_image::formats::{self, Format, ALL};
+    if missing(&["qemu-img", "tar"]) {
+        return;
+    }
+    let l = sample_layout();
+    let g = gpt::encode(&l, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("nomados.raw");
+    let mut bytes = vec![0u8; l.size_bytes as usize];
+    bytes[..g.head.len()].copy_from_slice(&g.head);
+    bytes[g.tail_offset as usize..].copy_from_slice(&g.tail);
+    bytes[5 * MIB as usize..5 * MIB as usize + 11].copy_from_slice(b"hello world");
+    std::fs::write(&raw, &bytes).unwrap();
+
+    for f in ALL {
+        let out = formats::convert(&raw, f, dir.path()).unwrap();
+        assert_eq!(out.file_name().unwrap().to_str().unwrap(), f.file_name());
+        let qfmt = match f {
+            Format::Raw | Format::Gcp => continue,
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vpc",
+        };
+        let cmp = run(Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", qfmt])
+            .arg(&raw)
+            .arg(&out));
+        assert!(cmp.contains("identical"), "{f:?}: {cmp}");
+        let info = run(Command::new("qemu-img")
+            .args(["info", "-f", qfmt])
+            .arg(&out));
+        assert!(
+            info.contains(&format!("({} bytes)", l.size_bytes)),
+            "{f:?} size: {info}"
+        );
+        if f == Format::Vmdk {
+            assert!(info.contains("streamOptimized"), "{info}");
+        }
+    }
+    // VHD fixed = raw + 512-byte footer "conectix".
+    let vhd = std::fs::read(dir.path().join("nomados.vhd")).unwrap();
+    assert_eq!(vhd.len() as u64, l.size_bytes + 512);
+    assert_eq!(&vhd[vhd.len() - 512..vhd.len() - 504], b"conectix");
+
+    let list = run(Command::new("tar")
+        .arg("-tvzf")
+        .arg(dir.path().join("nomados.tar.gz")));
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, vec!["disk.raw"], "{list}");
+    let x = dir.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(dir.path().join("nomados.tar.gz"))
+        .arg("-C")
+        .arg(&x));
+    assert!(std::fs::read(x.join("disk.raw")).unwrap() == bytes);
+}
