@@ -121,7 +121,11 @@ pub async fn apply(opts: &Options) -> anyhow::Result<Summary> {
 }
 
 /// Runs the applier in `mode`, writing the human-readable report to `out`.
-pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub async fn run(
+    opts: &Options,
+    mode: Mode,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Outcome> {
     let client = Client::new(&opts.nomad_addr, opts.token.clone())?;
     let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let prepared = prepare(&set, opts, &client).await?;
@@ -235,11 +239,10 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         datacenters: vec![agent.datacenter.clone()],
     };
 
-    let fetched = stream::iter(&set.packs)
-        .map(|decl| fetcher.fetch(decl))
-        .buffered(4)
-        .collect::<Vec<_>>()
-        .await;
+    // Futures are built up front: a `map` closure over borrowed packs would not be
+    // `Send`, and PID 1 runs the applier on a spawned task.
+    let fetches: Vec<_> = set.packs.iter().map(|decl| fetcher.fetch(decl)).collect();
+    let fetched = stream::iter(fetches).buffered(4).collect::<Vec<_>>().await;
 
     let mut failures = Vec::new();
     let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
@@ -450,7 +453,7 @@ async fn execute(
     prepared: &Prepared,
     steps: Vec<Step>,
     summary: &mut Summary,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
     let owner = prepared.owner.as_str();
@@ -561,7 +564,7 @@ async fn wait_for_allocations(
     client: &Client,
     jobs: &[DesiredJob],
     timeout: Duration,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut pending: BTreeMap<JobKey, &DesiredJob> =

@@ -86,7 +86,7 @@ pub async fn reconcile(
     variables: &[RenderedVariable],
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<ExtrasSummary> {
     let mut sum = ExtrasSummary::default();
     if agent.acl_enabled {
@@ -136,7 +136,7 @@ async fn policies_reconcile(
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
     sum: &mut ExtrasSummary,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let listed = client.get("/v1/acl/policies").await?;
     let mut ours: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -228,7 +228,7 @@ async fn variables_reconcile(
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
     sum: &mut ExtrasSummary,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let reg_path = registry_path(owner);
     let registry = client
