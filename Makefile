@@ -1,0 +1,59 @@
+# NomadOS. The two commands a fresh machine needs are `make run` and `make test`
+# (see README.md). Everything heavy is cached outside the clone (kernel: ~/.cache/nomados).
+
+SHELL := /bin/bash
+OUT ?= out
+CARGO ?= cargo
+
+.PHONY: run image kernel test lint unit boot-tests bench demo clean help
+
+help:
+	@echo "make run        build the default image and boot it in QEMU (console attached)"
+	@echo "make test       lint, unit + integration tests, QEMU boot tests"
+	@echo "make image      build every image format into $(OUT)/"
+	@echo "make kernel     build (or reuse the cached) kernel; prints its path"
+	@echo "make bench      print the benchmark figures"
+	@echo "make demo       run the pack applier against the Nomad test double (no VM)"
+
+## The main job: build the default image and boot it with SeaBIOS, console on this terminal.
+run: image
+	qemu/run-bios.sh $(OUT)/nomados.qcow2
+
+image:
+	OUT=$(OUT) ./buildimg.sh
+
+kernel:
+	kernel-config/build.sh
+
+## The test command (what CI runs): lint, every cargo test (root-only tiers skip with a
+## message when not root), then the QEMU boot tests.
+test: lint unit boot-tests
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+boot-tests:
+	tests/boot/run.sh
+	tests/image/boot-bios-uefi.sh; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ] || exit $$rc
+
+## Figures (benchmarks print, they never assert).
+bench:
+	$(CARGO) build --release -p nomad-init -p nomad-double
+	python3 init/benches/apply_bench.py target/release/nomad-init target/release/nomad-double
+	$(CARGO) bench -p nomad-init --bench pack_render
+	init/benches/pid1_figures.sh
+	init/benches/dhcp_vs_udhcpc.sh
+	image/figures.sh
+
+## Until a Nomad binary is at hand: the applier against the test double, on this machine.
+demo:
+	$(CARGO) build -p nomad-init -p nomad-double
+	init/demo.sh
+
+clean:
+	rm -rf $(OUT)
+	$(CARGO) clean
