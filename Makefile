@@ -16,7 +16,8 @@ help:
 	@echo "make demo       run the pack applier against the Nomad test double (no VM)"
 
 ## The main job: build the default image and boot it with SeaBIOS, console on this terminal.
-run: image
+run:
+	OUT=$(OUT) FORMATS=qcow2 ./buildimg.sh
 	qemu/run-bios.sh $(OUT)/nomados.qcow2
 
 image:
