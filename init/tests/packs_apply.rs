@@ -515,3 +515,70 @@ fn an_unreachable_nomad_is_a_clear_error() {
         "{t}"
     );
 }
+
+#[test]
+fn jobs_in_other_namespaces_are_reconciled_in_their_namespace() {
+    let nomad = Nomad::double(DoubleConfig {
+        namespaces: vec!["prod".into()],
+        ..DoubleConfig::default()
+    });
+    let ws = Workspace::new();
+    ws.write(
+        "packs/web/jobs/main.hcl",
+        &common::SYSTEM_JOB.replace(
+            "  type = \"system\"",
+            "  type = \"system\"\n  namespace = \"prod\"",
+        ),
+    );
+    ws.system_pack("plain");
+    ws.write(
+        "set.toml",
+        "[web]\n_origin = \"packs\"\n[web.web]\n[plain]\n_origin = \"packs\"\n[plain.web]\n",
+    );
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &[]);
+    assert!(
+        out.status.success(),
+        "the same ID in two namespaces is no clash: {}",
+        text(&out)
+    );
+    assert_eq!(
+        nomad.get("/v1/job/web?namespace=prod").unwrap()["Namespace"],
+        "prod"
+    );
+    assert_eq!(nomad.get("/v1/job/web").unwrap()["Namespace"], "default");
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &[]);
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 2 unchanged, 0 deleted, 0 failed."
+    );
+    ws.write("set.toml", "[plain]\n_origin = \"packs\"\n[plain.web]\n");
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &[]);
+    assert!(
+        text(&out).contains("- delete    prod/web (pack `web`, job `web`)"),
+        "{}",
+        text(&out)
+    );
+    assert!(nomad.get("/v1/job/web?namespace=prod").is_err());
+    assert!(nomad.get("/v1/job/web").is_ok());
+}
+
+#[test]
+fn the_rendered_source_is_submitted_where_nomad_keeps_it() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    assert!(packs("apply", &set, &nomad, &[]).status.success());
+    let sub = nomad.get("/v1/job/web-a/submission?version=0").unwrap();
+    assert_eq!(sub["Format"], "hcl2");
+    assert!(
+        sub["Source"].as_str().unwrap().contains("job \"web-a\" {"),
+        "{sub}"
+    );
+    // Agents before 1.6 keep no submissions; applying to them still works.
+    let old = Nomad::double(DoubleConfig {
+        version: "1.5.3".into(),
+        ..DoubleConfig::default()
+    });
+    let out = packs("apply", &set, &old, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -47,6 +47,8 @@ pub struct DoubleConfig {
     pub version: String,
     pub acl: bool,
     pub token: String,
+    /// Namespaces besides `default`.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for DoubleConfig {
@@ -55,6 +57,7 @@ impl Default for DoubleConfig {
             version: "1.7.7".into(),
             acl: false,
             token: "management-token".into(),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl Nomad {
                 opts.version = nomad_double::Version::parse(&cfg.version).expect("version");
                 opts.alloc_delay = Duration::from_millis(50);
                 opts.management_token = cfg.acl.then_some(cfg.token);
+                opts.namespaces.extend(cfg.namespaces);
                 let stop = async move {
                     let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 };
