@@ -55,8 +55,6 @@ pub struct Summary {
     pub unchanged: usize,
     pub deleted: usize,
     pub failed: usize,
-    /// Write requests sent to Nomad (registers, deregisters, variables, policies).
-    pub writes: usize,
 }
 
 impl std::fmt::Display for Summary {
@@ -186,7 +184,6 @@ pub async fn run(
     )
     .await?;
     summary.failed += extras.failed;
-    summary.writes += extras.written + extras.deleted;
 
     if mode == Mode::Plan {
         for step in &steps {
@@ -457,17 +454,16 @@ async fn execute(
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
     let owner = prepared.owner.as_str();
-    let results: Vec<(Step, Done, usize)> = stream::iter(steps)
+    let results: Vec<(Step, Done)> = stream::iter(steps)
         .map(|step| async move {
-            let (done, writes) = perform(client, owner, &step, use_submission).await;
-            (step, done, writes)
+            let done = perform(client, owner, &step, use_submission).await;
+            (step, done)
         })
         .buffered(8)
         .collect()
         .await;
     let mut changed = Vec::new();
-    for (step, done, writes) in results {
-        summary.writes += writes;
+    for (step, done) in results {
         match done {
             Done::Created(d) => {
                 summary.created += 1;
@@ -494,65 +490,54 @@ async fn execute(
     Ok(changed)
 }
 
-/// Performs one step; returns its outcome and how many writes it sent.
-async fn perform(client: &Client, owner: &str, step: &Step, submission: bool) -> (Done, usize) {
+/// Performs one step.
+async fn perform(client: &Client, owner: &str, step: &Step, submission: bool) -> Done {
     let sub = |d: &DesiredJob| d.submission.clone().filter(|_| submission);
     match step {
-        Step::Unchanged { .. } => (Done::Unchanged, 0),
-        Step::Keep { .. } => (Done::Kept, 0),
-        Step::Foreign { live, .. } => (
-            Done::Failed(format!(
-                "a job with this ID exists and is not managed by `{owner}` (owner: {}); refusing to overwrite it",
-                live.owner.as_deref().unwrap_or("none")
-            )),
-            0,
-        ),
+        Step::Unchanged { .. } => Done::Unchanged,
+        Step::Keep { .. } => Done::Kept,
+        Step::Foreign { live, .. } => Done::Failed(format!(
+            "a job with this ID exists and is not managed by `{owner}` (owner: {}); refusing to overwrite it",
+            live.owner.as_deref().unwrap_or("none")
+        )),
         Step::Delete(live) => match client.deregister_purge(&live.key.namespace, &live.key.id).await {
-            Ok(()) => (Done::Deleted, 1),
-            Err(e) => (Done::Failed(e.to_string()), 1),
+            Ok(()) => Done::Deleted,
+            Err(e) => Done::Failed(e.to_string()),
         },
         Step::Create(d) | Step::Update { desired: d, .. } => {
             let mut index = match step {
                 Step::Update { live, .. } => live.job_modify_index,
                 _ => 0,
             };
-            let mut writes = 0;
             // Two tries: on an index conflict, another applier wrote first; look again.
             for _ in 0..2 {
-                writes += 1;
                 match client.register(&d.job, Some(index), sub(d)).await {
-                    Ok(_) if matches!(step, Step::Create(_)) => return (Done::Created(d.clone()), writes),
-                    Ok(_) => return (Done::Updated(d.clone()), writes),
+                    Ok(_) if matches!(step, Step::Create(_)) => return Done::Created(d.clone()),
+                    Ok(_) => return Done::Updated(d.clone()),
                     Err(e) if e.is_index_conflict() => {
                         match client.read_job(&d.key.namespace, &d.key.id).await {
                             Ok(Some(job)) => {
                                 let Some(live) = LiveJob::from_api(&job) else {
-                                    return (Done::Failed(e.to_string()), writes);
+                                    return Done::Failed(e.to_string());
                                 };
                                 if live.owner.as_deref() != Some(owner) {
-                                    return (
-                                        Done::Failed(format!(
-                                            "a job with this ID exists and is not managed by `{owner}`; refusing to overwrite it"
-                                        )),
-                                        writes,
-                                    );
+                                    return Done::Failed(format!(
+                                        "a job with this ID exists and is not managed by `{owner}`; refusing to overwrite it"
+                                    ));
                                 }
                                 if live.hash.as_deref() == Some(d.hash.as_str()) && !live.stopped {
-                                    return (Done::Unchanged, writes);
+                                    return Done::Unchanged;
                                 }
                                 index = live.job_modify_index;
                             }
                             Ok(None) => index = 0,
-                            Err(read) => return (Done::Failed(read.to_string()), writes),
+                            Err(read) => return Done::Failed(read.to_string()),
                         }
                     }
-                    Err(e) => return (Done::Failed(e.to_string()), writes),
+                    Err(e) => return Done::Failed(e.to_string()),
                 }
             }
-            (
-                Done::Failed("the job kept changing under us (another applier?)".into()),
-                writes,
-            )
+            Done::Failed("the job kept changing under us (another applier?)".into())
         }
     }
 }
