@@ -138,12 +138,13 @@ pub async fn run(
     };
     match mode {
         Mode::Validate => {
+            let ok_packs = set.packs.len() - prepared.failures.len();
             writeln!(
                 out,
-                "{} jobs from {} packs are valid; {} packs failed",
-                prepared.desired.len(),
-                set.packs.len() - prepared.failures.len(),
-                prepared.failures.len()
+                "Validate: {} from {} valid, {} failed.",
+                plural(prepared.desired.len(), "job"),
+                plural(ok_packs, "pack"),
+                plural(prepared.failures.len(), "pack"),
             )?;
             return Ok(Outcome {
                 summary,
@@ -218,6 +219,14 @@ pub async fn run(
         summary,
         has_changes,
     })
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// Fetches, renders, parses and validates every pack. Packs fail independently.
