@@ -7,6 +7,7 @@
 pub mod boot;
 pub mod cli;
 pub mod diag;
+pub mod fsutil;
 pub mod log;
 pub mod net;
 pub mod nomad;

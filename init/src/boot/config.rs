@@ -224,21 +224,6 @@ pub fn load(path: &Path) -> Result<(InitConfig, String), ConfigError> {
     Ok((config, text))
 }
 
-/// Writes `text` to `path` atomically (temp file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,15 +305,5 @@ static = { address = "10.0.0.2/24" }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/nomados.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         parse(&path, &text).unwrap();
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("nomados/last-good.toml");
-        write_atomic(&p, "a = 1\n").unwrap();
-        write_atomic(&p, "b = 2\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "b = 2\n");
-        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 }

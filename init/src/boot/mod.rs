@@ -138,7 +138,7 @@ pub fn run(root: Root) -> Booted {
     let last_good = InitConfig::last_good_path(&cfg.data.mount_point);
     let persistent = matches!(data, Some(data::DataMount::Partition(_)));
     if let Some(text) = good_text.filter(|_| persistent) {
-        if let Err(e) = config::write_atomic(&last_good, &text) {
+        if let Err(e) = crate::fsutil::write_atomic(&last_good, &text) {
             crate::warn!(
                 "could not keep a copy of the good config at {}: {e}",
                 last_good.display()

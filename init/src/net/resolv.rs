@@ -1,8 +1,6 @@
 //! resolv.conf: rendered from the leases, written atomically, marked as generated.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 /// The DNS part of one interface's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,32 +53,7 @@ pub fn render(entries: &[Dns]) -> String {
     out
 }
 
-/// Writes `contents` to `path` atomically: temp file in the same directory,
-/// fsync, rename. Skips the write when the file already has these contents.
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
-        return Ok(());
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("resolv.conf");
-    let tmp = dir.join(format!(".{name}.nomad-init.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::fsutil::write_atomic;
 
 #[cfg(test)]
 mod tests {
