@@ -35,7 +35,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	NOMADOS_KERNEL=$$(kernel-config/build.sh) $(CARGO) test --workspace
 
 boot-tests:
 	tests/boot/run.sh
