@@ -72,6 +72,10 @@ pub struct PacksConfig {
     pub interval_secs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// File holding the Nomad ACL token the applier uses (read at every apply, so a
+    /// rotated token is picked up; never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for PacksConfig {
@@ -81,6 +85,7 @@ impl Default for PacksConfig {
             cache_dir: "/var/lib/nomad/nomados/packs-cache".into(),
             interval_secs: 300,
             owner: None,
+            token_file: None,
         }
     }
 }
