@@ -52,9 +52,10 @@ pub struct PacksArgs {
     /// Owner recorded in managed jobs' meta (overrides the set's `_name`).
     #[arg(long)]
     pub owner: Option<String>,
-    /// Cache for downloaded packs.
-    #[arg(long, env = "NOMADOS_PACK_CACHE", default_value = DEFAULT_CACHE)]
-    pub cache_dir: PathBuf,
+    /// Cache for downloaded packs [default: /var/cache/nomados/packs as root,
+    /// else $XDG_CACHE_HOME/nomados/packs or ~/.cache/nomados/packs].
+    #[arg(long, env = "NOMADOS_PACK_CACHE")]
+    pub cache_dir: Option<PathBuf>,
     /// apply: wait until changed jobs' allocations run; print task events on failure.
     #[arg(long)]
     pub wait: bool,
@@ -116,7 +117,19 @@ pub mod exit {
     pub const CHANGES: i32 = 2;
 }
 
-const DEFAULT_CACHE: &str = "/var/cache/nomados/packs";
+/// Where downloaded packs are cached when `--cache-dir` is not given: the system cache
+/// for root, the user's own cache otherwise (a user cannot write /var/cache).
+fn default_cache_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/cache/nomados/packs");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("nomados/packs")
+}
 
 fn run_packs(command: PacksCommand) -> i32 {
     use crate::packs::apply::{self, Mode};
@@ -131,7 +144,7 @@ fn run_packs(command: PacksCommand) -> i32 {
         nomad_addr: args.nomad_addr.clone(),
         token: args.token.clone(),
         owner: args.owner.clone(),
-        cache_dir: args.cache_dir.clone(),
+        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
         wait: args.wait,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -150,7 +163,13 @@ fn run_packs(command: PacksCommand) -> i32 {
         Ok(outcome) if args.detailed_exitcode && outcome.has_changes => exit::CHANGES,
         Ok(_) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Config errors arrive rendered with their own `error:` headers.
+            let msg = format!("{e:#}");
+            if msg.starts_with("error") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("error: {msg}");
+            }
             exit::FAILED
         }
     }
