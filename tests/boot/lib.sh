@@ -43,7 +43,7 @@ test_kernel() {
 make_busybox_rootfs() {
     local dir=$1 body=$2 bb
     bb=$(busybox_static)
-    mkdir -p "$dir"/{bin,sbin,proc,sys,dev,tmp,etc}
+    mkdir -p "$dir"/{bin,sbin,proc,sys,dev,tmp,etc,mnt}
     cp "$bb" "$dir/bin/busybox"
     cat >"$dir/init" <<INIT
 #!/bin/busybox sh
