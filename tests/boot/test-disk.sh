@@ -10,7 +10,7 @@ require_tools
 fs=${FS:-ext4}
 case "$fs" in
     ext4) command -v mkfs.ext4 >/dev/null || skip "mkfs.ext4 not installed (e2fsprogs)" ;;
-    vfat) { command -v mkfs.vfat     vfat) command -v mkfs.vfat >/dev/null && command -v mcopy >/dev/null || skip    vfat) command -v mkfs.vfat >/dev/null && command -v mcopy >/dev/null || skip command -v mcopy; } >/dev/null || skip "mkfs.vfat/mcopy not installed (dosfstools, mtools)" ;;
+    vfat) { command -v mkfs.vfat && command -v mcopy; } >/dev/null || skip "mkfs.vfat/mcopy not installed (dosfstools, mtools)" ;;
     *) fail "FS must be ext4 or vfat, got '$fs'" ;;
 esac
 kernel=$(test_kernel)
