@@ -36,6 +36,7 @@ tests=(
     "disk-nvme-ext4:test-disk.sh:DISK_IF=nvme FS=ext4"
     "disk-ahci-vfat:test-disk.sh:DISK_IF=ahci FS=vfat"
     "disk-scsi-ext4:test-disk.sh:DISK_IF=scsi FS=ext4"
+    "disk-pvscsi-ext4:test-disk.sh:DISK_IF=pvscsi FS=ext4"
 )
 selected=("$@")
 passed=0 failed=0 skipped=0
