@@ -29,6 +29,8 @@ tests=(
     "pxe-pxelinux:test-pxe.sh:"
     "pxe-ipxe:test-pxe.sh:PXE_BOOTFILE=boot.ipxe"
     "pxe-ipxe-uefi:test-pxe.sh:PXE_BOOTFILE=boot.ipxe PXE_FIRMWARE=uefi"
+    "disk-boot-bios:test-disk-boot.sh:FIRMWARE=bios"
+    "disk-boot-uefi:test-disk-boot.sh:FIRMWARE=uefi"
     "powerdown:test-powerdown.sh:"
     "nic-e1000e:test-direct.sh:NIC_MODEL=e1000e"
     "nic-vmxnet3:test-direct.sh:NIC_MODEL=vmxnet3"
