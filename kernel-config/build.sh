@@ -195,7 +195,9 @@ if [ "$status" -ne 0 ]; then
 fi
 elapsed=$(( $(date +%s) - start ))
 # CPU seconds of all children (make, cc1, ...): comparable across loaded and idle machines.
-cpu=$(times | awk 'NR == 2 { print $1 " user " $2 " sys" }')
+# `times` must run in this shell: inside $(...) it would report the subshell's children.
+times >"$work/times"
+cpu=$(awk 'NR == 2 { print $1 " user " $2 " sys" }' "$work/times")
 
 out="$work/out"
 mkdir "$out"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A disk on each storage controller NomadOS supports, holding each filesystem it mounts:
 # the guest finds the disk, mounts it and prints a token file. Proves the block drivers
-# (virtio-blk, NVMe, AHCI, virtio-scsi, VMware pvscsi, LSI SAS) and ext4/vfat (with the NLS the ESP needs).
-#   DISK_IF=virtio|nvme|ahci|scsi|pvscsi|mptsas  FS=ext4|vfat
+# (virtio-blk, NVMe, AHCI, virtio-scsi, VMware pvscsi) and ext4/vfat (with the NLS the ESP needs).
+#   DISK_IF=virtio|nvme|ahci|scsi|pvscsi  FS=ext4|vfat
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
