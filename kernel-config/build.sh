@@ -194,14 +194,19 @@ if [ "$status" -ne 0 ]; then
     die "make bzImage failed (exit $status)"
 fi
 elapsed=$(( $(date +%s) - start ))
+# CPU seconds of all children (make, cc1, ...): comparable across loaded and idle machines.
+# `times` must run in this shell: inside $(...) it would report the subshell's children.
+times >"$work/times"
+cpu=$(awk 'NR == 2 { print $1 " user " $2 " sys" }' "$work/times")
 
 out="$work/out"
 mkdir "$out"
 cp "$obj/arch/x86/boot/bzImage" "$out/bzImage"
 cp "$obj/.config" "$out/config"
 cp "$work/build.log" "$out/build.log"
-printf 'source=%s\nbuild_seconds=%s\nbuilt=%s\n' "$source_id" "$elapsed" "$(date -u +%FT%TZ)" >"$out/info"
+printf 'source=%s\nbuild_seconds=%s\nbuild_cpu=%s\njobs=%s\nbuilt=%s\n' \
+    "$source_id" "$elapsed" "$cpu" "$jobs" "$(date -u +%FT%TZ)" >"$out/info"
 rm -rf "${cache:?}/${key:?}"
 mv -T "$out" "$cache/$key"
-say "built in ${elapsed}s, $(stat -c %s "$result") bytes: $result"
+say "built in ${elapsed}s (cpu: $cpu), $(stat -c %s "$result") bytes: $result"
 echo "$result"

@@ -94,8 +94,8 @@ nomados_base_args() {
         "${CONSOLE_ARGS[@]}" "${NET_ARGS[@]}")
 }
 
-# Sets DISK_ARGS for an image file: virtio (default), nvme, ahci or scsi (virtio-scsi) via
-# DISK_IF. The format comes from the file name unless DISK_FORMAT says. SNAPSHOT=1 discards
+# Sets DISK_ARGS for an image file: virtio (default), nvme, ahci, scsi (virtio-scsi) or pvscsi
+# via DISK_IF. The format comes from the file name unless DISK_FORMAT says. SNAPSHOT=1 discards
 # guest writes.
 nomados_disk_args() {
     local disk=$1 fmt
@@ -110,7 +110,10 @@ nomados_disk_args() {
         ahci) DISK_ARGS=(-drive "$drive" -device ide-hd,drive=d0,bus=ide.0,bootindex=1) ;;
         scsi) DISK_ARGS=(-drive "$drive" -device virtio-scsi-pci,id=scsi0
             -device scsi-hd,drive=d0,bus=scsi0.0,bootindex=1) ;;
-        *) nomados_die "DISK_IF must be virtio, nvme, ahci or scsi, got '${DISK_IF}'" ;;
+        # VMware's paravirtual SCSI controller, as QEMU emulates it.
+        pvscsi) DISK_ARGS=(-drive "$drive" -device pvscsi,id=scsi0
+            -device scsi-hd,drive=d0,bus=scsi0.0,bootindex=1) ;;
+        *) nomados_die "DISK_IF must be virtio, nvme, ahci, scsi or pvscsi, got '${DISK_IF}'" ;;
     esac
 }
 

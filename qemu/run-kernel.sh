@@ -2,7 +2,8 @@
 # Boot a kernel + initramfs directly (no firmware boot loader): the fastest loop while
 # working on nomad-init or the kernel config.
 #   qemu/run-kernel.sh <bzImage> <initramfs> [extra kernel args...]
-# Environment: see qemu/common.sh. KERNEL_CMDLINE_EXTRA is appended too.
+# Environment: see qemu/common.sh. KERNEL_CMDLINE_EXTRA is appended too; DISK=path attaches
+# a disk image (DISK_IF, DISK_FORMAT, SNAPSHOT apply).
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -15,5 +16,8 @@ nomados_qemu_accel
 nomados_console_args
 nomados_net_args ""
 nomados_base_args
+DISK_ARGS=()
+[ -n "${DISK:-}" ] && nomados_disk_args "$DISK"
 cmdline="$NOMADOS_CMDLINE_BASE $* ${KERNEL_CMDLINE_EXTRA:-}"
-nomados_exec_qemu "${BASE_ARGS[@]}" -kernel "$kernel" -initrd "$initrd" -append "${cmdline% }"
+nomados_exec_qemu "${BASE_ARGS[@]}" -kernel "$kernel" -initrd "$initrd" -append "${cmdline% }" \
+    "${DISK_ARGS[@]}"

@@ -43,7 +43,7 @@ test_kernel() {
 make_busybox_rootfs() {
     local dir=$1 body=$2 bb
     bb=$(busybox_static)
-    mkdir -p "$dir"/{bin,sbin,proc,sys,dev,tmp,etc}
+    mkdir -p "$dir"/{bin,sbin,proc,sys,dev,tmp,etc,mnt}
     cp "$bb" "$dir/bin/busybox"
     cat >"$dir/init" <<INIT
 #!/bin/busybox sh
@@ -115,7 +115,7 @@ wait_for() {
             show_log "$log"
             fail "QEMU exited before '$pattern' appeared on the console"
         fi
-        sleep 0.5
+        sleep "${POLL_INTERVAL:-0.5}"
     done
     show_log "$log"
     fail "'$pattern' did not appear on the console within ${limit}s"
@@ -126,7 +126,7 @@ wait_exit() {
     local limit=$1 start=$SECONDS
     while kill -0 "$VM_PID" 2>/dev/null; do
         (( SECONDS - start < limit )) || return 1
-        sleep 0.2
+        sleep "${POLL_INTERVAL:-0.2}"
     done
     return 0
 }

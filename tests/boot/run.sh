@@ -29,7 +29,16 @@ tests=(
     "pxe-pxelinux:test-pxe.sh:"
     "pxe-ipxe:test-pxe.sh:PXE_BOOTFILE=boot.ipxe"
     "pxe-ipxe-uefi:test-pxe.sh:PXE_BOOTFILE=boot.ipxe PXE_FIRMWARE=uefi"
+    "disk-boot-bios:test-disk-boot.sh:FIRMWARE=bios"
+    "disk-boot-uefi:test-disk-boot.sh:FIRMWARE=uefi"
     "powerdown:test-powerdown.sh:"
+    "nic-e1000e:test-direct.sh:NIC_MODEL=e1000e"
+    "nic-vmxnet3:test-direct.sh:NIC_MODEL=vmxnet3"
+    "disk-virtio-ext4:test-disk.sh:DISK_IF=virtio FS=ext4"
+    "disk-nvme-ext4:test-disk.sh:DISK_IF=nvme FS=ext4"
+    "disk-ahci-vfat:test-disk.sh:DISK_IF=ahci FS=vfat"
+    "disk-scsi-ext4:test-disk.sh:DISK_IF=scsi FS=ext4"
+    "disk-pvscsi-ext4:test-disk.sh:DISK_IF=pvscsi FS=ext4"
 )
 selected=("$@")
 passed=0 failed=0 skipped=0
