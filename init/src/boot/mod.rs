@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cmdline;
 pub mod config;
 pub mod data;
+pub mod grow;
 pub mod hostname;
 pub mod mounts;
 pub mod network;
