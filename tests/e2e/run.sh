@@ -86,7 +86,7 @@ test_reboot() {
         { show_log "$work/reboot1.log"; fail "first boot did not count boot 1 on the data partition"; }
     grep -qE 'grew the data partition .* to [0-9]+ MiB|grew the data filesystem' "$work/reboot1.log" ||
         { show_log "$work/reboot1.log"; fail "the data partition was not grown to fill the disk"; }
-    note "$(grep -oE 'grew the data (partition|filesystem)[^\r]*' "$work/reboot1.log" | head -2 | paste -sd';')"
+    note "$(tr -d '\r' <"$work/reboot1.log" | grep -oE 'grew the data (partition|filesystem).*' | paste -sd';')"
     assert_powerdown "$work/reboot1.log" "$work/reboot1.qmp"
     start_vm "$work/reboot2.log" "$work/reboot2.qmp" "$REPO/qemu/run-bios.sh" "$img"
     wait_for "$work/reboot2.log" 'boot [0-9]+ of this data partition' 60
