@@ -18,6 +18,7 @@
 # cached build), QEMU_ACCEL (kvm|tcg; default probe), KEEP=1 keeps the work directory.
 # Exit: 0 all passed, 1 a test failed, 77 a prerequisite is missing (nothing ran).
 set -uo pipefail
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tests=("$@")
