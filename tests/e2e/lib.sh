@@ -27,6 +27,7 @@ e2e_kernel() {
         k=$cache/$key/bzImage
     else
         k=$(ls -t "$cache"/*/bzImage 2>/dev/null | head -1 || true)
+        [ -z "$k" ] || echo "e2e: no kernel cached for this config (key ${key:-?}); using the newest cached build" >&2
     fi
     [ -n "$k" ] || skip "no cached kernel in $cache/*/bzImage (run kernel-config/build.sh, or set KERNEL=)"
     echo "$k"

@@ -4,6 +4,7 @@
 #   bios     SeaBIOS -> syslinux on the disk -> nomad-init
 #   uefi     OVMF -> syslinux.efi on the ESP -> nomad-init
 #   pxe      iPXE ROM -> QEMU TFTP -> pxelinux -> the root filesystem as an initramfs
+#   pxe-uefi OVMF's iPXE -> boot.ipxe -> the same initramfs
 #   reboot   the data partition is grown to fill a larger disk, and keeps its contents
 #            across a power off (PID 1's boot counter goes 1 -> 2)
 #
@@ -12,7 +13,7 @@
 # nomados.owner over the forwarded port), and a clean power off within 30 s of QMP
 # system_powerdown with the shutdown sequence on the console.
 #
-#   tests/e2e/run.sh [bios|uefi|pxe|reboot ...]      (default: all)
+#   tests/e2e/run.sh [bios|uefi|pxe|pxe-uefi|reboot ...]      (default: all)
 #
 # Environment: NOMAD_BIN (default: the nomad-double test double), KERNEL (default: the
 # cached build), QEMU_ACCEL (kvm|tcg; default probe), KEEP=1 keeps the work directory.
@@ -22,9 +23,9 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(bios uefi pxe reboot)
+[ ${#tests[@]} -gt 0 ] || tests=(bios uefi pxe pxe-uefi reboot)
 for t in "${tests[@]}"; do
-    case "$t" in bios | uefi | pxe | reboot) ;; *) echo "unknown test '$t' (bios uefi pxe reboot)" >&2; exit 2 ;; esac
+    case "$t" in bios | uefi | pxe | pxe-uefi | reboot) ;; *) echo "unknown test '$t' (bios uefi pxe pxe-uefi reboot)" >&2; exit 2 ;; esac
 done
 
 # Prerequisites (exit 77 from these subshells = skip everything).
@@ -32,7 +33,7 @@ done
 kernel=$(e2e_kernel) || exit $?
 for t in "${tests[@]}"; do
     case "$t" in
-        uefi) [ -f "${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE.fd}" ] || { echo "SKIP: OVMF not installed" >&2; exit 77; } ;;
+        uefi | pxe-uefi) [ -f "${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE.fd}" ] || { echo "SKIP: OVMF not installed" >&2; exit 77; } ;;
         pxe) [ -f /usr/lib/PXELINUX/pxelinux.0 ] || { echo "SKIP: pxelinux not installed" >&2; exit 77; } ;;
     esac
 done
@@ -49,7 +50,7 @@ echo "e2e: nomad $nomad" >&2
 echo "e2e: building the disk image" >&2
 ( e2e_build_disk "$work/out" "$kernel" "$nomad" ) || exit 1
 disk=$work/out/nomados.qcow2
-if [[ " ${tests[*]} " == *" pxe "* ]]; then
+if [[ " ${tests[*]} " == *" pxe"* ]]; then
     echo "e2e: building the PXE artifacts" >&2
     ( e2e_build_pxe "$work/pxe" "$kernel" "$nomad" ) || exit 1
 fi
@@ -74,6 +75,13 @@ test_pxe() {
     grep -q 'no filesystem labelled NOMADOS-DATA found' "$work/pxe.log" ||
         fail "PXE boot should run without a data partition (tmpfs)"
     assert_powerdown "$work/pxe.log" "$work/pxe.qmp"
+}
+
+test_pxe_uefi() {
+    export PXE_FIRMWARE=uefi PXE_BOOTFILE=boot.ipxe
+    start_vm "$work/pxe-uefi.log" "$work/pxe-uefi.qmp" "$REPO/qemu/run-pxe.sh" "$work/pxe"
+    assert_appliance_up "$work/pxe-uefi.log"
+    assert_powerdown "$work/pxe-uefi.log" "$work/pxe-uefi.qmp"
 }
 
 test_reboot() {
@@ -102,7 +110,7 @@ test_reboot() {
 passed=0 failed=0
 for t in "${tests[@]}"; do
     start=$SECONDS
-    ( "test_$t" ) 2>"$work/$t.err"
+    ( "test_${t//-/_}" ) 2>"$work/$t.err"
     rc=$?
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1))
