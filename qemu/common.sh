@@ -12,6 +12,7 @@
 #   QMP_SOCK      expose a QMP unix socket at this path (see qemu/qmp.py)
 #   KERNEL_CMDLINE_EXTRA  appended to the kernel command line where the script sets one
 #   QEMU_EXTRA_ARGS       appended verbatim (word-split) to the QEMU command line
+#   NETDEV_EXTRA  appended to the -netdev user options (e.g. ",hostname=node-1": DHCP option 12)
 
 QEMU=${QEMU:-qemu-system-x86_64}
 
@@ -82,7 +83,7 @@ nomados_console_args() {
 nomados_net_args() {
     local port=${NOMAD_PORT:-4646}
     [[ "$port" =~ ^[0-9]+$ ]] || nomados_die "NOMAD_PORT must be a port number, got '$port'"
-    NET_ARGS=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:4646${1:-}"
+    NET_ARGS=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:4646${1:-}${NETDEV_EXTRA:-}"
         -device "${NIC_MODEL:-virtio-net-pci},netdev=n0")
 }
 

@@ -16,9 +16,29 @@ pub enum DataMount {
     Tmpfs,
 }
 
-/// Hook: growing the data partition to fill its disk belongs to the image work; it will
-/// run here, before the filesystem is mounted.
-fn grow_partition_hook(_device: &std::path::Path) {}
+/// First boot on a larger disk: stretch the partition to the end of the disk (before the
+/// mount), see [`crate::boot::grow`]. Failures are warnings: the data stays usable.
+fn grow_partition_hook(root: &Root, device: &std::path::Path) {
+    if root.is_test() {
+        return;
+    }
+    if let Err(e) = crate::boot::grow::grow_partition(device, &root.path("/sys/class/block")) {
+        crate::warn!("not growing the data partition {}: {e:#}", device.display());
+    }
+}
+
+/// ... then the mounted filesystem to fill the partition (online).
+fn grow_filesystem_hook(root: &Root, device: &std::path::Path, mount_point: &std::path::Path) {
+    if root.is_test() {
+        return;
+    }
+    if let Err(e) = crate::boot::grow::grow_filesystem(device, mount_point) {
+        crate::warn!(
+            "not growing the data filesystem on {}: {e:#}",
+            device.display()
+        );
+    }
+}
 
 pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
     let mountinfo = std::path::Path::new("/proc/self/mountinfo");
@@ -28,7 +48,7 @@ pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
         &cfg.label,
     );
     if let Some(device) = found {
-        grow_partition_hook(&device);
+        grow_partition_hook(root, &device);
         let dev = device.to_string_lossy();
         let outcome = mount_idempotent(
             mountinfo,
@@ -46,6 +66,7 @@ pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
                 cfg.mount_point.display()
             );
         }
+        grow_filesystem_hook(root, &device, &cfg.mount_point);
         return Ok(DataMount::Partition(device));
     }
     crate::warn!(

@@ -3,12 +3,15 @@
 //! Every stage is timed and logged; a failing stage is logged with its cause and the boot
 //! goes on with what it has (see [`stage::run`]).
 
+pub mod bootcount;
 pub mod cgroup;
 pub mod cmdline;
 pub mod config;
 pub mod data;
+pub mod grow;
 pub mod hostname;
 pub mod mounts;
+pub mod network;
 pub mod stage;
 
 use std::path::PathBuf;
@@ -145,6 +148,12 @@ pub fn run(root: Root) -> Booted {
             );
         }
     }
+    if persistent {
+        match bootcount::increment(&cfg.data.mount_point) {
+            Ok(n) => crate::info!("boot {n} of this data partition"),
+            Err(e) => crate::warn!("boot counter on the data partition: {e}"),
+        }
+    }
     if failed.contains(&"config") {
         match config::load(&last_good) {
             Ok((good, _)) => {
@@ -167,8 +176,6 @@ pub fn run(root: Root) -> Booted {
         None => failed.push("hostname"),
     }
 
-    network_stage(&cfg.network);
-
     Booted {
         root,
         options,
@@ -178,13 +185,4 @@ pub fn run(root: Root) -> Booted {
         hostname,
         failed,
     }
-}
-
-/// NETWORK STAGE HOOK: the DHCP client (`crate::net`) will be started here with the
-/// `[network]` table of the init config; it may also supply the hostname when none is set.
-fn network_stage(network: &toml::Table) {
-    crate::info!(
-        "network stage not integrated yet ({} key(s) in [network] ignored)",
-        network.len()
-    );
 }

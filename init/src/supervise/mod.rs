@@ -183,6 +183,8 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
 
     let cfg = booted.config.clone();
+    // Network first (bounded wait for a lease), so Nomad starts with an address.
+    let net = crate::boot::network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
     let addr = cfg
         .nomad
         .addr
@@ -228,7 +230,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         );
     }
     shutdown::terminate_all(&booted.root.path("/proc"), Duration::from_secs(5)).await;
-    shutdown::release_network();
+    crate::boot::network::stop(net).await;
     action
 }
 

@@ -69,9 +69,6 @@ pub async fn terminate_all(proc_dir: &Path, grace: Duration) {
     crate::warn!("{} process(es) survived SIGKILL: {left:?}", left.len());
 }
 
-/// NETWORK RELEASE HOOK: the DHCP client will release its lease here.
-pub fn release_network() {}
-
 /// Mount points to take down, deepest (most recent) first: everything except `/`, or only
 /// what lies under the test root.
 pub fn unmount_order(entries: &[MountEntry], root: &Root) -> Vec<PathBuf> {

@@ -1,0 +1,491 @@
+//! First-boot growth of the data partition: cloud disks are larger than the image, so the
+//! last partition (NOMADOS-DATA) is stretched to the end of the disk, the kernel is told,
+//! and the mounted ext4 is resized online.
+//!
+//! The GPT arithmetic ([`plan`], [`rewrite`]) and the ext4 superblock reading are pure and
+//! unit-tested; [`grow_partition`] and [`grow_filesystem`] do the I/O (read/write the disk,
+//! `BLKPG_RESIZE_PARTITION`, `EXT4_IOC_RESIZE_FS`). Both are idempotent: a second boot finds
+//! nothing to do, and a crash between the steps is finished by the next boot.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// Partitions end on a 1 MiB boundary, like the image builder lays them out.
+const ALIGN_BYTES: u64 = 1 << 20;
+
+/// What the GPT holds that growth needs, from the primary header and its entry array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpt {
+    pub sector: u64,
+    /// The primary header sector (LBA 1), as read.
+    pub header: Vec<u8>,
+    /// The whole entry array, as read.
+    pub entries: Vec<u8>,
+    pub entry_size: u64,
+    pub entry_count: u64,
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
+}
+
+/// Validates the primary header (signature, header CRC) and returns where its entry
+/// array is: (first LBA, entry count, entry size).
+pub fn header_array(header: &[u8]) -> anyhow::Result<(u64, u64, u64)> {
+    if header.len() < 92 || &header[0..8] != b"EFI PART" {
+        bail!("no GPT: LBA 1 lacks the \"EFI PART\" signature");
+    }
+    let size = u32_at(header, 12) as usize;
+    if !(92..=header.len()).contains(&size) {
+        bail!("GPT header size {size} is invalid");
+    }
+    let mut h = header[..size].to_vec();
+    h[16..20].fill(0);
+    if crc32fast::hash(&h) != u32_at(header, 16) {
+        bail!("GPT header CRC mismatch");
+    }
+    let (count, esize) = (u32_at(header, 80) as u64, u32_at(header, 84) as u64);
+    if esize < 128 || count == 0 || count * esize > 1 << 20 {
+        bail!("GPT entry array of {count} x {esize} bytes is invalid");
+    }
+    Ok((u64_at(header, 72), count, esize))
+}
+
+impl Gpt {
+    pub fn parse(sector: u64, header: Vec<u8>, entries: Vec<u8>) -> anyhow::Result<Gpt> {
+        let (_, count, esize) = header_array(&header)?;
+        if entries.len() as u64 != count * esize {
+            bail!(
+                "GPT entry array is {} bytes, header says {}",
+                entries.len(),
+                count * esize
+            );
+        }
+        if crc32fast::hash(&entries) != u32_at(&header, 88) {
+            bail!("GPT entry array CRC mismatch");
+        }
+        Ok(Gpt {
+            sector,
+            header,
+            entries,
+            entry_size: esize,
+            entry_count: count,
+        })
+    }
+
+    fn entry(&self, i: u64) -> &[u8] {
+        let o = (i * self.entry_size) as usize;
+        &self.entries[o..o + self.entry_size as usize]
+    }
+
+    /// (first LBA, last LBA) of entry `i`, `None` when unused.
+    pub fn range(&self, i: u64) -> Option<(u64, u64)> {
+        let e = self.entry(i);
+        if e[0..16].iter().all(|b| *b == 0) {
+            return None;
+        }
+        Some((u64_at(e, 32), u64_at(e, 40)))
+    }
+
+    fn array_sectors(&self) -> u64 {
+        (self.entry_count * self.entry_size).div_ceil(self.sector)
+    }
+}
+
+/// The change to make: entry `index` ends at `new_last` on a disk of `disk_sectors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub index: u64,
+    pub first: u64,
+    pub old_last: u64,
+    pub new_last: u64,
+    pub disk_sectors: u64,
+}
+
+/// Where entry `index` can end on a disk of `disk_sectors`: before the backup array, on a
+/// 1 MiB boundary. `Ok(None)` when it already does (or would shrink); an error when it is
+/// not the last partition (growing it would overlap another).
+pub fn plan(gpt: &Gpt, index: u64, disk_sectors: u64) -> anyhow::Result<Option<Plan>> {
+    let Some((first, old_last)) = gpt.range(index) else {
+        bail!("GPT entry {} is unused", index + 1);
+    };
+    for i in 0..gpt.entry_count {
+        if let Some((f, _)) = gpt.range(i) {
+            if i != index && f > first {
+                bail!(
+                    "partition {} is not the last one (partition {} follows it)",
+                    index + 1,
+                    i + 1
+                );
+            }
+        }
+    }
+    // Backup header in the last sector, backup array just before it.
+    let last_usable = disk_sectors
+        .checked_sub(2 + gpt.array_sectors())
+        .context("disk is too small for a GPT")?;
+    let align = (ALIGN_BYTES / gpt.sector).max(1);
+    let end = (last_usable + 1) / align * align; // exclusive, aligned down
+    if end == 0 || end - 1 <= old_last {
+        return Ok(None);
+    }
+    Ok(Some(Plan {
+        index,
+        first,
+        old_last,
+        new_last: end - 1,
+        disk_sectors,
+    }))
+}
+
+/// The new table: primary header + array (written at LBA 1), and backup array + header
+/// (written at `backup_offset`, ending in the last sector), with every CRC recomputed;
+/// also the protective MBR's size field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub primary: Vec<u8>,
+    pub backup: Vec<u8>,
+    pub backup_offset: u64,
+    /// Bytes 458..462 of sector 0: sectors covered by the protective 0xEE entry.
+    pub mbr_size: [u8; 4],
+}
+
+pub fn rewrite(gpt: &Gpt, p: &Plan) -> Rewrite {
+    let mut entries = gpt.entries.clone();
+    let o = (p.index * gpt.entry_size) as usize;
+    entries[o + 40..o + 48].copy_from_slice(&p.new_last.to_le_bytes());
+    let array_crc = crc32fast::hash(&entries);
+    let last = p.disk_sectors - 1;
+    let backup_array = last - gpt.array_sectors();
+    let header = |my: u64, alt: u64, array: u64| {
+        let mut h = gpt.header.clone();
+        let size = u32_at(&h, 12) as usize;
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alt.to_le_bytes());
+        h[48..56].copy_from_slice(&(backup_array - 1).to_le_bytes());
+        h[72..80].copy_from_slice(&array.to_le_bytes());
+        h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = crc32fast::hash(&h[..size]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    };
+    let mut primary = header(1, last, 2);
+    let pad = (gpt.array_sectors() * gpt.sector) as usize;
+    let mut array = entries;
+    array.resize(pad, 0);
+    primary.extend_from_slice(&array);
+    let mut backup = array;
+    backup.extend_from_slice(&header(last, 1, backup_array));
+    Rewrite {
+        primary,
+        backup,
+        backup_offset: backup_array * gpt.sector,
+        mbr_size: ((p.disk_sectors - 1).min(u32::MAX as u64) as u32).to_le_bytes(),
+    }
+}
+
+/// ext4 size from its superblock (the 1024 bytes at offset 1024): (blocks, block size).
+pub fn ext4_size(sb: &[u8]) -> anyhow::Result<(u64, u64)> {
+    if sb.len() < 0x160 || sb[0x38..0x3a] != [0x53, 0xEF] {
+        bail!("not an ext2/3/4 superblock");
+    }
+    let log = u32_at(sb, 0x18);
+    if log > 6 {
+        bail!("ext4 block size 2^(10+{log}) is invalid");
+    }
+    let incompat_64bit = u32_at(sb, 0x60) & 0x80 != 0;
+    let hi = if incompat_64bit {
+        u32_at(sb, 0x150) as u64
+    } else {
+        0
+    };
+    Ok((u32_at(sb, 0x04) as u64 | hi << 32, 1024 << log))
+}
+
+// BLKPG: resize a partition in the kernel's view; BLKSSZGET/BLKGETSIZE64: sizes.
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+// BLKPG = _IO(0x12, 105); libc does not export it.
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+
+/// The whole disk and partition number of a partition device, from sysfs.
+fn parent_disk(device: &Path, sys_block: &Path) -> anyhow::Result<(PathBuf, u64)> {
+    // /dev/disk/by-label/X is a link to the real node, whose name sysfs knows.
+    let device = &std::fs::canonicalize(device).unwrap_or_else(|_| device.to_path_buf());
+    let name = device
+        .file_name()
+        .context("device has no name")?
+        .to_string_lossy()
+        .to_string();
+    let part = sys_block.join(&name);
+    let pno: u64 = std::fs::read_to_string(part.join("partition"))
+        .with_context(|| format!("{name} is not a partition"))?
+        .trim()
+        .parse()
+        .context("partition number")?;
+    let real = std::fs::canonicalize(&part).context("resolving the sysfs entry")?;
+    let disk = real
+        .parent()
+        .and_then(|p| p.file_name())
+        .context("no parent disk in sysfs")?;
+    Ok((device.with_file_name(disk), pno))
+}
+
+/// Grows the partition `device` to the end of its disk when it is the last partition and
+/// there is room. Returns `Some(new size in bytes)` when it grew.
+pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<u64>> {
+    let (disk_path, pno) = parent_disk(device, sys_block)?;
+    let mut disk = File::options()
+        .read(true)
+        .write(true)
+        .open(&disk_path)
+        .with_context(|| format!("open {}", disk_path.display()))?;
+    let mut ss: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int into `ss`, which lives for the call.
+    unsafe { blksszget(disk.as_raw_fd(), &mut ss) }.context("BLKSSZGET")?;
+    let sector = u64::try_from(ss).ok().filter(|s| *s >= 512).unwrap_or(512);
+    let mut bytes = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `bytes`, which lives for the call.
+    unsafe { blkgetsize64(disk.as_raw_fd(), &mut bytes) }.context("BLKGETSIZE64")?;
+    let disk_sectors = bytes / sector;
+
+    let mut header = vec![0u8; sector as usize];
+    disk.seek(SeekFrom::Start(sector))?;
+    disk.read_exact(&mut header)?;
+    let (array_lba, count, esize) = header_array(&header)?;
+    let mut entries = vec![0u8; (count * esize) as usize];
+    disk.seek(SeekFrom::Start(array_lba * sector))?;
+    disk.read_exact(&mut entries)?;
+    let gpt = Gpt::parse(sector, header, entries)?;
+    let Some(p) = plan(&gpt, pno - 1, disk_sectors)? else {
+        return Ok(None);
+    };
+    let w = rewrite(&gpt, &p);
+    // Backup first: until the primary is written, the old table stays self-consistent.
+    disk.seek(SeekFrom::Start(w.backup_offset))?;
+    disk.write_all(&w.backup)?;
+    disk.sync_data()?;
+    disk.seek(SeekFrom::Start(sector))?;
+    disk.write_all(&w.primary)?;
+    disk.seek(SeekFrom::Start(458))?;
+    disk.write_all(&w.mbr_size)?;
+    disk.sync_all()?;
+
+    let length = (p.new_last + 1 - p.first) * sector;
+    let mut part = BlkpgPartition {
+        start: (p.first * sector) as libc::c_longlong,
+        length: length as libc::c_longlong,
+        pno: pno as libc::c_int,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&mut part as *mut BlkpgPartition).cast(),
+    };
+    // SAFETY: `arg` points at `part`; both outlive the call and match the kernel's
+    // struct blkpg_ioctl_arg / blkpg_partition layouts (repr(C)).
+    unsafe { blkpg(disk.as_raw_fd(), &arg) }
+        .context("BLKPG_RESIZE_PARTITION (the table on disk is grown; the next boot uses it)")?;
+    crate::info!(
+        "grew the data partition {} from {} MiB to {} MiB",
+        device.display(),
+        ((p.old_last + 1 - p.first) * sector) >> 20,
+        length >> 20
+    );
+    Ok(Some(length))
+}
+
+/// Grows the ext4 mounted at `mount_point` (from `device`) to fill its partition, online.
+pub fn grow_filesystem(device: &Path, mount_point: &Path) -> anyhow::Result<Option<u64>> {
+    let mut dev = File::open(device).with_context(|| format!("open {}", device.display()))?;
+    let mut sb = vec![0u8; 1024];
+    dev.seek(SeekFrom::Start(1024))?;
+    dev.read_exact(&mut sb)?;
+    let (blocks, bsize) = ext4_size(&sb)?;
+    let mut bytes = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `bytes`, which lives for the call.
+    unsafe { blkgetsize64(dev.as_raw_fd(), &mut bytes) }.context("BLKGETSIZE64")?;
+    let want = bytes / bsize;
+    // Less than 1 MiB of slack is not worth a resize (and alignment leaves some).
+    if want <= blocks || (want - blocks) * bsize < ALIGN_BYTES {
+        return Ok(None);
+    }
+    let dir = File::open(mount_point).with_context(|| format!("open {}", mount_point.display()))?;
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) from `want`.
+    unsafe { ext4_resize_fs(dir.as_raw_fd(), &want) }.context("EXT4_IOC_RESIZE_FS")?;
+    crate::info!(
+        "grew the data filesystem from {} MiB to {} MiB",
+        (blocks * bsize) >> 20,
+        (want * bsize) >> 20
+    );
+    Ok(Some(want * bsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 512;
+
+    /// A GPT like the image builder's: ESP, root, data (last), 128 entries of 128 bytes,
+    /// on a disk of `disk` sectors, with the backup at the end.
+    fn table(disk: u64, parts: &[(u64, u64)]) -> Gpt {
+        let mut entries = vec![0u8; 128 * 128];
+        for (i, (f, l)) in parts.iter().enumerate() {
+            let e = &mut entries[i * 128..(i + 1) * 128];
+            e[0] = 0xAF; // any non-zero type GUID
+            e[16] = i as u8 + 1;
+            e[32..40].copy_from_slice(&f.to_le_bytes());
+            e[40..48].copy_from_slice(&l.to_le_bytes());
+        }
+        let mut h = vec![0u8; S as usize];
+        h[0..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&1u64.to_le_bytes());
+        h[32..40].copy_from_slice(&(disk - 1).to_le_bytes());
+        h[40..48].copy_from_slice(&34u64.to_le_bytes());
+        h[48..56].copy_from_slice(&(disk - 34).to_le_bytes());
+        h[56..72].copy_from_slice(&[7; 16]);
+        h[72..80].copy_from_slice(&2u64.to_le_bytes());
+        h[80..84].copy_from_slice(&128u32.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+        let crc = crc32fast::hash(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        Gpt::parse(S, h, entries).expect("test table parses")
+    }
+
+    const MIB: u64 = 2048; // sectors
+
+    /// As built: 1 MiB gap, ESP 64 MiB, root 100 MiB, data 64 MiB, 1 MiB tail.
+    fn image() -> Gpt {
+        table(
+            230 * MIB,
+            &[
+                (MIB, 65 * MIB - 1),
+                (65 * MIB, 165 * MIB - 1),
+                (165 * MIB, 229 * MIB - 1),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_fresh_image_has_nothing_to_grow() {
+        let g = image();
+        assert_eq!(plan(&g, 2, 230 * MIB).unwrap(), None);
+    }
+
+    #[test]
+    fn the_last_partition_grows_to_the_last_whole_mib_before_the_backup() {
+        let g = image();
+        let p = plan(&g, 2, 1254 * MIB).unwrap().unwrap();
+        assert_eq!(p.first, 165 * MIB);
+        assert_eq!(p.old_last, 229 * MIB - 1);
+        // The backup GPT takes the last 33 sectors, so the last whole MiB is lost.
+        assert_eq!(p.new_last, 1253 * MIB - 1);
+        // 40 sectors more leave room for the 33-sector backup after one more whole MiB.
+        let p = plan(&g, 2, 1254 * MIB + 40).unwrap().unwrap();
+        assert_eq!(p.new_last, 1254 * MIB - 1);
+        assert!(p.new_last < 1254 * MIB + 40 - 33);
+    }
+
+    #[test]
+    fn only_the_last_partition_may_grow() {
+        let g = image();
+        let e = plan(&g, 1, 1254 * MIB).unwrap_err().to_string();
+        assert!(e.contains("partition 2 is not the last one"), "{e}");
+        assert!(plan(&g, 5, 1254 * MIB).is_err());
+    }
+
+    #[test]
+    fn rewritten_table_is_valid_at_both_ends() {
+        let g = image();
+        let disk = 1254 * MIB;
+        let p = plan(&g, 2, disk).unwrap().unwrap();
+        let w = rewrite(&g, &p);
+        // Primary: header sector + 32 sectors of entries.
+        assert_eq!(w.primary.len(), 33 * S as usize);
+        let (ph, pe) = w.primary.split_at(S as usize);
+        let primary = Gpt::parse(S, ph.to_vec(), pe.to_vec()).unwrap();
+        assert_eq!(primary.range(2), Some((165 * MIB, 1253 * MIB - 1)));
+        assert_eq!(primary.range(0), g.range(0));
+        assert_eq!(u64_at(ph, 24), 1);
+        assert_eq!(u64_at(ph, 32), disk - 1);
+        assert_eq!(u64_at(ph, 48), disk - 34);
+        assert_eq!(ph[56..72], [7; 16], "disk GUID kept");
+        // Backup: entries then header, ending in the very last sector.
+        assert_eq!(w.backup_offset + w.backup.len() as u64, disk * S);
+        let (be, bh) = w.backup.split_at(32 * S as usize);
+        let backup = Gpt::parse(S, bh.to_vec(), be.to_vec()).unwrap();
+        assert_eq!(backup.range(2), primary.range(2));
+        assert_eq!(u64_at(bh, 24), disk - 1);
+        assert_eq!(u64_at(bh, 32), 1);
+        assert_eq!(u64_at(bh, 72), disk - 33);
+        assert_eq!(w.mbr_size, ((disk - 1) as u32).to_le_bytes());
+        // Growing the result again is a no-op.
+        assert_eq!(plan(&primary, 2, disk).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_tables_are_refused() {
+        let g = image();
+        let mut h = g.header.clone();
+        h[40] ^= 1;
+        assert!(Gpt::parse(S, h, g.entries.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("header CRC"));
+        let mut e = g.entries.clone();
+        e[300] ^= 1;
+        assert!(Gpt::parse(S, g.header.clone(), e)
+            .unwrap_err()
+            .to_string()
+            .contains("array CRC"));
+        assert!(header_array(&[0u8; 512]).is_err());
+    }
+
+    #[test]
+    fn ext4_superblock_size() {
+        let mut sb = vec![0u8; 1024];
+        sb[0x38] = 0x53;
+        sb[0x39] = 0xEF;
+        sb[0x04..0x08].copy_from_slice(&16384u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb).unwrap(), (16384, 4096));
+        // 64bit feature: the high word counts.
+        sb[0x60] = 0x80;
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb).unwrap(), ((1 << 32) | 16384, 4096));
+        sb[0x38] = 0;
+        assert!(ext4_size(&sb).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+# shellcheck shell=bash
+# Helpers for the end-to-end appliance tests (tests/e2e/run.sh, boot-figures.sh): build the
+# real image (static nomad-init as PID 1, Nomad or its test double, init.json, packs/), boot
+# it under QEMU through qemu/run-*.sh, and read the serial console.
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+# shellcheck source=../../qemu/common.sh
+. "$REPO/qemu/common.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+TRIPLE=x86_64-unknown-linux-gnu
+
+skip() { echo "SKIP: $*" >&2; exit 77; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+note() { echo "  $*" >&2; }
+
+# The kernel: $KERNEL, else kernel-config's cache entry for the current config, else any
+# cached build. Never builds one (that takes an hour on 2 cores): skip instead.
+e2e_kernel() {
+    if [ -n "${KERNEL:-}" ]; then
+        [ -f "$KERNEL" ] || skip "KERNEL=$KERNEL does not exist"
+        echo "$KERNEL"
+        return
+    fi
+    local cache=${NOMADOS_CACHE:-$HOME/.cache/nomados}/kernel key k=
+    if key=$("$REPO/kernel-config/build.sh" --key 2>/dev/null) && [ -f "$cache/$key/bzImage" ]; then
+        k=$cache/$key/bzImage
+    else
+        k=$(ls -t "$cache"/*/bzImage 2>/dev/null | head -1 || true)
+        [ -z "$k" ] || echo "e2e: no kernel cached for this config (key ${key:-?}); using the newest cached build" >&2
+    fi
+    [ -n "$k" ] || skip "no cached kernel in $cache/*/bzImage (run kernel-config/build.sh, or set KERNEL=)"
+    echo "$k"
+}
+
+e2e_require() {
+    local t
+    for t in "$QEMU" qemu-img python3 curl xz; do
+        command -v "$t" >/dev/null || skip "$t not installed"
+    done
+}
+
+# The Nomad the image carries: $NOMAD_BIN, else the test double (built here, debug).
+e2e_nomad_bin() {
+    if [ -n "${NOMAD_BIN:-}" ]; then
+        [ -f "$NOMAD_BIN" ] || fail "NOMAD_BIN=$NOMAD_BIN does not exist"
+        echo "$NOMAD_BIN"
+        return
+    fi
+    (cd "$REPO" && cargo build -q -p nomad-double) >&2 || fail "building nomad-double failed"
+    echo "$CARGO_TARGET_DIR/debug/nomad-double"
+}
+
+# e2e_build_disk OUT KERNEL NOMAD: the qcow2 disk image with everything the real one has.
+e2e_build_disk() {
+    local out=$1 kernel=$2 nomad=$3
+    OUT=$out KERNEL=$kernel NOMAD_BIN=$nomad FORMATS=qcow2 TOOLBOX=1 \
+        "$REPO/buildimg.sh" >"$out.build.log" 2>&1 ||
+        { tail -20 "$out.build.log" >&2; fail "buildimg.sh failed (log: $out.build.log)"; }
+}
+
+# e2e_build_pxe DIR KERNEL NOMAD: the same root filesystem as PXE artifacts (initramfs).
+# Uses the static nomad-init that e2e_build_disk built.
+e2e_build_pxe() {
+    local dir=$1 kernel=$2 nomad=$3 staging=$1.rootfs
+    local init=${INIT_BIN:-$CARGO_TARGET_DIR/$TRIPLE/release/nomad-init}
+    [ -f "$init" ] || fail "static nomad-init not found at $init (build the disk first)"
+    rm -rf "$staging"
+    "$CARGO_TARGET_DIR/release/nomados-image" rootfs --staging "$staging" --init "$init" \
+        --nomad "$nomad" --packs "$REPO/packs" --init-json "$REPO/config/init.json" \
+        --nomados-toml "$REPO/config/nomados.toml" --toolbox "$(command -v busybox)" \
+        >"$dir.build.log" 2>&1 || { tail -20 "$dir.build.log" >&2; fail "staging the PXE rootfs failed"; }
+    "$REPO/image/pxe.sh" "$staging" "$kernel" "$dir" >>"$dir.build.log" 2>&1 ||
+        { tail -20 "$dir.build.log" >&2; fail "image/pxe.sh failed"; }
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_vm LOG QMP CMD...: a qemu/run-*.sh script in the background, console into LOG,
+# QMP socket at QMP, API forwarded to 127.0.0.1:$PORT (set here). Killed on exit.
+start_vm() {
+    local log=$1 qmp=$2
+    shift 2
+    : >"$log"
+    PORT=$(free_port)
+    CONSOLE_LOG=$log QMP_SOCK=$qmp NOMAD_PORT=$PORT NETDEV_EXTRA=,hostname=e2e-node "$@" &
+    VM_PID=$!
+    trap 'stop_vm' EXIT
+}
+
+stop_vm() {
+    if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
+        kill "$VM_PID" 2>/dev/null
+        sleep 0.5
+        kill -9 "$VM_PID" 2>/dev/null || true
+    fi
+    wait "$VM_PID" 2>/dev/null || true
+}
+
+show_log() {
+    echo "---- last console lines ($1) ----" >&2
+    tail -n 30 "$1" | tr -d '\r' | sed 's/^/  | /' >&2
+    echo "----" >&2
+}
+
+# wait_for LOG REGEX SECONDS: until REGEX shows up in LOG; SECONDS is scaled by
+# TIMEOUT_SCALE (6 under TCG). Fails early when QEMU exits first.
+wait_for() {
+    local log=$1 pattern=$2 limit=$(($3 * ${TIMEOUT_SCALE:-1})) start=$SECONDS
+    while ((SECONDS - start < limit)); do
+        grep -qE -- "$pattern" "$log" && return 0
+        if ! kill -0 "$VM_PID" 2>/dev/null; then
+            grep -qE -- "$pattern" "$log" && return 0
+            show_log "$log"
+            fail "QEMU exited before '$pattern' appeared on the console"
+        fi
+        sleep 0.5
+    done
+    show_log "$log"
+    fail "'$pattern' did not appear on the console within ${limit}s"
+}
+
+# The appliance is up: OUR DHCP client's lease from QEMU's server, hostname from option
+# 12, Nomad healthy, the default pack set applied and visible over the forwarded port.
+assert_appliance_up() {
+    local log=$1
+    wait_for "$log" 'boot finished' 60
+    wait_for "$log" 'eth0: bound 10\.0\.2\.15/24 from 10\.0\.2\.2' 30
+    grep -qE 'network: first lease after' "$log" || { show_log "$log"; fail "no 'first lease' line"; }
+    grep -qE 'hostname is e2e-node \(from DHCP on eth0\)' "$log" ||
+        { show_log "$log"; fail "the lease's hostname (option 12) was not applied"; }
+    wait_for "$log" 'nomad API healthy' 60
+    wait_for "$log" 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, [0-9]+ failed' 60
+    grep -qE 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
+        { show_log "$log"; fail "the pack set did not apply cleanly"; }
+    local jobs job
+    jobs=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/jobs") ||
+        fail "GET /v1/jobs over the forwarded port 127.0.0.1:$PORT failed"
+    job=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/job/hello") ||
+        fail "GET /v1/job/hello failed (jobs: $jobs)"
+    JOBS=$jobs JOB=$job python3 - <<'PY' || fail "job hello is missing or not owned by nomados"
+import json, os, sys
+jobs = json.loads(os.environ["JOBS"])
+ids = [j.get("ID") for j in jobs]
+if "hello" not in ids:
+    sys.exit(f"/v1/jobs lists {ids}, not hello")
+meta = json.loads(os.environ["JOB"]).get("Meta") or {}
+if not meta.get("nomados.owner"):
+    sys.exit(f"job hello has no meta nomados.owner: {meta}")
+print(f"  /v1/jobs lists hello, meta nomados.owner={meta['nomados.owner']}", file=sys.stderr)
+PY
+}
+
+# ACPI power button through QMP; QEMU must exit within 30 s (not scaled: the deadline is
+# the product's) and the console must show the whole shutdown sequence.
+assert_powerdown() {
+    local log=$1 qmp=$2 start
+    "$REPO/qemu/qmp.py" --wait 5 "$qmp" system_powerdown >/dev/null || fail "QMP system_powerdown failed"
+    start=$SECONDS
+    while kill -0 "$VM_PID" 2>/dev/null; do
+        if ((SECONDS - start >= 30)); then
+            show_log "$log"
+            fail "QEMU still running 30 s after system_powerdown"
+        fi
+        sleep 0.2
+    done
+    wait "$VM_PID" 2>/dev/null || true
+    local want
+    for want in 'ACPI power button event|power button pressed' 'Poweroff requested: shutting down' \
+        'released the network in' 'shutdown: unmounted filesystems' 'powering off' 'reboot: Power down'; do
+        grep -qE -- "$want" "$log" || { show_log "$log"; fail "shutdown: '$want' missing from the console"; }
+    done
+    note "powered off $((SECONDS - start)) s after system_powerdown"
+}
