@@ -19,7 +19,7 @@ pub fn increment(mount_point: &Path) -> std::io::Result<u64> {
     let file = path(mount_point);
     let previous = std::fs::read_to_string(&file).ok();
     let n = next(previous.as_deref());
-    crate::boot::config::write_atomic(&file, &format!("{n}\n"))?;
+    crate::fsutil::write_atomic(&file, &format!("{n}\n"))?;
     Ok(n)
 }
 

@@ -138,7 +138,7 @@ async fn dhcp_once(args: DhcpArgs) -> i32 {
     };
     if !args.no_apply && !lease.dns.is_empty() {
         let text = resolv::render(&[runtime::dns_of(&name, &lease)]);
-        if let Err(e) = resolv::write_atomic(&args.resolv_conf, &text) {
+        if let Err(e) = crate::fsutil::write_atomic(&args.resolv_conf, &text) {
             eprintln!(
                 "nomad-init dhcp: writing {}: {e}",
                 args.resolv_conf.display()

@@ -53,8 +53,6 @@ pub fn render(entries: &[Dns]) -> String {
     out
 }
 
-pub use crate::fsutil::write_atomic;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,22 +81,5 @@ mod tests {
              search example.test a.test\n\
              nameserver 10.0.0.1\nnameserver 9.9.9.9\nnameserver 1.1.1.1\n"
         );
-    }
-
-    #[test]
-    fn write_is_atomic_and_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("resolv.conf");
-        std::fs::write(&path, "old").expect("write");
-        write_atomic(&path, "nameserver 10.0.0.1\n").expect("atomic write");
-        assert_eq!(
-            std::fs::read_to_string(&path).expect("read"),
-            "nameserver 10.0.0.1\n"
-        );
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("ls")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("resolv.conf")]);
     }
 }

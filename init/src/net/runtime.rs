@@ -114,7 +114,7 @@ async fn resolv_writer(path: PathBuf, mut rx: watch::Receiver<Leases>) {
             .map(|(name, l)| dns_of(name, l))
             .collect();
         if !entries.is_empty() && last.as_ref() != Some(&entries) {
-            match resolv::write_atomic(&path, &resolv::render(&entries)) {
+            match crate::fsutil::write_atomic(&path, &resolv::render(&entries)) {
                 Ok(()) => last = Some(entries),
                 Err(e) => crate::error!("writing {}: {e}", path.display()),
             }
@@ -190,7 +190,8 @@ async fn dhcp_interface(
                         l.lease_secs
                     );
                     if let Some(f) = &lease_file {
-                        if let Err(e) = resolv::write_atomic(f, &format!("{}\n", l.address)) {
+                        if let Err(e) = crate::fsutil::write_atomic(f, &format!("{}\n", l.address))
+                        {
                             crate::warn!("{name}: remembering the lease in {}: {e}", f.display());
                         }
                     }
