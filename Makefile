@@ -5,11 +5,12 @@ SHELL := /bin/bash
 OUT ?= out
 CARGO ?= cargo
 
-.PHONY: run image kernel test lint unit boot-tests bench demo clean help
+.PHONY: run image kernel test lint unit boot-tests e2e bench demo clean help
 
 help:
 	@echo "make run        build the default image and boot it in QEMU (console attached)"
-	@echo "make test       lint, unit + integration tests, QEMU boot tests"
+	@echo "make test       lint, unit + integration tests, QEMU boot tests, end-to-end appliance boots"
+	@echo "make e2e        only the end-to-end boots (BIOS, UEFI, PXE, PXE-UEFI, reboot)"
 	@echo "make image      build every image format into $(OUT)/"
 	@echo "make kernel     build (or reuse the cached) kernel; prints its path"
 	@echo "make bench      print the benchmark figures"
@@ -27,8 +28,8 @@ kernel:
 	kernel-config/build.sh
 
 ## The test command (what CI runs): lint, every cargo test (root-only tiers skip with a
-## message when not root), then the QEMU boot tests.
-test: lint unit boot-tests
+## message when not root), the QEMU boot tests, then the appliance end to end.
+test: lint unit boot-tests e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -41,6 +42,11 @@ boot-tests:
 	tests/boot/run.sh
 	tests/image/boot-bios-uefi.sh; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ] || exit $$rc
 
+## The real image (nomad-init as PID 1, the Nomad test double unless NOMAD_BIN) booted over
+## every path: our DHCP lease, Nomad healthy, packs applied, clean power-off, data kept.
+e2e:
+	tests/e2e/run.sh; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ] || exit $$rc
+
 ## Figures (benchmarks print, they never assert).
 bench:
 	$(CARGO) build --release -p nomad-init -p nomad-double
@@ -49,6 +55,7 @@ bench:
 	init/benches/pid1_figures.sh
 	init/benches/dhcp_vs_udhcpc.sh
 	image/figures.sh
+	tests/e2e/boot-figures.sh
 
 ## Until a Nomad binary is at hand: the applier against the test double, on this machine.
 demo:

@@ -7,13 +7,14 @@
 #
 # Environment:
 #   KERNEL      bzImage to use (default: the path printed by kernel-config/build.sh)
-#   NOMAD_BIN   path of a nomad binary to use, or `none` for an image without Nomad
+#   NOMAD_BIN   path of a nomad binary to use, `none` for an image without Nomad, or `double`
+#               for the Nomad API test double (to try the boot flow offline; never ship it)
 #               (default: download the pinned release below and verify its SHA-256)
 #   PACKS       pack set directory (default: packs/ if present)
 #   INIT_JSON   Nomad agent config (default: config/init.json if present)
 #   TOOLBOX     1 (default) = busybox + applet links; 0 = none.  BUSYBOX=path picks the binary
 #   OUT         output directory (default: out/)
-#   FORMATS     all (default) or a comma list of raw,qcow2,vmdk,vhd,gcp
+#   FORMATS     all (default: every disk format + pxe) or a comma list of raw,qcow2,vmdk,vhd,gcp,pxe
 #   INIT_BIN    prebuilt static nomad-init (default: built here with crt-static)
 #   TEST_INIT   script to run as PID 1 instead of nomad-init (boot tests; needs TOOLBOX=1)
 #   SEED        seed for reproducible disk GUIDs (default: random)
@@ -82,6 +83,13 @@ case "${NOMAD_BIN:-}" in
     none)
         stage "nomad: none (NOMAD_BIN=none)"
         ;;
+    double)
+        # The in-memory Nomad API test double: shows the boot flow where Nomad cannot be
+        # downloaded. It runs no jobs; never ship such an image.
+        stage "nomad: the Nomad API TEST DOUBLE (NOMAD_BIN=double), for trying the boot flow only"
+        (cd "$ROOT" && cargo build --release -q -p nomad-double) || die "building nomad-double failed"
+        nomad_args=(--nomad "$CARGO_TARGET_DIR/release/nomad-double")
+        ;;
     "")
         nomad_cached=$CACHE/nomad/$NOMAD_VERSION/nomad
         if [ ! -x "$nomad_cached" ]; then
@@ -91,7 +99,7 @@ case "${NOMAD_BIN:-}" in
             tmp=$(mktemp -d)
             trap 'rm -rf "$tmp"' EXIT
             curl -fL --progress-bar --retry 3 --connect-timeout 20 -o "$tmp/nomad.zip" "$url" ||
-                die "cannot download $url; set NOMAD_BIN=/path/to/nomad or NOMAD_BIN=none"
+                die "cannot download $url; set NOMAD_BIN=/path/to/nomad, NOMAD_BIN=none (no Nomad), or NOMAD_BIN=double (the API test double, to try the boot flow)"
             got=$(sha256sum "$tmp/nomad.zip" | cut -d' ' -f1)
             [ "$got" = "$NOMAD_SHA256" ] ||
                 die "nomad_${NOMAD_VERSION}_linux_amd64.zip: computed sha256 $got, expected $NOMAD_SHA256; refusing it"
@@ -141,7 +149,16 @@ stage "building nomados-image"
 (cd "$ROOT" && cargo build --release -q -p nomados-image) || die "building nomados-image failed"
 tool=$CARGO_TARGET_DIR/release/nomados-image
 
-build_args=(build --kernel "$kernel" --out "$OUT" --formats "$FORMATS"
+# PXE artifacts are the same root filesystem as an initramfs; the disk tool builds the rest.
+want_pxe=0
+disk_formats=$FORMATS
+if [ "$FORMATS" = all ]; then
+    want_pxe=1
+elif [[ ",$FORMATS," == *,pxe,* ]]; then
+    want_pxe=1
+    disk_formats=$(tr ',' '\n' <<<"$FORMATS" | grep -vx pxe | paste -sd, -)
+fi
+build_args=(build --kernel "$kernel" --out "$OUT" --formats "$disk_formats"
     --data-mib "${DATA_MIB:-64}")
 [ -n "${SEED:-}" ] && build_args+=(--seed "$SEED")
 [ "${ROOT_RO:-0}" = 1 ] && build_args+=(--root-ro)
@@ -156,5 +173,16 @@ if [ "$(id -u)" != 0 ]; then
         printf 'buildimg: warning: not root and no fakeroot: files in the image will belong to uid %s\n' "$(id -u)" >&2
     fi
 fi
-"${wrap[@]}" "$tool" "${build_args[@]}" "${init_args[@]}" "${nomad_args[@]}" "${cfg_args[@]}"
+if [ -n "$disk_formats" ]; then
+    "${wrap[@]}" "$tool" "${build_args[@]}" "${init_args[@]}" "${nomad_args[@]}" "${cfg_args[@]}"
+fi
+if [ "$want_pxe" = 1 ]; then
+    stage "pxe: kernel + initramfs + pxelinux/iPXE config into $OUT/pxe"
+    staging=$OUT/.pxe-rootfs
+    rm -rf "$staging"
+    "${wrap[@]}" "$tool" rootfs --staging "$staging" "${init_args[@]}" "${nomad_args[@]}" "${cfg_args[@]}" >/dev/null ||
+        die "staging the PXE root filesystem failed"
+    "$ROOT/image/pxe.sh" "$staging" "$kernel" "$OUT/pxe" || die "image/pxe.sh failed"
+    rm -rf "$staging"
+fi
 stage "done"
