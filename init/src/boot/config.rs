@@ -174,7 +174,7 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
         Location::from_offset(file, text, offset)
     };
     if let Some(h) = &c.hostname {
-        if !valid_hostname(h) {
+        if !crate::boot::hostname::valid(h) {
             return Err(SourceError::new(
                 at("hostname"),
                 format!("invalid hostname {h:?}: use 1-63 letters, digits and '-' per label"),
@@ -203,20 +203,6 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
         ));
     }
     Ok(())
-}
-
-pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 /// Reads and parses the config file at `path`.

@@ -4,6 +4,22 @@ use crate::sys::netdev;
 use crate::sys::root::Root;
 
 /// Picks the hostname: configured, else (later) from DHCP, else from the first MAC.
+/// An RFC 1123 host name the kernel accepts (at most 64 bytes, HOST_NAME_MAX). Config
+/// and DHCP option 12 are both checked with it: a server could send anything.
+pub fn valid(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 pub fn choose(configured: Option<&str>, first_mac: Option<[u8; 6]>) -> String {
     match (configured, first_mac) {
         (Some(h), _) => h.to_string(),

@@ -69,22 +69,7 @@ pub fn lease_hostname(leases: &Leases) -> Option<(&str, &str)> {
     leases
         .iter()
         .find_map(|(link, l)| l.hostname.as_deref().map(|h| (link.as_str(), h)))
-        .filter(|(_, h)| valid_hostname(h))
-}
-
-/// RFC 1123 host name (a DHCP server could send anything in option 12).
-fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 64
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        .filter(|(_, h)| super::hostname::valid(h))
 }
 
 /// NTP servers of all leases, deduplicated, in link order.
@@ -305,9 +290,9 @@ static = { address = "10.0.0.5/24", gateway = "10.0.0.1", dns = ["10.0.0.1"] }
         let mut bad = Leases::new();
         bad.insert("eth0".into(), lease(Some("bad name;rm"), &[]));
         assert_eq!(lease_hostname(&bad), None);
-        assert!(valid_hostname("a-b.example.org"));
-        assert!(!valid_hostname("-a"));
-        assert!(!valid_hostname(""));
+        assert!(super::super::hostname::valid("a-b.example.org"));
+        assert!(!super::super::hostname::valid("-a"));
+        assert!(!super::super::hostname::valid(""));
     }
 
     #[test]
