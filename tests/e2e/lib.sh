@@ -105,6 +105,32 @@ show_log() {
     echo "----" >&2
 }
 
+# fail_log LOG MESSAGE: the reason first (CI shows only part of long output), then the
+# console's last lines.
+fail_log() {
+    echo "FAIL: $2" >&2
+    show_log "$1"
+    exit 1
+}
+
+# How QEMU ended, for messages: its exit status, and the kernel's OOM report when the host
+# killed it (a SIGKILL that nobody here sent).
+qemu_exit_reason() {
+    local rc=0
+    wait "$VM_PID" 2>/dev/null || rc=$?
+    if ((rc > 128)); then
+        printf 'QEMU was killed by signal %d (%s)' $((rc - 128)) "$(kill -l $((rc - 128)) 2>/dev/null)"
+        if ((rc == 137)); then
+            local oom
+            oom=$(dmesg 2>/dev/null | grep -iE 'out of memory|oom-kill' | tail -2 | paste -sd';')
+            [ -z "$oom" ] || printf '; host kernel: %s' "$oom"
+        fi
+    else
+        printf 'QEMU exited with status %d' "$rc"
+    fi
+    printf '; host memory: %s MiB available' "$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo)"
+}
+
 # wait_for LOG REGEX SECONDS: until REGEX shows up in LOG; SECONDS is scaled by
 # TIMEOUT_SCALE (6 under TCG). Fails early when QEMU exits first.
 wait_for() {
@@ -113,13 +139,11 @@ wait_for() {
         grep -qE -- "$pattern" "$log" && return 0
         if ! kill -0 "$VM_PID" 2>/dev/null; then
             grep -qE -- "$pattern" "$log" && return 0
-            show_log "$log"
-            fail "QEMU exited before '$pattern' appeared on the console"
+            fail_log "$log" "$(qemu_exit_reason) before '$pattern' appeared on the console"
         fi
         sleep 0.5
     done
-    show_log "$log"
-    fail "'$pattern' did not appear on the console within ${limit}s"
+    fail_log "$log" "'$pattern' did not appear on the console within ${limit}s"
 }
 
 # The appliance is up: OUR DHCP client's lease from QEMU's server, hostname from option
@@ -128,13 +152,13 @@ assert_appliance_up() {
     local log=$1
     wait_for "$log" 'boot finished' 60
     wait_for "$log" 'eth0: bound 10\.0\.2\.15/24 from 10\.0\.2\.2' 30
-    grep -qE 'network: first lease after' "$log" || { show_log "$log"; fail "no 'first lease' line"; }
+    grep -qE 'network: first lease after' "$log" || fail_log "$log" "no 'first lease' line"
     grep -qE 'hostname is e2e-node \(from DHCP on eth0\)' "$log" ||
-        { show_log "$log"; fail "the lease's hostname (option 12) was not applied"; }
+        fail_log "$log" "the lease's hostname (option 12) was not applied"
     wait_for "$log" 'nomad API healthy' 60
     wait_for "$log" 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, [0-9]+ failed' 60
     grep -qE 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
-        { show_log "$log"; fail "the pack set did not apply cleanly"; }
+        fail_log "$log" "the pack set did not apply cleanly"
     local jobs job
     jobs=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/jobs") ||
         fail "GET /v1/jobs over the forwarded port 127.0.0.1:$PORT failed"
@@ -161,8 +185,7 @@ assert_powerdown() {
     start=$SECONDS
     while kill -0 "$VM_PID" 2>/dev/null; do
         if ((SECONDS - start >= 30)); then
-            show_log "$log"
-            fail "QEMU still running 30 s after system_powerdown"
+            fail_log "$log" "QEMU still running 30 s after system_powerdown"
         fi
         sleep 0.2
     done
@@ -170,7 +193,7 @@ assert_powerdown() {
     local want
     for want in 'ACPI power button event|power button pressed' 'Poweroff requested: shutting down' \
         'released the network in' 'shutdown: unmounted filesystems' 'powering off' 'reboot: Power down'; do
-        grep -qE -- "$want" "$log" || { show_log "$log"; fail "shutdown: '$want' missing from the console"; }
+        grep -qE -- "$want" "$log" || fail_log "$log" "shutdown: '$want' missing from the console"
     done
     note "powered off $((SECONDS - start)) s after system_powerdown"
 }

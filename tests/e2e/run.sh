@@ -92,34 +92,44 @@ test_reboot() {
     start_vm "$work/reboot1.log" "$work/reboot1.qmp" "$REPO/qemu/run-bios.sh" "$img"
     assert_appliance_up "$work/reboot1.log"
     grep -q 'boot 1 of this data partition' "$work/reboot1.log" ||
-        { show_log "$work/reboot1.log"; fail "first boot did not count boot 1 on the data partition"; }
+        fail_log "$work/reboot1.log" "first boot did not count boot 1 on the data partition"
     grep -qE 'grew the data partition .* to [0-9]+ MiB|grew the data filesystem' "$work/reboot1.log" ||
-        { show_log "$work/reboot1.log"; fail "the data partition was not grown to fill the disk"; }
+        fail_log "$work/reboot1.log" "the data partition was not grown to fill the disk"
     note "$(tr -d '\r' <"$work/reboot1.log" | grep -oE 'grew the data (partition|filesystem).*' | paste -sd';')"
     assert_powerdown "$work/reboot1.log" "$work/reboot1.qmp"
     start_vm "$work/reboot2.log" "$work/reboot2.qmp" "$REPO/qemu/run-bios.sh" "$img"
     wait_for "$work/reboot2.log" 'boot [0-9]+ of this data partition' 60
     grep -q 'boot 2 of this data partition' "$work/reboot2.log" ||
-        { show_log "$work/reboot2.log"; fail "second boot did not see the counter of the first (want boot 2)"; }
+        fail_log "$work/reboot2.log" "second boot did not see the counter of the first (want boot 2)"
     grep -qE 'grew the data' "$work/reboot2.log" &&
-        { show_log "$work/reboot2.log"; fail "second boot grew the data partition again"; }
+        fail_log "$work/reboot2.log" "second boot grew the data partition again"
     assert_appliance_up "$work/reboot2.log"
     assert_powerdown "$work/reboot2.log" "$work/reboot2.qmp"
 }
 
-passed=0 failed=0
+passed=0 failed=0 failures=()
 for t in "${tests[@]}"; do
     start=$SECONDS
     ( "test_${t//-/_}" ) 2>"$work/$t.err"
     rc=$?
+    # A QEMU killed by a signal nobody here sent (the host's OOM killer, a CI watchdog) says
+    # nothing about the appliance: run that test once more, and say so.
+    if [ $rc -ne 0 ] && grep -q '^FAIL: QEMU was killed by signal' "$work/$t.err"; then
+        echo "RETRY $t: $(grep -m1 '^FAIL: ' "$work/$t.err" | cut -c7-)"
+        sed 's/^/    /' "$work/$t.err"
+        ( "test_${t//-/_}" ) 2>"$work/$t.err"
+        rc=$?
+    fi
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1))
         echo "PASS $t ($((SECONDS - start)) s)"
     else
         failed=$((failed + 1))
-        echo "FAIL $t ($((SECONDS - start)) s)"
+        failures+=("$t: $(grep -m1 '^FAIL: ' "$work/$t.err" | cut -c7- || true)")
+        echo "FAIL $t ($((SECONDS - start)) s): ${failures[-1]#*: }"
     fi
     sed 's/^/    /' "$work/$t.err"
 done
 echo "$passed passed, $failed failed"
+for f in "${failures[@]}"; do echo "  failed: $f"; done
 [ $failed -eq 0 ]
