@@ -141,7 +141,8 @@ show_log() {
 assert_boot_ok() {
     local log=$1
     wait_for "$log" 'NOMADOS-BOOT-OK' 40
-    wait_for "$log" 'NOMADOS-LEASE|NOMADOS-DHCP-FAILED' 30
+    # The whole lease line (it ends with interface=), not a half-written one.
+    wait_for "$log" 'NOMADOS-LEASE .* interface=|NOMADOS-DHCP-FAILED' 30
     grep -q 'NOMADOS-DHCP-FAILED' "$log" && { show_log "$log"; fail "udhcpc got no lease"; }
     grep -qE 'NOMADOS-LEASE ip=10\.0\.2\.15 router=10\.0\.2\.2 ' "$log" \
         || { show_log "$log"; fail "lease is not QEMU's user-net 10.0.2.15 via 10.0.2.2"; }

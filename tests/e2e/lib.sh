@@ -152,10 +152,12 @@ assert_appliance_up() {
     local log=$1
     wait_for "$log" 'boot finished' 60
     wait_for "$log" 'eth0: bound 10\.0\.2\.15/24 from 10\.0\.2\.2' 30
+    # PID 1 logs the first lease and the lease's hostname after 'bound' and before it starts
+    # Nomad: read them once Nomad is up, not the instant 'bound' appears (that raced).
+    wait_for "$log" 'nomad API healthy' 60
     grep -qE 'network: first lease after' "$log" || fail_log "$log" "no 'first lease' line"
     grep -qE 'hostname is e2e-node \(from DHCP on eth0\)' "$log" ||
         fail_log "$log" "the lease's hostname (option 12) was not applied"
-    wait_for "$log" 'nomad API healthy' 60
     wait_for "$log" 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, [0-9]+ failed' 60
     grep -qE 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
         fail_log "$log" "the pack set did not apply cleanly"
