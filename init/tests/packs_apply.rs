@@ -582,3 +582,64 @@ fn the_rendered_source_is_submitted_where_nomad_keeps_it() {
     let out = packs("apply", &set, &old, &[]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// After an apply (never a plan), cached downloads the set no longer names are removed
+/// once idle for a week; fresh ones and foreign files stay.
+#[test]
+fn apply_collects_cached_downloads_the_set_no_longer_uses() {
+    use sha2::{Digest, Sha256};
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let cache = ws.path(".cache");
+    let hex = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+    // Two downloads of a pack the set used to name: one idle for 8 days, one fresh.
+    let seed = |name: &str, age_days: u64| {
+        let digest = hex(name);
+        let blob = cache.join("blobs/sha256").join(&digest);
+        let tree = cache.join("unpacked").join(&digest);
+        let index = cache.join("index").join(format!("{}.json", hex(name)));
+        std::fs::create_dir_all(tree.join("jobs")).unwrap();
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(index.parent().unwrap()).unwrap();
+        std::fs::write(&blob, vec![7u8; 4096]).unwrap();
+        std::fs::write(tree.join("jobs/old.hcl"), "job").unwrap();
+        let url = format!("https://packs.example/{name}");
+        std::fs::write(
+            &index,
+            json!({"url": url, "etag": null, "last_modified": null, "digest": digest}).to_string(),
+        )
+        .unwrap();
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(age_days * 86400);
+        for p in [&blob, &tree, &index] {
+            std::fs::File::open(p).unwrap().set_modified(then).unwrap();
+        }
+        (blob, tree, index)
+    };
+    let (old_blob, old_tree, old_index) = seed("old.tar.gz", 8);
+    let (fresh_blob, fresh_tree, _) = seed("fresh.tar.gz", 0);
+    std::fs::write(cache.join("blobs/sha256/NOTES"), "an operator's file").unwrap();
+
+    let out = packs("plan", &set, &nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(old_blob.exists(), "plan never removes anything");
+
+    let out = packs("apply", &set, &nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("Cache: removed 1 downloaded archive the pack set no longer uses (0.0 MiB)."),
+        "{t}"
+    );
+    assert_eq!(
+        summary(&out),
+        "Apply: 3 created, 0 updated, 0 unchanged, 0 deleted, 0 failed."
+    );
+    assert!(!old_blob.exists() && !old_tree.exists() && !old_index.exists());
+    assert!(fresh_blob.exists() && fresh_tree.exists());
+    assert!(cache.join("blobs/sha256/NOTES").exists());
+
+    // Nothing left to collect: the re-apply says nothing about the cache.
+    let out = packs("apply", &set, &nomad, &[]);
+    assert!(!text(&out).contains("Cache:"), "{}", text(&out));
+}

@@ -526,6 +526,73 @@ async fn pinned_blob_without_tree_is_reextracted_offline() {
     assert_eq!(server.requests(), 1);
 }
 
+/// Sets the mtime of every cache entry `age` into the past, as if unused that long.
+fn backdate_cache(cache: &Path, age: Duration) {
+    let then = std::time::SystemTime::now() - age;
+    for sub in ["blobs/sha256", "unpacked", "index"] {
+        for name in names(&cache.join(sub)) {
+            let f = std::fs::File::open(cache.join(sub).join(name)).unwrap();
+            f.set_modified(then).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn superseded_downloads_are_collected_once_idle_and_pins_survive_an_outage() {
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let v1 = gz(&simple_pack());
+    let v2 = gz(&tar_of(&[
+        E::Dir("jobs/"),
+        E::File("jobs/web.hcl", b"job \"web\" { type = \"system\" } # v2\n"),
+    ]));
+    let pinned = xz(&simple_pack());
+    let server = Server::start().await;
+    server.serve("/web-1.tar.gz", v1.clone());
+    server.serve("/web-2.tar.gz", v2.clone());
+    server.serve("/db.tar.xz", pinned.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let web1 = decl("web", Origin::Http(server.url("/web-1.tar.gz")));
+    let web2 = decl("web", Origin::Http(server.url("/web-2.tar.gz")));
+    let mut db = decl("db", Origin::Http(server.url("/db.tar.xz")));
+    db.sha256 = Some(sha(&pinned));
+
+    let f = fetcher(cache.path());
+    f.fetch(&web1).await.unwrap();
+    f.fetch(&db).await.unwrap();
+    // The set moves on to web 2; the first run after that uses web 2 and db.
+    let used = f.fetch(&web2).await.unwrap().digest.unwrap();
+    let set = [web2.clone(), db.clone()];
+    let blobs = || names(&cache.path().join("blobs/sha256"));
+    assert_eq!(blobs().len(), 3);
+
+    // Fresh entries are never collected: another set sharing the cache may still use them.
+    let r = f
+        .collect_garbage(&set, std::slice::from_ref(&used))
+        .unwrap();
+    assert_eq!(r, Default::default());
+
+    // A week idle, web 1 goes (blob, tree, index entry); web 2 and pinned db stay even
+    // though db was not fetched in this run (its origin may be down today).
+    backdate_cache(cache.path(), week + Duration::from_secs(60));
+    let r = f.collect_garbage(&set, std::slice::from_ref(&used)).unwrap();
+    assert_eq!((r.archives, r.index_entries), (1, 1), "{r:?}");
+    assert!(r.freed_bytes >= v1.len() as u64, "{r:?}");
+    let mut want = vec![sha(&v2), sha(&pinned)];
+    want.sort();
+    assert_eq!(blobs(), want);
+    assert_eq!(names(&cache.path().join("unpacked")), want);
+    assert_eq!(names(&cache.path().join("index")).len(), 2);
+
+    // The pinned copy still serves db with the server gone.
+    server.shutdown().await;
+    let offline = fetcher(cache.path()).fetch(&db).await.unwrap();
+    assert!(offline.from_cache);
+    assert_eq!(
+        std::fs::read(offline.dir.join("jobs/web.hcl")).unwrap(),
+        JOB
+    );
+}
+
 #[tokio::test]
 async fn corrupt_or_partial_cache_entries_are_not_used() {
     let body = gz(&simple_pack());

@@ -103,6 +103,9 @@ struct Prepared {
     policies: Vec<RenderedPolicy>,
     variables: Vec<RenderedVariable>,
     failures: Vec<PackFailure>,
+    fetcher: origin::Fetcher,
+    /// Archive digests the packs came from this run (kept by the cache collection).
+    used_digests: Vec<String>,
 }
 
 impl Prepared {
@@ -214,11 +217,34 @@ pub async fn run(
         let failed = wait_for_allocations(&client, &changed, Duration::from_secs(300), out).await?;
         summary.failed += failed;
     }
+    collect_cache_garbage(&set, &prepared, out)?;
     writeln!(out, "Apply: {summary}.")?;
     Ok(Outcome {
         summary,
         has_changes,
     })
+}
+
+/// After an apply, drops cached downloads the set no longer names. A failure costs only
+/// disk space, so it is reported and the run goes on.
+fn collect_cache_garbage(
+    set: &PackSet,
+    prepared: &Prepared,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<()> {
+    match prepared
+        .fetcher
+        .collect_garbage(&set.packs, &prepared.used_digests)
+    {
+        Ok(r) if r.archives + r.index_entries > 0 => writeln!(
+            out,
+            "Cache: removed {} the pack set no longer uses ({:.1} MiB).",
+            plural(r.archives, "downloaded archive"),
+            r.freed_bytes as f64 / (1024.0 * 1024.0)
+        ),
+        Ok(_) => Ok(()),
+        Err(e) => writeln!(out, "! cache: could not remove unused entries: {e}"),
+    }
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -251,6 +277,7 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
     let fetched = stream::iter(fetches).buffered(4).collect::<Vec<_>>().await;
 
     let mut failures = Vec::new();
+    let mut used_digests = Vec::new();
     let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
     let mut policies: Vec<RenderedPolicy> = Vec::new();
     let mut variables: Vec<RenderedVariable> = Vec::new();
@@ -260,7 +287,10 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
             reasons: vec![reason],
         };
         let dir = match fetched {
-            Ok(f) => f.dir,
+            Ok(f) => {
+                used_digests.extend(f.digest);
+                f.dir
+            }
             Err(e) => {
                 failures.push(fail(e.to_string()));
                 continue;
@@ -357,6 +387,8 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         policies,
         variables,
         failures,
+        fetcher,
+        used_digests,
     })
 }
 

@@ -7,7 +7,12 @@
 //! ```
 //! Every entry appears by a rename of a complete temp file or directory (`.tmp-*`), so a
 //! crash leaves at most a temp that is never used and is swept later.
+//!
+//! Entries the pack set no longer names are collected after an apply (`collect_garbage`),
+//! but only once nobody has used them for a while: a use sets the entry's mtime, so another
+//! pack set sharing the cache, or a run still rendering from it, keeps what it needs.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -164,6 +169,121 @@ impl Cache {
     }
 }
 
+/// What must survive a collection: archive digests, and URLs whose index entry (and the
+/// digest it names) is kept for revalidation.
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    pub digests: BTreeSet<String>,
+    pub urls: BTreeSet<String>,
+}
+
+/// What a collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Archives whose blob or extracted tree (or both) were removed.
+    pub archives: usize,
+    /// Revalidation records of URLs no longer declared.
+    pub index_entries: usize,
+    pub freed_bytes: u64,
+}
+
+impl Cache {
+    /// Marks the blob and tree of `hex` as used now. Failures are ignored: a read-only,
+    /// pre-seeded cache is never collected by this process anyway.
+    pub fn touch(&self, hex: &str) {
+        let now = SystemTime::now();
+        for path in [self.blob(hex), self.unpacked_dir().join(hex)] {
+            if let Ok(f) = File::open(&path) {
+                let _ = f.set_modified(now);
+            }
+        }
+    }
+
+    /// Removes blobs, trees and index entries that `keep` does not name and that were last
+    /// used more than `min_idle` ago. Temps and names this cache did not create are left
+    /// alone. A missing cache is an empty one.
+    pub fn collect_garbage(&self, keep: &Keep, min_idle: Duration) -> io::Result<GcReport> {
+        let mut keep_digests = keep.digests.clone();
+        let mut keep_index = BTreeSet::new();
+        for url in &keep.urls {
+            keep_index.insert(format!("{}.json", sha256_str(url)));
+            if let Some(entry) = self.read_index(url) {
+                keep_digests.insert(entry.digest);
+            }
+        }
+        let mut report = GcReport::default();
+        let mut archives = BTreeSet::new();
+        let idle = |path: &Path| {
+            fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > min_idle)
+        };
+        let dirs = [
+            (self.index_dir(), None),
+            (self.blobs_dir(), Some(&keep_digests)),
+            (self.unpacked_dir(), Some(&keep_digests)),
+        ];
+        for (dir, digests) in dirs {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = match digests {
+                    Some(keep) => is_sha256_hex(&name) && !keep.contains(&name),
+                    None => {
+                        name.strip_suffix(".json").is_some_and(is_sha256_hex)
+                            && !keep_index.contains(&name)
+                    }
+                };
+                let path = entry.path();
+                if !ours || !idle(&path) {
+                    continue;
+                }
+                let bytes = disk_usage(&path);
+                let removed = if entry.file_type()?.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                match removed {
+                    Ok(()) => {
+                        match digests {
+                            Some(_) => {
+                                archives.insert(name);
+                            }
+                            None => report.index_entries += 1,
+                        }
+                        report.freed_bytes += bytes;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        report.archives = archives.len();
+        Ok(report)
+    }
+}
+
+/// Bytes under `path` (files only, symlinks not followed).
+fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| disk_usage(&e.path())).sum())
+        .unwrap_or(0)
+}
+
 fn sweep_stale_temps(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -226,6 +346,99 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(fs::read_to_string(first.join("from")).unwrap(), "a");
         assert!(!b.exists(), "loser's temp tree removed");
+    }
+
+    /// A cache holding one downloaded archive per name: blob, tree and index entry.
+    fn seeded(names: &[&str]) -> (tempfile::TempDir, Cache, Vec<String>) {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path().to_path_buf());
+        c.prepare().unwrap();
+        let mut digests = Vec::new();
+        for name in names {
+            let hex = sha256_str(name);
+            fs::write(c.blob(&hex), vec![0u8; 1000]).unwrap();
+            let tmp = c.temp_unpack_dir().unwrap();
+            fs::create_dir(tmp.join("jobs")).unwrap();
+            fs::write(tmp.join("jobs/a.hcl"), "job").unwrap();
+            c.commit_unpacked(&tmp, &hex).unwrap();
+            let url = format!("https://h/{name}.tar");
+            let entry = IndexEntry {
+                url: url.clone(),
+                etag: None,
+                last_modified: None,
+                digest: hex.clone(),
+            };
+            c.write_index(&url, &entry).unwrap();
+            digests.push(hex);
+        }
+        (d, c, digests)
+    }
+
+    fn backdate(c: &Cache, age: Duration) {
+        let then = SystemTime::now() - age;
+        for dir in [c.blobs_dir(), c.unpacked_dir(), c.index_dir()] {
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                File::open(e.path()).unwrap().set_modified(then).unwrap();
+            }
+        }
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    #[test]
+    fn collects_only_idle_entries_nobody_keeps() {
+        let (_d, c, digests) = seeded(&["old", "pinned", "current"]);
+        backdate(&c, 2 * WEEK);
+        let keep = Keep {
+            digests: [digests[1].clone()].into(),
+            urls: ["https://h/current.tar".to_string()].into(),
+        };
+        let report = c.collect_garbage(&keep, WEEK).unwrap();
+        assert_eq!(report.archives, 1, "{report:?}");
+        assert_eq!(
+            report.index_entries, 2,
+            "old and pinned URLs are not declared"
+        );
+        assert!(report.freed_bytes >= 1003, "{report:?}");
+        assert!(!c.blob(&digests[0]).exists());
+        assert!(c.unpacked(&digests[0]).is_none());
+        assert!(c.read_index("https://h/old.tar").is_none());
+        // Kept by pin, and by the declared URL's index entry.
+        for hex in &digests[1..] {
+            assert!(c.blob(hex).is_file());
+            assert!(c.unpacked(hex).is_some());
+        }
+        assert!(c.read_index("https://h/current.tar").is_some());
+        assert_eq!(c.collect_garbage(&keep, WEEK).unwrap(), GcReport::default());
+    }
+
+    #[test]
+    fn recently_used_entries_survive_until_idle() {
+        let (_d, c, digests) = seeded(&["a", "b"]);
+        backdate(&c, 2 * WEEK);
+        c.touch(&digests[0]);
+        let report = c.collect_garbage(&Keep::default(), WEEK).unwrap();
+        assert_eq!(report.archives, 1, "{report:?}");
+        assert!(c.blob(&digests[0]).is_file(), "touched blob kept");
+        assert!(c.unpacked(&digests[0]).is_some(), "touched tree kept");
+        assert!(!c.blob(&digests[1]).exists());
+    }
+
+    #[test]
+    fn temps_foreign_names_and_a_missing_cache_are_left_alone() {
+        let (_d, c, _) = seeded(&[]);
+        let stray = c.blobs_dir().join("README");
+        fs::write(&stray, "mine").unwrap();
+        let tmp = c.temp_unpack_dir().unwrap();
+        backdate(&c, 2 * WEEK);
+        let report = c.collect_garbage(&Keep::default(), WEEK).unwrap();
+        assert_eq!(report, GcReport::default());
+        assert!(stray.exists() && tmp.exists());
+        let missing = Cache::new(c.root().join("nope"));
+        assert_eq!(
+            missing.collect_garbage(&Keep::default(), WEEK).unwrap(),
+            GcReport::default()
+        );
     }
 
     #[test]

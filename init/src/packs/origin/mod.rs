@@ -21,6 +21,8 @@ use reqwest::Url;
 
 use crate::packs::model::{Origin, PackDecl};
 
+pub use cache::GcReport;
+
 /// Where and how packs are fetched.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -32,6 +34,8 @@ pub struct FetchOptions {
     pub max_entries: usize,
     /// Connect timeout, and the longest pause allowed between bytes of a response.
     pub timeout: Duration,
+    /// Cache entries the pack set no longer names are removed once unused this long.
+    pub cache_min_idle: Duration,
 }
 
 impl Default for FetchOptions {
@@ -41,6 +45,7 @@ impl Default for FetchOptions {
             max_unpacked_bytes: 256 * 1024 * 1024,
             max_entries: 10_000,
             timeout: Duration::from_secs(30),
+            cache_min_idle: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -513,6 +518,26 @@ impl Fetcher {
         })
     }
 
+    /// Removes cache entries that none of `decls` can use any more (see
+    /// `Cache::collect_garbage`). `used` are the digests fetched this run; pins and the
+    /// last download of every declared URL are kept too, so a pack whose origin is down
+    /// today still finds its pinned copy tomorrow.
+    pub fn collect_garbage(
+        &self,
+        decls: &[PackDecl],
+        used: &[String],
+    ) -> std::io::Result<GcReport> {
+        let mut keep = cache::Keep::default();
+        keep.digests.extend(used.iter().cloned());
+        for decl in decls {
+            keep.digests.extend(decl.sha256.iter().cloned());
+            if let Origin::Http(url) = &decl.origin {
+                keep.urls.insert(url.clone());
+            }
+        }
+        self.cache.collect_garbage(&keep, self.opts.cache_min_idle)
+    }
+
     fn found(
         &self,
         ctx: &Ctx,
@@ -521,6 +546,7 @@ impl Fetcher {
         hex: &str,
         from_cache: bool,
     ) -> Result<FetchedPack, OriginError> {
+        self.cache.touch(hex);
         let root = resolve::archive_root(tree).map_err(ctx.io("read the extracted pack"))?;
         let dir = resolve::pack_dir(&root, &decl.origin_name)
             .map_err(|e| ctx.resolve(e, &decl.origin_name))?;
