@@ -5,7 +5,7 @@ SHELL := /bin/bash
 OUT ?= out
 CARGO ?= cargo
 
-.PHONY: run image kernel test lint unit boot-tests e2e bench demo clean help
+.PHONY: run image kernel test deps lint unit boot-tests e2e bench demo clean help
 
 help:
 	@echo "make run        build the default image and boot it in QEMU (console attached)"
@@ -17,11 +17,14 @@ help:
 	@echo "make demo       run the pack applier against the Nomad test double (no VM)"
 
 ## The main job: build the default image and boot it with SeaBIOS, console on this terminal.
+## Missing Debian packages are installed first (as root; otherwise the command is printed).
 run:
+	tools/deps.sh run
 	OUT=$(OUT) FORMATS=qcow2 ./buildimg.sh
 	qemu/run-bios.sh $(OUT)/nomados.qcow2
 
 image:
+	tools/deps.sh run
 	OUT=$(OUT) ./buildimg.sh
 
 kernel:
@@ -29,7 +32,10 @@ kernel:
 
 ## The test command (what CI runs): lint, every cargo test (root-only tiers skip with a
 ## message when not root), the QEMU boot tests, then the appliance end to end.
-test: lint unit boot-tests e2e
+test: deps lint unit boot-tests e2e
+
+deps:
+	tools/deps.sh test
 
 lint:
 	$(CARGO) fmt --all -- --check
