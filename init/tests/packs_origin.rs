@@ -574,7 +574,9 @@ async fn superseded_downloads_are_collected_once_idle_and_pins_survive_an_outage
     // A week idle, web 1 goes (blob, tree, index entry); web 2 and pinned db stay even
     // though db was not fetched in this run (its origin may be down today).
     backdate_cache(cache.path(), week + Duration::from_secs(60));
-    let r = f.collect_garbage(&set, std::slice::from_ref(&used)).unwrap();
+    let r = f
+        .collect_garbage(&set, std::slice::from_ref(&used))
+        .unwrap();
     assert_eq!((r.archives, r.index_entries), (1, 1), "{r:?}");
     assert!(r.freed_bytes >= v1.len() as u64, "{r:?}");
     let mut want = vec![sha(&v2), sha(&pinned)];
