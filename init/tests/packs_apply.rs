@@ -83,6 +83,83 @@ fn cold_apply_then_noop_reapply_against_real_nomad() {
     }
 }
 
+/// A managed job changed in Nomad by hand, its meta (and so its hash) kept as `nomad job
+/// inspect` would give it back, is shown by plan and put back by apply. Losing this
+/// machine's record of what it saw costs dry runs only, never a write.
+fn drift_is_detected_and_reverted(nomad: &Nomad) {
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    let out = packs("apply", &set, nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let mut job = nomad.get("/v1/job/web-b").unwrap();
+    let args = &mut job["TaskGroups"][0]["Tasks"][0]["Config"]["args"];
+    assert_eq!(args[1], "echo b; sleep 3600");
+    args[1] = "echo edited by hand; sleep 3600".into();
+    nomad
+        .post("/v1/jobs", &json!({ "Job": job }), None)
+        .unwrap();
+    let edited = nomad.get("/v1/job/web-b").unwrap();
+    assert_eq!(edited["Meta"]["nomados.hash"], job["Meta"]["nomados.hash"]);
+
+    let out = packs("plan", &set, nomad, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("~ update    web-b (pack `web`, job `web-b`) changed outside the pack set"),
+        "{t}"
+    );
+    assert!(
+        t.contains("echo edited by hand"),
+        "Nomad's diff is shown: {t}"
+    );
+    assert!(t.contains("= unchanged web-a"), "{t}");
+    assert!(
+        t.contains("Plan: 0 to create, 1 to update, 2 unchanged"),
+        "{t}"
+    );
+
+    let out = packs("apply", &set, nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 1 updated, 2 unchanged, 0 deleted, 0 failed."
+    );
+    let back = nomad.get("/v1/job/web-b").unwrap();
+    assert_eq!(
+        back["TaskGroups"][0]["Tasks"][0]["Config"]["args"][1],
+        "echo b; sleep 3600"
+    );
+
+    // Without the record (a fresh cache dir, a PXE boot), every job gets a dry run and
+    // nothing is written.
+    let before = nomad.job_indexes();
+    let writes = nomad.is_double().then(|| nomad.writes());
+    std::fs::remove_dir_all(ws.path(".cache/applied")).unwrap();
+    let out = packs("apply", &set, nomad, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 3 unchanged, 0 deleted, 0 failed."
+    );
+    assert_eq!(nomad.job_indexes(), before);
+    if let Some(w) = writes {
+        assert_eq!(nomad.writes(), w, "dry runs are not writes");
+    }
+}
+
+#[test]
+fn drift_is_detected_and_reverted_against_the_double() {
+    drift_is_detected_and_reverted(&Nomad::double(DoubleConfig::default()));
+}
+
+#[test]
+fn drift_is_detected_and_reverted_against_real_nomad() {
+    if let Some(nomad) = Nomad::real("drift_is_detected_and_reverted") {
+        drift_is_detected_and_reverted(&nomad);
+    }
+}
+
 /// Plan shows create / update with Nomad's diff / unchanged / delete, and writes nothing.
 fn plan_shows_every_kind_of_step(nomad: &Nomad) {
     let ws = Workspace::new();

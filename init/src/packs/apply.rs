@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source};
 use super::plan::{self, DesiredJob, LiveJob, Step};
+use super::record::{self, Record};
 use super::validate::{self, JobKey};
 use super::{config, extras, origin, pack, render, report};
 use crate::nomad::{AgentInfo, Client};
@@ -174,6 +175,9 @@ pub async fn run(
         &live,
         &prepared.failed_packs(),
     );
+    let record_path = record::path(&opts.cache_dir, &opts.nomad_addr, &prepared.owner);
+    let mut record = Record::load(&record_path);
+    let steps = check_drift(&client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);
 
     let extras = extras::reconcile(
@@ -212,7 +216,11 @@ pub async fn run(
         });
     }
 
-    let changed = execute(&client, &prepared, steps, &mut summary, out).await?;
+    let changed = execute(&client, &prepared, steps, &mut summary, &mut record, out).await?;
+    if let Err(e) = record.save(&record_path) {
+        // Only costs dry runs next time: every job is then checked again.
+        writeln!(out, "! cannot save {}: {e}", record_path.display())?;
+    }
     if opts.wait && !changed.is_empty() {
         let failed = wait_for_allocations(&client, &changed, Duration::from_secs(300), out).await?;
         summary.failed += failed;
@@ -475,10 +483,64 @@ async fn live_jobs(client: &Client, prepared: &Prepared) -> anyhow::Result<Vec<L
     Ok(live)
 }
 
-/// Outcome of one step once performed.
+/// Asks Nomad, with a dry run (never a write), whether the unchanged jobs whose index moved
+/// since this machine last saw them still match what we render. Those that do not were
+/// changed outside the pack set and become updates back to it; those that do are recorded.
+async fn check_drift(
+    client: &Client,
+    steps: Vec<Step>,
+    record: &mut Record,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Vec<Step>> {
+    let asks: Vec<(usize, Value)> = plan::drift_suspects(&steps, record)
+        .into_iter()
+        .filter_map(|i| match &steps[i] {
+            Step::Unchanged { desired, .. } => Some((i, desired.job.clone())),
+            _ => None,
+        })
+        .collect();
+    let answers: Vec<(usize, crate::nomad::Result<Value>)> = stream::iter(asks)
+        .map(|(i, job)| async move { (i, client.plan(&job).await) })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut drifted = BTreeSet::new();
+    for (i, answer) in answers {
+        let Step::Unchanged { live, .. } = &steps[i] else {
+            continue;
+        };
+        match answer {
+            Ok(resp) if resp["Diff"]["Type"].as_str() == Some("None") => {
+                record.set(&live.key, live.job_modify_index)
+            }
+            Ok(_) => {
+                drifted.insert(i);
+            }
+            // Left unchanged and unrecorded: the next run asks again.
+            Err(e) => writeln!(
+                out,
+                "! {}: could not check for changes made outside the pack set: {e}",
+                live.key
+            )?,
+        }
+    }
+    Ok(steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if drifted.contains(&i) {
+                plan::drifted(s)
+            } else {
+                s
+            }
+        })
+        .collect())
+}
+
+/// Outcome of one step once performed; creates and updates carry the new JobModifyIndex.
 enum Done {
-    Created(DesiredJob),
-    Updated(DesiredJob),
+    Created(DesiredJob, u64),
+    Updated(DesiredJob, u64),
     Unchanged,
     Deleted,
     Kept,
@@ -492,6 +554,7 @@ async fn execute(
     prepared: &Prepared,
     steps: Vec<Step>,
     summary: &mut Summary,
+    record: &mut Record,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
@@ -507,18 +570,21 @@ async fn execute(
     let mut changed = Vec::new();
     for (step, done) in results {
         match done {
-            Done::Created(d) => {
+            Done::Created(d, index) => {
                 summary.created += 1;
                 report::write_step(out, &step)?;
+                record.set(&d.key, index);
                 changed.push(d);
             }
-            Done::Updated(d) => {
+            Done::Updated(d, index) => {
                 summary.updated += 1;
                 report::write_step(out, &step)?;
+                record.set(&d.key, index);
                 changed.push(d);
             }
             Done::Unchanged => summary.unchanged += 1,
             Done::Deleted => {
+                record.remove(step.key());
                 summary.deleted += 1;
                 report::write_step(out, &step)?;
             }
@@ -554,8 +620,10 @@ async fn perform(client: &Client, owner: &str, step: &Step, submission: bool) ->
             // Two tries: on an index conflict, another applier wrote first; look again.
             for _ in 0..2 {
                 match client.register(&d.job, Some(index), sub(d)).await {
-                    Ok(_) if matches!(step, Step::Create(_)) => return Done::Created(d.clone()),
-                    Ok(_) => return Done::Updated(d.clone()),
+                    Ok(r) if matches!(step, Step::Create(_)) => {
+                        return Done::Created(d.clone(), r.job_modify_index)
+                    }
+                    Ok(r) => return Done::Updated(d.clone(), r.job_modify_index),
                     Err(e) if e.is_index_conflict() => {
                         match client.read_job(&d.key.namespace, &d.key.id).await {
                             Ok(Some(job)) => {

@@ -4,7 +4,8 @@
 //! Pipeline: [`config`] reads the pack-set TOML into a [`model::PackSet`]; [`origin`] fetches
 //! each pack to a local directory; [`pack`] loads that directory; [`render`] instantiates it
 //! once per declared job; [`validate`] checks the output; [`plan`] diffs it against Nomad;
-//! [`apply`] performs the plan.
+//! [`apply`] performs the plan, and [`record`] remembers what it last saw agree, to catch
+//! jobs changed outside the set.
 
 pub mod apply;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod origin;
 pub mod pack;
 pub mod plan;
+pub mod record;
 pub mod render;
 pub mod report;
 pub mod schema;

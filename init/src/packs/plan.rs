@@ -7,6 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::model::{meta, Source};
+use super::record::Record;
 use super::validate::JobKey;
 
 /// A job the pack set wants, ready to register (owner meta already set).
@@ -141,6 +142,36 @@ pub fn plan(
         }
     }
     steps
+}
+
+/// Unchanged steps whose job Nomad changed since this machine last saw it agree with the
+/// set (its index moved, or it was never seen): a dry run tells drift from a no-op.
+pub fn drift_suspects(steps: &[Step], record: &Record) -> Vec<usize> {
+    steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| match step {
+            Step::Unchanged { live, .. } if !record.confirms(&live.key, live.job_modify_index) => {
+                Some(i)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An unchanged step whose job was changed outside the set becomes an update back to the
+/// rendered job. Other steps are returned as they are.
+pub fn drifted(step: Step) -> Step {
+    match step {
+        Step::Unchanged { desired, live } => Step::Update { desired, live },
+        other => other,
+    }
+}
+
+/// True for an update whose rendered job did not change: someone changed the job in Nomad.
+pub fn is_drift(step: &Step) -> bool {
+    matches!(step, Step::Update { desired, live }
+        if live.hash.as_deref() == Some(desired.hash.as_str()) && !live.stopped)
 }
 
 /// SHA-256 of a rendered job, as recorded in its meta. Only the rendered text counts, so
@@ -338,5 +369,53 @@ mod tests {
         assert_eq!(l.key.to_string(), "prod/w");
         assert_eq!(l.job_modify_index, 42);
         assert_eq!(l.owner.as_deref(), Some("set"));
+    }
+
+    #[test]
+    fn only_unchanged_jobs_whose_index_moved_are_drift_suspects() {
+        let d = [
+            desired("seen", "h1"),
+            desired("moved", "h2"),
+            desired("unseen", "h3"),
+            desired("changed", "h4"),
+        ];
+        let mut moved = live("moved", Some("set"), "p", "h2");
+        moved.job_modify_index = 9;
+        let l = [
+            live("seen", Some("set"), "p", "h1"),
+            moved,
+            live("unseen", Some("set"), "p", "h3"),
+            live("changed", Some("set"), "p", "old"),
+        ];
+        let steps = plan("set", &d, &l, &BTreeSet::new());
+        let mut record = Record::default();
+        record.set(&key("seen"), 7);
+        record.set(&key("moved"), 7);
+        record.set(&key("changed"), 1);
+        let suspects = drift_suspects(&steps, &record);
+        let names: Vec<String> = suspects
+            .iter()
+            .map(|&i| steps[i].key().to_string())
+            .collect();
+        assert_eq!(names, ["moved", "unseen"]);
+
+        let after: Vec<Step> = steps.into_iter().map(drifted).collect();
+        assert_eq!(
+            kinds(&after),
+            [
+                "update seen",
+                "update moved",
+                "update unseen",
+                "update changed"
+            ]
+        );
+        assert!(
+            is_drift(&after[1]),
+            "same hash, updated: changed outside the set"
+        );
+        assert!(
+            !is_drift(&after[3]),
+            "the rendered job changed: an ordinary update"
+        );
     }
 }

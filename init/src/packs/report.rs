@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde_json::Value;
 
-use super::plan::Step;
+use super::plan::{self, Step};
 
 /// One line per planned or performed step.
 pub fn write_step(out: &mut dyn Write, step: &Step) -> io::Result<()> {
@@ -37,7 +37,12 @@ pub fn write_step(out: &mut dyn Write, step: &Step) -> io::Result<()> {
             ),
         ),
     };
-    writeln!(out, "{mark} {verb:<9} {} {origin}", step.key())
+    let why = if plan::is_drift(step) {
+        " changed outside the pack set"
+    } else {
+        ""
+    };
+    writeln!(out, "{mark} {verb:<9} {} {origin}{why}", step.key())
 }
 
 fn from(pack: &str, job: &str) -> String {
