@@ -6,10 +6,8 @@ BOOT_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BOOT_TEST_DIR/../.." && pwd)
 # shellcheck source=../../qemu/common.sh
 . "$REPO/qemu/common.sh"
-
-skip() { echo "SKIP: $*" >&2; exit 77; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-note() { echo "  $*" >&2; }
+# shellcheck source=../lib/vm.sh
+. "$REPO/tests/lib/vm.sh"
 
 require_tools() {
     local t
@@ -78,11 +76,6 @@ ip link set eth0 up
 udhcpc -i eth0 -n -q -t 10 -T 2 -s /udhcpc.sh || echo NOMADOS-DHCP-FAILED
 poweroff -f'
 
-# A free TCP port on 127.0.0.1 for the hostfwd, so tests never fight over 4646.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # start_vm LOG CMD...: run a qemu/run-*.sh script in the background with its console in LOG.
 # The VM is killed when the test exits, pass or fail.
 start_vm() {
@@ -94,60 +87,17 @@ start_vm() {
     trap 'stop_vm' EXIT
 }
 
-stop_vm() {
-    if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
-        kill "$VM_PID" 2>/dev/null
-        sleep 0.5
-        kill -9 "$VM_PID" 2>/dev/null || true
-    fi
-    wait "$VM_PID" 2>/dev/null || true
-    [ -n "${TEST_TMP:-}" ] && rm -rf "$TEST_TMP"
-}
-
-# wait_for LOG PATTERN SECONDS: wait until an extended regex appears in LOG. Fails early if
-# QEMU exits first. SECONDS is multiplied by TIMEOUT_SCALE (TCG is several times slower).
-wait_for() {
-    local log=$1 pattern=$2 limit=$(( $3 * ${TIMEOUT_SCALE:-1} )) start=$SECONDS
-    while (( SECONDS - start < limit )); do
-        grep -qE -- "$pattern" "$log" && return 0
-        if ! kill -0 "$VM_PID" 2>/dev/null; then
-            grep -qE -- "$pattern" "$log" && return 0
-            show_log "$log"
-            fail "QEMU exited before '$pattern' appeared on the console"
-        fi
-        sleep "${POLL_INTERVAL:-0.5}"
-    done
-    show_log "$log"
-    fail "'$pattern' did not appear on the console within ${limit}s"
-}
-
-# wait_exit SECONDS: wait for QEMU to exit by itself (unscaled: shutdown is quick even on TCG).
-wait_exit() {
-    local limit=$1 start=$SECONDS
-    while kill -0 "$VM_PID" 2>/dev/null; do
-        (( SECONDS - start < limit )) || return 1
-        sleep "${POLL_INTERVAL:-0.2}"
-    done
-    return 0
-}
-
-show_log() {
-    echo "---- last console lines ($1) ----" >&2
-    tail -n 25 "$1" | sed 's/^/  | /' >&2
-    echo "----" >&2
-}
-
 # Assertions on the console of a BOOT_OK_BODY guest on QEMU user networking.
 assert_boot_ok() {
     local log=$1
     wait_for "$log" 'NOMADOS-BOOT-OK' 40
     # The whole lease line (it ends with interface=), not a half-written one.
     wait_for "$log" 'NOMADOS-LEASE .* interface=|NOMADOS-DHCP-FAILED' 30
-    grep -q 'NOMADOS-DHCP-FAILED' "$log" && { show_log "$log"; fail "udhcpc got no lease"; }
+    grep -q 'NOMADOS-DHCP-FAILED' "$log" && fail_log "$log" "udhcpc got no lease"
     grep -qE 'NOMADOS-LEASE ip=10\.0\.2\.15 router=10\.0\.2\.2 ' "$log" \
-        || { show_log "$log"; fail "lease is not QEMU's user-net 10.0.2.15 via 10.0.2.2"; }
+        || fail_log "$log" "lease is not QEMU's user-net 10.0.2.15 via 10.0.2.2"
     grep -qE 'NOMADOS-CMDLINE .*console=tty0 console=ttyS0,115200' "$log" \
-        || { show_log "$log"; fail "kernel command line lacks 'console=tty0 console=ttyS0,115200'"; }
+        || fail_log "$log" "kernel command line lacks 'console=tty0 console=ttyS0,115200'"
     note "$(grep -m1 -o 'NOMADOS-LEASE.*' "$log" | tr -d '\r')"
     wait_exit 30 || fail "guest did not power off within 30s of its lease"
 }

@@ -43,5 +43,5 @@ python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpi
 DISK=$TEST_TMP/disk.raw start_vm "$TEST_TMP/console.log" \
     "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 wait_for "$TEST_TMP/console.log" "$token|NOMADOS-MOUNT-FAILED" 40
-grep -q "$token" "$TEST_TMP/console.log" || { show_log "$TEST_TMP/console.log"; fail "guest could not mount the $fs disk on ${DISK_IF:-virtio}"; }
+grep -q "$token" "$TEST_TMP/console.log" || fail_log "$TEST_TMP/console.log" "guest could not mount the $fs disk on ${DISK_IF:-virtio}"
 note "$(grep -m1 -o 'NOMADOS-DISK dev=.*' "$TEST_TMP/console.log" | tr -d '\r') ($fs)"

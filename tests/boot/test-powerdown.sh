@@ -25,11 +25,11 @@ QMP_SOCK=$TEST_TMP/qmp.sock start_vm "$TEST_TMP/console.log" \
     "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 wait_for "$TEST_TMP/console.log" 'NOMADOS-WAITING-POWER|NOMADOS-NO-POWER-BUTTON' 40
 grep -q NOMADOS-NO-POWER-BUTTON "$TEST_TMP/console.log" \
-    && { show_log "$TEST_TMP/console.log"; fail "no 'Power Button' input device in the guest"; }
+    && fail_log "$TEST_TMP/console.log" "no 'Power Button' input device in the guest"
 python3 "$REPO/qemu/qmp.py" --wait 5 "$TEST_TMP/qmp.sock" system_powerdown >/dev/null \
     || fail "QMP system_powerdown failed"
 start=$SECONDS
-wait_exit 30 || { show_log "$TEST_TMP/console.log"; fail "QEMU still running 30s after system_powerdown"; }
+wait_exit 30 || fail_log "$TEST_TMP/console.log" "QEMU still running 30s after system_powerdown"
 grep -q NOMADOS-POWER-BUTTON "$TEST_TMP/console.log" \
-    || { show_log "$TEST_TMP/console.log"; fail "QEMU exited but the guest never saw the power button"; }
+    || fail_log "$TEST_TMP/console.log" "QEMU exited but the guest never saw the power button"
 note "guest powered off $((SECONDS - start))s after system_powerdown"

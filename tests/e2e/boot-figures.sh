@@ -12,7 +12,7 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ( e2e_require ) || exit $?
-kernel=$(e2e_kernel) || exit $?
+kernel=$(cached_kernel) || exit $?
 nomados_qemu_accel
 export QEMU_ACCEL=$NOMADOS_ACCEL TIMEOUT_SCALE
 work=$(mktemp -d /tmp/nomados-figures.XXXXXX)

@@ -7,31 +7,11 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$E2E_DIR/../.." && pwd)
 # shellcheck source=../../qemu/common.sh
 . "$REPO/qemu/common.sh"
+# shellcheck source=../lib/vm.sh
+. "$REPO/tests/lib/vm.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 TRIPLE=x86_64-unknown-linux-gnu
 
-skip() { echo "SKIP: $*" >&2; exit 77; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-note() { echo "  $*" >&2; }
-
-# The kernel: $KERNEL, else kernel-config's cache entry for the current config, else any
-# cached build. Never builds one (that takes an hour on 2 cores): skip instead.
-e2e_kernel() {
-    if [ -n "${KERNEL:-}" ]; then
-        [ -f "$KERNEL" ] || skip "KERNEL=$KERNEL does not exist"
-        echo "$KERNEL"
-        return
-    fi
-    local cache=${NOMADOS_CACHE:-$HOME/.cache/nomados}/kernel key k=
-    if key=$("$REPO/kernel-config/build.sh" --key 2>/dev/null) && [ -f "$cache/$key/bzImage" ]; then
-        k=$cache/$key/bzImage
-    else
-        k=$(ls -t "$cache"/*/bzImage 2>/dev/null | head -1 || true)
-        [ -z "$k" ] || echo "e2e: no kernel cached for this config (key ${key:-?}); using the newest cached build" >&2
-    fi
-    [ -n "$k" ] || skip "no cached kernel in $cache/*/bzImage (run kernel-config/build.sh, or set KERNEL=)"
-    echo "$k"
-}
 
 e2e_require() {
     local t
@@ -74,10 +54,6 @@ e2e_build_pxe() {
         { tail -20 "$dir.build.log" >&2; fail "image/pxe.sh failed"; }
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # start_vm LOG QMP CMD...: a qemu/run-*.sh script in the background, console into LOG,
 # QMP socket at QMP, API forwarded to 127.0.0.1:$PORT (set here). Killed on exit.
 start_vm() {
@@ -88,62 +64,6 @@ start_vm() {
     CONSOLE_LOG=$log QMP_SOCK=$qmp NOMAD_PORT=$PORT NETDEV_EXTRA=,hostname=e2e-node "$@" &
     VM_PID=$!
     trap 'stop_vm' EXIT
-}
-
-stop_vm() {
-    if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
-        kill "$VM_PID" 2>/dev/null
-        sleep 0.5
-        kill -9 "$VM_PID" 2>/dev/null || true
-    fi
-    wait "$VM_PID" 2>/dev/null || true
-}
-
-show_log() {
-    echo "---- last console lines ($1) ----" >&2
-    tail -n 30 "$1" | tr -d '\r' | sed 's/^/  | /' >&2
-    echo "----" >&2
-}
-
-# fail_log LOG MESSAGE: the reason first (CI shows only part of long output), then the
-# console's last lines.
-fail_log() {
-    echo "FAIL: $2" >&2
-    show_log "$1"
-    exit 1
-}
-
-# How QEMU ended, for messages: its exit status, and the kernel's OOM report when the host
-# killed it (a SIGKILL that nobody here sent).
-qemu_exit_reason() {
-    local rc=0
-    wait "$VM_PID" 2>/dev/null || rc=$?
-    if ((rc > 128)); then
-        printf 'QEMU was killed by signal %d (%s)' $((rc - 128)) "$(kill -l $((rc - 128)) 2>/dev/null)"
-        if ((rc == 137)); then
-            local oom
-            oom=$(dmesg 2>/dev/null | grep -iE 'out of memory|oom-kill' | tail -2 | paste -sd';')
-            [ -z "$oom" ] || printf '; host kernel: %s' "$oom"
-        fi
-    else
-        printf 'QEMU exited with status %d' "$rc"
-    fi
-    printf '; host memory: %s MiB available' "$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo)"
-}
-
-# wait_for LOG REGEX SECONDS: until REGEX shows up in LOG; SECONDS is scaled by
-# TIMEOUT_SCALE (6 under TCG). Fails early when QEMU exits first.
-wait_for() {
-    local log=$1 pattern=$2 limit=$(($3 * ${TIMEOUT_SCALE:-1})) start=$SECONDS
-    while ((SECONDS - start < limit)); do
-        grep -qE -- "$pattern" "$log" && return 0
-        if ! kill -0 "$VM_PID" 2>/dev/null; then
-            grep -qE -- "$pattern" "$log" && return 0
-            fail_log "$log" "$(qemu_exit_reason) before '$pattern' appeared on the console"
-        fi
-        sleep 0.5
-    done
-    fail_log "$log" "'$pattern' did not appear on the console within ${limit}s"
 }
 
 # The appliance is up: OUR DHCP client's lease from QEMU's server, hostname from option
@@ -185,13 +105,7 @@ assert_powerdown() {
     local log=$1 qmp=$2 start
     "$REPO/qemu/qmp.py" --wait 5 "$qmp" system_powerdown >/dev/null || fail "QMP system_powerdown failed"
     start=$SECONDS
-    while kill -0 "$VM_PID" 2>/dev/null; do
-        if ((SECONDS - start >= 30)); then
-            fail_log "$log" "QEMU still running 30 s after system_powerdown"
-        fi
-        sleep 0.2
-    done
-    wait "$VM_PID" 2>/dev/null || true
+    wait_exit 30 || fail_log "$log" "QEMU still running 30 s after system_powerdown"
     local want
     for want in 'ACPI power button event|power button pressed' 'Poweroff requested: shutting down' \
         'released the network in' 'shutdown: unmounted filesystems' 'powering off' 'reboot: Power down'; do

@@ -30,7 +30,7 @@ done
 
 # Prerequisites (exit 77 from these subshells = skip everything).
 ( e2e_require ) || exit $?
-kernel=$(e2e_kernel) || exit $?
+kernel=$(cached_kernel) || exit $?
 for t in "${tests[@]}"; do
     case "$t" in
         uefi | pxe-uefi) [ -f "${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE.fd}" ] || { echo "SKIP: OVMF not installed" >&2; exit 77; } ;;
@@ -112,14 +112,6 @@ for t in "${tests[@]}"; do
     start=$SECONDS
     ( "test_${t//-/_}" ) 2>"$work/$t.err"
     rc=$?
-    # A QEMU killed by a signal nobody here sent (the host's OOM killer, a CI watchdog) says
-    # nothing about the appliance: run that test once more, and say so.
-    if [ $rc -ne 0 ] && grep -q '^FAIL: QEMU was killed by signal' "$work/$t.err"; then
-        echo "RETRY $t: $(grep -m1 '^FAIL: ' "$work/$t.err" | cut -c7-)"
-        sed 's/^/    /' "$work/$t.err"
-        ( "test_${t//-/_}" ) 2>"$work/$t.err"
-        rc=$?
-    fi
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1))
         echo "PASS $t ($((SECONDS - start)) s)"
