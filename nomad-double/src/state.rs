@@ -238,20 +238,7 @@ impl Store {
         submission: Option<Value>,
         now: i64,
     ) -> Result<WriteResult> {
-        let mut job = job;
-        if !job.is_object() {
-            return Err(Error::BadRequest("Job must be specified".into()));
-        }
-        if job
-            .get("Namespace")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            job["Namespace"] = json!(default_ns);
-        }
-        canonicalize(&mut job);
-        version_defaults(&mut job, self.settings.version);
-        validate(&job).map_err(Error::Server)?;
+        let job = self.admit(job, default_ns)?;
         let ns = job["Namespace"].as_str().unwrap_or("default").to_string();
         let id = job["ID"].as_str().unwrap_or("").to_string();
         if !self.settings.namespaces.contains(&ns) {
@@ -755,9 +742,9 @@ impl Store {
         Ok(out)
     }
 
-    /// `POST /v1/job/:id/plan`: what a register would do, without doing it.
-    pub fn plan(&mut self, job: Value, default_ns: &str, want_diff: bool) -> Result<Value> {
-        let mut job = job;
+    /// What register and plan do first, as Nomad does: the namespace defaulted, the job
+    /// canonicalized and given this version's defaults, then validated.
+    fn admit(&self, mut job: Value, default_ns: &str) -> Result<Value> {
         if !job.is_object() {
             return Err(Error::BadRequest("Job must be specified".into()));
         }
@@ -771,6 +758,12 @@ impl Store {
         canonicalize(&mut job);
         version_defaults(&mut job, self.settings.version);
         validate(&job).map_err(Error::Server)?;
+        Ok(job)
+    }
+
+    /// `POST /v1/job/:id/plan`: what a register would do, without doing it.
+    pub fn plan(&mut self, job: Value, default_ns: &str, want_diff: bool) -> Result<Value> {
+        let job = self.admit(job, default_ns)?;
         let key = (
             job["Namespace"].as_str().unwrap_or("default").to_string(),
             job["ID"].as_str().unwrap_or("").to_string(),
