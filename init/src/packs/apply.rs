@@ -177,7 +177,7 @@ pub async fn run(
     );
     let record_path = record::path(&opts.cache_dir, &opts.nomad_addr, &prepared.owner);
     let mut record = Record::load(&record_path);
-    let steps = check_drift(&client, steps, &mut record, out).await?;
+    let (steps, mut drift_plans) = check_drift(&client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);
 
     let extras = extras::reconcile(
@@ -197,7 +197,12 @@ pub async fn run(
         for step in &steps {
             report::write_step(out, step)?;
             if let Step::Update { desired, .. } = step {
-                match client.plan(&desired.job).await {
+                // A drifted job's dry run already happened in check_drift.
+                let planned = match drift_plans.remove(&desired.key) {
+                    Some(resp) => Ok(resp),
+                    None => client.plan(&desired.job).await,
+                };
+                match planned {
                     Ok(resp) => report::write_diff(out, &resp["Diff"], "    ")?,
                     Err(e) => writeln!(out, "    (Nomad could not plan this job: {e})")?,
                 }
@@ -485,13 +490,14 @@ async fn live_jobs(client: &Client, prepared: &Prepared) -> anyhow::Result<Vec<L
 
 /// Asks Nomad, with a dry run (never a write), whether the unchanged jobs whose index moved
 /// since this machine last saw them still match what we render. Those that do not were
-/// changed outside the pack set and become updates back to it; those that do are recorded.
+/// changed outside the pack set and become updates back to it (their dry runs are returned
+/// for `plan` to show); those that do are recorded.
 async fn check_drift(
     client: &Client,
     steps: Vec<Step>,
     record: &mut Record,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<Vec<Step>> {
+) -> anyhow::Result<(Vec<Step>, BTreeMap<JobKey, Value>)> {
     let asks: Vec<(usize, Value)> = plan::drift_suspects(&steps, record)
         .into_iter()
         .filter_map(|i| match &steps[i] {
@@ -504,7 +510,7 @@ async fn check_drift(
         .buffered(8)
         .collect()
         .await;
-    let mut drifted = BTreeSet::new();
+    let mut drifted = BTreeMap::new();
     for (i, answer) in answers {
         let Step::Unchanged { live, .. } = &steps[i] else {
             continue;
@@ -513,8 +519,8 @@ async fn check_drift(
             Ok(resp) if resp["Diff"]["Type"].as_str() == Some("None") => {
                 record.set(&live.key, live.job_modify_index)
             }
-            Ok(_) => {
-                drifted.insert(i);
+            Ok(resp) => {
+                drifted.insert(i, resp);
             }
             // Left unchanged and unrecorded: the next run asks again.
             Err(e) => writeln!(
@@ -524,17 +530,19 @@ async fn check_drift(
             )?,
         }
     }
-    Ok(steps
+    let mut plans = BTreeMap::new();
+    let steps = steps
         .into_iter()
         .enumerate()
-        .map(|(i, s)| {
-            if drifted.contains(&i) {
+        .map(|(i, s)| match drifted.remove(&i) {
+            Some(resp) => {
+                plans.insert(s.key().clone(), resp);
                 plan::drifted(s)
-            } else {
-                s
             }
+            None => s,
         })
-        .collect())
+        .collect();
+    Ok((steps, plans))
 }
 
 /// Outcome of one step once performed; creates and updates carry the new JobModifyIndex.
