@@ -67,7 +67,23 @@ impl Namespace {
         cmdline: &str,
         config: Option<&str>,
     ) -> Namespace {
-        let dir = tempfile::tempdir().unwrap();
+        Self::boot_in(
+            tempfile::tempdir().unwrap(),
+            fake_nomad,
+            nomad_extra,
+            cmdline,
+            config,
+        )
+    }
+
+    /// Like [`boot_with`](Self::boot_with), in a directory the caller prepared.
+    fn boot_in(
+        dir: tempfile::TempDir,
+        fake_nomad: &str,
+        nomad_extra: &str,
+        cmdline: &str,
+        config: Option<&str>,
+    ) -> Namespace {
         let root = dir.path().join("root");
         let nomad = dir.path().join("fake-nomad");
         std::fs::write(&nomad, format!("#!/bin/sh\n{fake_nomad}\n")).unwrap();
@@ -79,7 +95,7 @@ impl Namespace {
             format!(
                 "hostname = \"ns-test\"\n\
                  [nomad]\nbinary = \"{d}/fake-nomad\"\nconfig = \"{d}/init.json\"\n\
-                 log_file = \"{d}/root/var/log/nomad.log\"\n{nomad_extra}\n\
+                 {nomad_extra}\n\
                  [packs]\nset = \"{d}/root/etc/nomados/packs\"\ncache_dir = \"{d}/root/var/cache\"\ninterval_secs = 0\n\
                  [data]\nmount_point = \"{d}/root/var/lib/nomad\"\n"
             ),
@@ -545,9 +561,162 @@ fn packs_are_applied_when_nomad_is_healthy_and_on_sighup() {
         .find(|l| l.contains("packs: "))
         .unwrap();
     assert!(
-        outcome.contains("apply failed") || outcome.contains("created,"),
+        outcome.contains("Apply: ") || outcome.contains("error: "),
         "{outcome}"
     );
+    // Its exit is reported by PID 1, as that of a child.
+    ns.wait_for("packs: apply ");
+}
+
+/// The body of a fake Nomad: a static HTTP server answering health and `/v1/agent/self`
+/// (enough for the applier to reach its packs).
+const STATIC_NOMAD: &str = "mkdir -p \"$TMPDIR/www/v1/agent\" && \
+     echo '{\"server\":{\"ok\":true}}' > \"$TMPDIR/www/v1/agent/health\" && \
+     echo '{\"config\":{\"Version\":{\"Version\":\"1.7.7\"},\"Datacenter\":\"dc1\"}}' > \"$TMPDIR/www/v1/agent/self\"\n\
+     cd \"$TMPDIR/www\" && exec python3 -m http.server --bind 127.0.0.1 4646";
+
+/// Boots with [`STATIC_NOMAD`] and a pack set of one pack whose job template is
+/// `template`; `packs` is extra `[packs]` settings.
+fn boot_with_pack(template: &str, packs: &str) -> Namespace {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let config = format!(
+        "hostname = \"ns-test\"\n\
+         [nomad]\nbinary = \"{d}/fake-nomad\"\nconfig = \"{d}/init.json\"\n\
+         [packs]\nset = \"{d}/root/etc/nomados/packs\"\ncache_dir = \"{d}/root/var/cache\"\ninterval_secs = 0\n{packs}\n\
+         [data]\nmount_point = \"{d}/root/var/lib/nomad\"\n"
+    );
+    let set = dir.path().join("root/etc/nomados/packs");
+    std::fs::create_dir_all(set.join("bad/jobs")).unwrap();
+    std::fs::write(
+        set.join("packs.toml"),
+        "[bad]\n_origin = \".\"\n[bad.bad]\n",
+    )
+    .unwrap();
+    std::fs::write(set.join("bad/jobs/bad.hcl"), template).unwrap();
+    Namespace::boot_in(dir, STATIC_NOMAD, "", "", Some(&config))
+}
+
+/// A template that never ends and allocates nothing to speak of: 10^10 loop turns.
+const ENDLESS_TEMPLATE: &str =
+    "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% endfor %}{% endfor %}";
+
+/// Host PIDs of the namespace's processes whose command line contains `needle`.
+fn processes_running(init: i32, needle: &str) -> Vec<i32> {
+    namespace_members(init)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn python_missing() -> bool {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("SKIP: python3 (used as a Nomad stand-in) missing");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn a_runaway_pack_cannot_delay_power_off() {
+    skip_unless_possible!();
+    if python_missing() {
+        return;
+    }
+    let mut ns = boot_with_pack(ENDLESS_TEMPLATE, "deadline_secs = 600");
+    let init = ns.init_pid();
+    ns.wait_for("packs: applying");
+    // The applier is a child process of its own, busy rendering.
+    let start = Instant::now();
+    let appliers = loop {
+        let found = processes_running(init, "packs apply");
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(start.elapsed() < TIMEOUT, "no applier process");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(appliers.iter().all(|&p| p != init));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        processes_running(init, "packs apply"),
+        appliers,
+        "the applier ended early"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Within TIMEOUT, although the apply would run for hours.
+    let status = ns.wait_end();
+    // reboot(RB_POWER_OFF) in a PID namespace kills its init with SIGINT: a power-off.
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    let lines = ns.lines();
+    let order = [
+        "received SIGTERM",
+        "packs: stopping the running apply",
+        "stopping nomad",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+}
+
+#[test]
+fn a_runaway_apply_is_killed_at_its_deadline_and_the_next_one_runs() {
+    skip_unless_possible!();
+    if python_missing() {
+        return;
+    }
+    let ns = boot_with_pack(ENDLESS_TEMPLATE, "deadline_secs = 2");
+    let init = ns.init_pid();
+    ns.wait_for("ran past its deadline of 2 s");
+    let start = Instant::now();
+    while !processes_running(init, "packs apply").is_empty() {
+        assert!(start.elapsed() < TIMEOUT, "the applier was not killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // PID 1 answers the next trigger: one more run, killed again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    ns.wait_for("(SIGHUP)");
+    ns.wait_for_count("ran past its deadline of 2 s", 2);
+}
+
+#[test]
+fn an_apply_that_exhausts_its_memory_dies_alone() {
+    skip_unless_possible!();
+    if python_missing() {
+        return;
+    }
+    // Tera builds the whole range first: 10^9 values do not fit in 64 MiB.
+    let ns = boot_with_pack(
+        "{% for i in range(end=1000000000) %}{{ i }}{% endfor %}",
+        "memory_max_mib = 64",
+    );
+    let init = ns.init_pid();
+    let died = ns.wait_for("the apply died with");
+    let lines = ns.lines();
+    assert!(lines[died].contains("64 MiB"), "{}", lines[died]);
+    // PID 1 is untouched and applies again when asked.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    ns.wait_for_count("the apply died with", 2);
 }
 
 /// A loop device over an ext4 image, detached on drop.
@@ -604,7 +773,7 @@ fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
 
     let d = dir.path().display();
     let config = format!(
-        "[nomad]\nbinary = \"/bin/sleep\"\nconfig = \"{d}/init.json\"\nlog_file = \"{d}/nomad.log\"\n\
+        "[nomad]\nbinary = \"/bin/sleep\"\nconfig = \"{d}/init.json\"\n\
          [packs]\nset = \"{d}/packs\"\ncache_dir = \"{d}/cache\"\ninterval_secs = 0\n\
          [data]\nlabel = \"{label}\"\nmount_point = \"{d}/data\"\n"
     );

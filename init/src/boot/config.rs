@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::diag::{Location, SourceError};
+use crate::log::Level;
 use crate::sys::root::Root;
 
 pub const DEFAULT_PATH: &str = "/etc/nomados/nomados.toml";
+
+/// Below this the applier cannot even load a small pack set.
+const MIN_APPLIER_MIB: u64 = 48;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +39,13 @@ pub struct NomadConfig {
     pub binary: PathBuf,
     /// Agent configuration passed as `-config=`.
     pub config: PathBuf,
-    /// Nomad's output is appended here as well as shown on the console.
-    pub log_file: PathBuf,
+    /// Ignored: Nomad writes and rotates its own log (`log_file`, `log_rotate_bytes` in
+    /// the agent config). Still accepted so that older files parse; a warning says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Nomad's log lines at or above this level are also shown on the console (untagged
+    /// lines, such as its start-up banner or a crash, always are).
+    pub console_level: Level,
     /// Restart delay starts at 1 s and doubles up to this.
     pub restart_backoff_max_secs: u64,
     /// After SIGINT at shutdown, how long Nomad gets before SIGKILL.
@@ -53,7 +62,8 @@ impl Default for NomadConfig {
         Self {
             binary: "/usr/bin/nomad".into(),
             config: "/etc/nomad.d/init.json".into(),
-            log_file: "/var/log/nomad.log".into(),
+            log_file: None,
+            console_level: Level::Warn,
             restart_backoff_max_secs: 30,
             stop_timeout_secs: 30,
             drain_timeout_secs: 30,
@@ -76,6 +86,10 @@ pub struct PacksConfig {
     /// rotated token is picked up; never logged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// An apply that runs longer than this is killed (the next trigger starts afresh).
+    pub deadline_secs: u64,
+    /// Memory the applier process may use (a cgroup's `memory.max`, and its data rlimit).
+    pub memory_max_mib: u64,
 }
 
 impl Default for PacksConfig {
@@ -86,6 +100,8 @@ impl Default for PacksConfig {
             interval_secs: 300,
             owner: None,
             token_file: None,
+            deadline_secs: 600,
+            memory_max_mib: 256,
         }
     }
 }
@@ -126,7 +142,6 @@ impl InitConfig {
     pub fn defaults_under(root: &Root) -> Self {
         let mut c = Self::default();
         c.nomad.config = root.path(&c.nomad.config);
-        c.nomad.log_file = root.path(&c.nomad.log_file);
         c.packs.set = root.path(&c.packs.set);
         c.packs.cache_dir = root.path(&c.packs.cache_dir);
         c.data.mount_point = root.path(&c.data.mount_point);
@@ -184,7 +199,6 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
     for (key, path) in [
         ("binary", &c.nomad.binary),
         ("config", &c.nomad.config),
-        ("log_file", &c.nomad.log_file),
         ("set", &c.packs.set),
         ("cache_dir", &c.packs.cache_dir),
         ("mount_point", &c.data.mount_point),
@@ -195,6 +209,18 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
                 format!("{key} must be an absolute path, got {}", path.display()),
             ));
         }
+    }
+    if c.packs.deadline_secs == 0 {
+        return Err(SourceError::new(
+            at("deadline_secs"),
+            "deadline_secs must be at least 1",
+        ));
+    }
+    if c.packs.memory_max_mib < MIN_APPLIER_MIB {
+        return Err(SourceError::new(
+            at("memory_max_mib"),
+            format!("memory_max_mib must be at least {MIN_APPLIER_MIB} (the applier needs about 25 MiB)"),
+        ));
     }
     if c.nomad.restart_backoff_max_secs == 0 {
         return Err(SourceError::new(

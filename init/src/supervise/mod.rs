@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backoff;
 pub mod nomad;
+pub mod output;
 pub mod packs;
 pub mod power_button;
 pub mod reaper;
@@ -183,6 +184,12 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
 
     let cfg = booted.config.clone();
+    if let Some(path) = &cfg.nomad.log_file {
+        crate::warn!(
+            "nomad.log_file ({}) is ignored: Nomad writes and rotates its own log (log_file in its agent config)",
+            path.display()
+        );
+    }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = crate::boot::network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
     let addr = cfg
@@ -199,15 +206,23 @@ pub async fn run(booted: Booted) -> PowerAction {
         addr: addr.clone(),
         reaper: reaper.clone(),
         healthy: healthy_tx,
-        stop: stop_rx.clone(),
+        stop: stop_rx,
     };
     let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
-    tokio::spawn(packs::run(
-        cfg.packs.clone(),
-        addr.clone(),
+    let applier = packs::Applier {
+        config: cfg.packs.clone(),
+        addr: addr.clone(),
+        reaper: reaper.clone(),
+        // In test mode the cgroup tree is the host's: leave it alone.
+        cgroup_root: (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup")),
+        program: "/proc/self/exe".into(),
+    };
+    let (applier_stop_tx, applier_stop_rx) = watch::channel(false);
+    let applier = tokio::spawn(packs::run(
+        applier,
         healthy_rx,
         reapply.clone(),
-        stop_rx,
+        applier_stop_rx,
     ));
 
     let action = loop {
@@ -219,6 +234,15 @@ pub async fn run(booted: Booted) -> PowerAction {
         }
     };
     crate::info!("{action:?} requested: shutting down");
+
+    // The applier first: it must not register jobs while the node drains.
+    let _ = applier_stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), applier)
+        .await
+        .is_err()
+    {
+        crate::error!("the pack applier did not stop in 10 s; going on");
+    }
 
     shutdown::drain(&addr, Duration::from_secs(cfg.nomad.drain_timeout_secs)).await;
     let _ = stop_tx.send(true);

@@ -1,8 +1,6 @@
 //! Running the Nomad agent: start, pump its output, watch its health, restart it with
 //! backoff when it exits, stop it gracefully at shutdown.
 
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +9,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
 use super::backoff::Backoff;
+use super::output::{pump, Filter};
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::NomadConfig;
 
@@ -61,13 +60,15 @@ impl Supervisor {
                         self.config.binary.display(),
                         self.config.config.display()
                     );
-                    let log = self.config.log_file.clone();
+                    let filter = Filter::NomadLog {
+                        min: self.config.console_level,
+                    };
                     let mut drained = Vec::new();
                     if let Some(out) = child.stdout.take() {
-                        drained.extend(pump("stdout", out, log.clone()));
+                        drained.extend(pump("nomad", "stdout", out, filter));
                     }
                     if let Some(err) = child.stderr.take() {
-                        drained.extend(pump("stderr", err, log));
+                        drained.extend(pump("nomad", "stderr", err, filter));
                     }
                     // `child` is dropped without waiting: its status comes from the reaper.
                     drop(child);
@@ -197,62 +198,6 @@ pub async fn stop_child(
         Ok(Ok(status)) => Some(status),
         _ => {
             crate::error!("nomad (pid {pid}) did not die after SIGKILL");
-            None
-        }
-    }
-}
-
-/// Copies the child's output line by line to the console (`nomad: ` prefix) and appends
-/// it to `log_file`. A plain thread: blocking reads on a pipe, no runtime involvement.
-/// The returned receiver completes at end of file.
-fn pump(
-    stream: &'static str,
-    pipe: impl std::io::Read + Send + 'static,
-    log_file: PathBuf,
-) -> Option<oneshot::Receiver<()>> {
-    let (eof_tx, eof_rx) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("nomad-{stream}"))
-        .spawn(move || {
-            let mut file = open_log(&log_file);
-            let reader = std::io::BufReader::new(pipe);
-            for line in reader.split(b'\n') {
-                let Ok(line) = line else { break };
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches('\r');
-                crate::log::write(crate::log::Level::Info, "nomad", format_args!("{text}"));
-                if let Some(f) = file.as_mut() {
-                    if f.write_all(text.as_bytes())
-                        .and_then(|_| f.write_all(b"\n"))
-                        .is_err()
-                    {
-                        file = None;
-                    }
-                }
-            }
-            let _ = eof_tx.send(());
-        });
-    match spawned {
-        Ok(_) => Some(eof_rx),
-        Err(e) => {
-            crate::error!("cannot start the nomad {stream} reader: {e}");
-            None
-        }
-    }
-}
-
-fn open_log(path: &Path) -> Option<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        Ok(f) => Some(f),
-        Err(e) => {
-            crate::warn!("nomad log file {}: {e}; console only", path.display());
             None
         }
     }

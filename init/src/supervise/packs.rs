@@ -1,21 +1,69 @@
 //! Applying the pack set: when Nomad becomes healthy, on SIGHUP, and every interval.
+//!
+//! The applier reads remote, untrusted input (archives, templates), so it never runs inside
+//! PID 1: each apply is a child process, `nomad-init packs apply` of this very binary, one
+//! at a time. The child starts inside its own cgroup with a memory limit (and a data rlimit,
+//! which also holds where no memory cgroup exists), gets a wall-clock deadline, and is
+//! stopped first at shutdown. Whatever a pack does, PID 1 goes on reaping, answering
+//! signals and supervising Nomad; the worst case is a killed apply that is reported.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use nix::sys::signal::Signal;
+use tokio::sync::{oneshot, watch, Notify};
 
+use super::output::{pump, Filter};
+use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::PacksConfig;
-use crate::packs::apply::{apply, Options};
+use crate::log::Level;
+use crate::sys::process::ChildLimits;
 
+/// How long a stopped applier gets between SIGTERM and SIGKILL at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a SIGKILLed applier may take to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// A token file is a few dozen bytes; anything much larger is not a token.
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// Everything an apply run needs from PID 1.
+#[derive(Clone)]
+pub struct Applier {
+    pub config: PacksConfig,
+    /// Nomad's HTTP API address.
+    pub addr: String,
+    pub reaper: Arc<Reaper>,
+    /// The cgroup v2 mount to create the applier's cgroup under; `None` where PID 1 does
+    /// not own the cgroup tree (test mode).
+    pub cgroup_root: Option<PathBuf>,
+    /// The program to run (`/proc/self/exe` on a machine: this binary).
+    pub program: PathBuf,
+}
+
+/// How one apply run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    Exited(ExitStatus),
+    /// Still running at the deadline: killed.
+    DeadlinePassed,
+    /// The machine is shutting down: stopped.
+    Stopped,
+    /// Could not be started, or its status was lost.
+    Lost(String),
+}
+
+/// Waits for triggers and applies, one run at a time, until `stop` turns true.
 pub async fn run(
-    config: PacksConfig,
-    addr: String,
+    applier: Applier,
     mut healthy: watch::Receiver<bool>,
     reapply: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let interval = Duration::from_secs(config.interval_secs);
+    let interval = Duration::from_secs(applier.config.interval_secs);
     loop {
         let reason = tokio::select! {
             changed = healthy.changed() => {
@@ -27,41 +75,247 @@ pub async fn run(
             _ = tokio::time::sleep(interval), if !interval.is_zero() => "interval",
             _ = stop.changed() => return,
         };
+        if *stop.borrow() {
+            return;
+        }
         if !*healthy.borrow() {
             crate::info!("packs: {reason}: nomad is not healthy; applying once it is");
             continue;
         }
-        let opts = Options {
-            set_path: config.set.clone(),
-            nomad_addr: addr.clone(),
-            token: config.token_file.as_deref().and_then(read_token),
-            owner: config.owner.clone(),
-            cache_dir: config.cache_dir.clone(),
-            wait: false,
-        };
-        crate::info!("packs: applying {} ({reason})", opts.set_path.display());
-        // A task of its own, so a panic in the applier is caught by the runtime, not us.
-        match tokio::spawn(async move { apply(&opts).await }).await {
-            Ok(Ok(summary)) => crate::info!("packs: {summary}"),
-            Ok(Err(e)) => crate::error!("packs: apply failed: {e:#}"),
-            Err(e) => crate::error!("packs: applier crashed: {e}"),
+        crate::info!(
+            "packs: applying {} ({reason})",
+            applier.config.set.display()
+        );
+        if applier.run_once(&mut stop).await == RunEnd::Stopped {
+            return;
         }
     }
 }
 
-/// Reads the ACL token file; a missing or unreadable file is logged (by name, never its
-/// content) and the apply goes on without a token, which Nomad then refuses clearly.
-fn read_token(path: &std::path::Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        Ok(_) => {
-            crate::error!("packs: token file {} is empty", path.display());
-            None
+impl Applier {
+    /// The child's command line and environment. The token travels in the environment
+    /// (readable by root only, unlike argv), never on the command line.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg0("nomad-init")
+            .args(["packs", "apply"])
+            .arg(&self.config.set)
+            .arg("--cache-dir")
+            .arg(&self.config.cache_dir);
+        if let Some(owner) = &self.config.owner {
+            cmd.arg("--owner").arg(owner);
         }
+        cmd.env_clear()
+            .env("PATH", super::nomad::DEFAULT_PATH)
+            .env("NOMAD_ADDR", &self.addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(token) = self.config.token_file.as_deref().and_then(read_token) {
+            cmd.env("NOMAD_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// One apply in a child process, bounded by the deadline; returns how it ended.
+    pub async fn run_once(&self, stop: &mut watch::Receiver<bool>) -> RunEnd {
+        let started = Instant::now();
+        let cgroup = self.cgroup_root.as_deref().and_then(|root| {
+            prepare_cgroup(root, self.config.memory_max_mib)
+                .map_err(|e| {
+                    crate::warn!(
+                        "packs: no cgroup for the applier ({e:#}); the data rlimit still holds"
+                    )
+                })
+                .ok()
+        });
+        let limits = ChildLimits {
+            cgroup_procs: cgroup.as_ref().and_then(|c| c.procs_for_writing()),
+            data_bytes: Some(self.config.memory_max_mib * 1024 * 1024),
+        };
+        let (mut child, exited) = match self.reaper.spawn_limited(&mut self.command(), limits) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                crate::error!("packs: cannot start {}: {e}", self.program.display());
+                return RunEnd::Lost(e.to_string());
+            }
+        };
+        let pid = child.id() as i32;
+        let mut drained = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            drained.extend(pump("packs", "stdout", out, Filter::All(Level::Info)));
+        }
+        if let Some(err) = child.stderr.take() {
+            drained.extend(pump("packs", "stderr", err, Filter::All(Level::Warn)));
+        }
+        // Its status comes from the reaper, never from `wait`.
+        drop(child);
+
+        let deadline = Duration::from_secs(self.config.deadline_secs);
+        let status = wait_status(exited);
+        tokio::pin!(status);
+        let end = tokio::select! {
+            status = &mut status => status,
+            _ = tokio::time::sleep(deadline) => {
+                crate::error!(
+                    "packs: the apply ran past its deadline of {} s (packs.deadline_secs); killing it",
+                    deadline.as_secs()
+                );
+                kill(pid, cgroup.as_ref());
+                // One run at a time: the next starts only once this one is gone.
+                let _ = tokio::time::timeout(KILL_WAIT, &mut status).await;
+                RunEnd::DeadlinePassed
+            }
+            _ = stop.changed() => {
+                // An apply is safe to interrupt (every write is one idempotent request),
+                // and shutdown must not wait for a slow pack.
+                crate::info!("packs: stopping the running apply (pid {pid})");
+                if let Err(e) = crate::sys::process::signal(pid, Signal::SIGTERM) {
+                    crate::warn!("packs: kill({pid}, SIGTERM): {e}");
+                }
+                if tokio::time::timeout(STOP_GRACE, &mut status).await.is_err() {
+                    kill(pid, cgroup.as_ref());
+                    let _ = tokio::time::timeout(KILL_WAIT, &mut status).await;
+                }
+                RunEnd::Stopped
+            }
+        };
+        // Let its last lines reach the console first; bounded, in case something inherited
+        // the pipes.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(250),
+            futures::future::join_all(drained),
+        )
+        .await;
+        let secs = started.elapsed().as_secs_f64();
+        match &end {
+            RunEnd::Exited(ExitStatus::Exited(0)) => {
+                crate::info!("packs: apply finished in {secs:.1} s")
+            }
+            RunEnd::Exited(ExitStatus::Exited(code)) => crate::warn!(
+                "packs: apply ended with exit code {code} after {secs:.1} s (see the lines above)"
+            ),
+            RunEnd::Exited(status) => {
+                let limit = self.config.memory_max_mib;
+                let why = match cgroup.as_ref().map(AppliedCgroup::oom_kills) {
+                    Some(n) if n > 0 => {
+                        format!("was killed by its memory limit of {limit} MiB (packs.memory_max_mib)")
+                    }
+                    _ => format!(
+                        "died with {status}: a pack may have exhausted its memory ({limit} MiB) or its stack"
+                    ),
+                };
+                crate::error!("packs: after {secs:.1} s the apply {why}; nothing else is affected")
+            }
+            RunEnd::DeadlinePassed | RunEnd::Stopped | RunEnd::Lost(_) => {}
+        }
+        end
+    }
+}
+
+async fn wait_status(exited: oneshot::Receiver<ExitStatus>) -> RunEnd {
+    match exited.await {
+        Ok(status) => RunEnd::Exited(status),
+        Err(_) => {
+            crate::error!("packs: the applier's exit status was lost");
+            RunEnd::Lost("exit status lost".into())
+        }
+    }
+}
+
+/// SIGKILL to the applier, and to everything in its cgroup should it have started more.
+fn kill(pid: i32, cgroup: Option<&AppliedCgroup>) {
+    if let Some(c) = cgroup {
+        c.kill_all();
+    }
+    if let Err(e) = crate::sys::process::signal(pid, Signal::SIGKILL) {
+        crate::warn!("packs: kill({pid}, SIGKILL): {e}");
+    }
+}
+
+/// The applier's cgroup (`<root>/applier`), set up before each run.
+struct AppliedCgroup {
+    dir: PathBuf,
+}
+
+/// Creates (or reuses) `<root>/applier` with `memory.max` and a task limit. The
+/// controllers were enabled on the root by the boot's cgroup stage.
+fn prepare_cgroup(root: &Path, memory_mib: u64) -> anyhow::Result<AppliedCgroup> {
+    use anyhow::Context as _;
+    let dir = root.join("applier");
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let bytes = memory_mib * 1024 * 1024;
+    write_knob(&dir, "memory.max", &bytes.to_string())?;
+    // Without swap on the appliance this is moot; where there is swap, a runaway applier
+    // must not push Nomad's memory out to it.
+    let _ = write_knob(&dir, "memory.swap.max", "0");
+    // The applier is a handful of threads; a fork bomb in it stops here.
+    let _ = write_knob(&dir, "pids.max", "64");
+    Ok(AppliedCgroup { dir })
+}
+
+fn write_knob(dir: &Path, knob: &str, value: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let path = dir.join(knob);
+    std::fs::write(&path, value).with_context(|| format!("write {value} to {}", path.display()))
+}
+
+impl AppliedCgroup {
+    fn procs_for_writing(&self) -> Option<std::fs::File> {
+        let path = self.dir.join("cgroup.procs");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| crate::warn!("packs: {}: {e}", path.display()))
+            .ok()
+    }
+
+    /// `oom_kill` from `memory.events`: how often the limit killed something here.
+    fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.events"))
+            .ok()
+            .and_then(|s| oom_kills_in(&s))
+            .unwrap_or(0)
+    }
+
+    fn kill_all(&self) {
+        // cgroup.kill exists from Linux 5.14; the SIGKILL to the pid covers older kernels.
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+    }
+}
+
+/// The `oom_kill N` line of a `memory.events` file.
+fn oom_kills_in(events: &str) -> Option<u64> {
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Reads the ACL token file; a missing, unreadable or oversized file is logged (by name,
+/// never its content) and the apply goes on without a token, which Nomad then refuses
+/// clearly.
+fn read_token(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text));
+    match read {
         Err(e) => {
             crate::error!("packs: cannot read token file {}: {e}", path.display());
             None
         }
+        Ok(n) if n as u64 > MAX_TOKEN_BYTES => {
+            crate::error!(
+                "packs: token file {} is larger than {MAX_TOKEN_BYTES} bytes; not a token",
+                path.display()
+            );
+            None
+        }
+        Ok(_) if text.trim().is_empty() => {
+            crate::error!("packs: token file {} is empty", path.display());
+            None
+        }
+        Ok(_) => Some(text.trim().to_string()),
     }
 }
 
@@ -70,13 +324,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_files_are_trimmed_and_missing_ones_give_none() {
+    fn token_files_are_trimmed_and_missing_empty_or_huge_ones_give_none() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("token");
         std::fs::write(&p, "s3cr3t\n").unwrap();
         assert_eq!(read_token(&p).as_deref(), Some("s3cr3t"));
         std::fs::write(&p, "\n").unwrap();
         assert_eq!(read_token(&p), None);
+        std::fs::write(&p, "x".repeat(MAX_TOKEN_BYTES as usize + 1)).unwrap();
+        assert_eq!(read_token(&p), None);
         assert_eq!(read_token(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn the_child_gets_the_token_in_its_environment_never_in_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cr3t\n").unwrap();
+        let applier = Applier {
+            config: PacksConfig {
+                token_file: Some(token),
+                owner: Some("edge".into()),
+                ..PacksConfig::default()
+            },
+            addr: "http://127.0.0.1:4646".into(),
+            reaper: Arc::new(Reaper::new()),
+            cgroup_root: None,
+            program: "/proc/self/exe".into(),
+        };
+        let cmd = applier.command();
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "packs",
+                "apply",
+                "/etc/nomados/packs",
+                "--cache-dir",
+                "/var/lib/nomad/nomados/packs-cache",
+                "--owner",
+                "edge"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("s3cr3t")));
+        let env: Vec<_> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        assert!(
+            env.contains(&("NOMAD_TOKEN".into(), "s3cr3t".into())),
+            "{env:?}"
+        );
+        assert!(env.contains(&("NOMAD_ADDR".into(), "http://127.0.0.1:4646".into())));
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        let events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kills_in(events), Some(1));
+        assert_eq!(oom_kills_in("low 0\n"), None);
     }
 }

@@ -67,8 +67,17 @@ impl Reaper {
         &self,
         cmd: &mut Command,
     ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+        self.spawn_limited(cmd, crate::sys::process::ChildLimits::default())
+    }
+
+    /// [`spawn`](Self::spawn) with limits the child takes on before it runs (cgroup, rlimit).
+    pub fn spawn_limited(
+        &self,
+        cmd: &mut Command,
+        limits: crate::sys::process::ChildLimits,
+    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut waiters = self.lock();
-        let child = crate::sys::process::spawn_clean(cmd)?;
+        let child = crate::sys::process::spawn_limited(cmd, limits)?;
         let (tx, rx) = oneshot::channel();
         waiters.insert(child.id() as i32, tx);
         Ok((child, rx))

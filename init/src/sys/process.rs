@@ -51,6 +51,50 @@ pub fn spawn_clean(cmd: &mut Command) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
+/// Limits a child takes on between fork and exec, before it runs any of its own code.
+#[derive(Debug, Default)]
+pub struct ChildLimits {
+    /// `cgroup.procs` of the cgroup the child must start in, opened for writing.
+    pub cgroup_procs: Option<std::fs::File>,
+    /// RLIMIT_DATA in bytes: heap and private writable mappings. A runaway allocation then
+    /// fails inside the child (which aborts) even where no memory cgroup exists.
+    pub data_bytes: Option<u64>,
+}
+
+/// Like [`spawn_clean`], and the child joins `limits.cgroup_procs`'s cgroup and takes
+/// `limits.data_bytes` before exec, so nothing of it ever runs unlimited.
+pub fn spawn_limited(cmd: &mut Command, limits: ChildLimits) -> std::io::Result<Child> {
+    use std::os::fd::AsRawFd;
+    let cgroup_fd = limits.cgroup_procs.as_ref().map(|f| f.as_raw_fd());
+    let data = limits.data_bytes;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (write, setrlimit); it allocates nothing. The cgroup file outlives the
+    // spawn (it is dropped at the end of this function), so the descriptor is valid.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_fd {
+                // "0" moves the writing process, i.e. this child.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(bytes) = data {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = spawn_clean(cmd);
+    drop(limits);
+    child
+}
+
 /// Sends `sig` to `pid`; a process that is already gone is not an error.
 pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
     match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
