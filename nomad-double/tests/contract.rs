@@ -8,7 +8,7 @@ use common::Agent;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Recording order from shared/nomad-api/README.md (state carries over). The two agent
+/// Recording order from recordings/README.md (state carries over). The two agent
 /// reads that are not in the README's sequence come first; they do not depend on state.
 const ORDER: &[&str] = &[
     "status-leader",
@@ -33,24 +33,20 @@ const ORDER: &[&str] = &[
     "agent-self",
 ];
 
-/// `shared/` sits beside the checkout: `<root>/shared` next to `<root>/<clone>`
-/// (helper worktrees are one level deeper). `NOMAD_API_RECORDINGS` overrides.
-fn recordings_dir() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates: Vec<PathBuf> = match std::env::var_os("NOMAD_API_RECORDINGS") {
-        Some(d) => vec![PathBuf::from(d)],
-        None => vec![
-            manifest.join("../../shared/nomad-api/v1.1.2"),
-            manifest.join("../../../shared/nomad-api/v1.1.2"),
-        ],
+/// The recordings kept in this repository (`nomad-double/recordings/<set>`);
+/// `NOMAD_API_RECORDINGS` may point at another directory holding the same sets.
+fn recordings_dir(set: &str) -> PathBuf {
+    let root = match std::env::var_os("NOMAD_API_RECORDINGS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recordings"),
     };
-    match candidates.iter().find(|d| d.is_dir()) {
-        Some(d) => d.clone(),
-        None => panic!(
-            "recorded Nomad exchanges not found; looked in {:?} (shared/nomad-api must sit beside the checkout, or set NOMAD_API_RECORDINGS)",
-            candidates
-        ),
-    }
+    let dir = root.join(set);
+    assert!(
+        dir.is_dir(),
+        "recorded Nomad exchanges not found in {} (set NOMAD_API_RECORDINGS to the directory holding {set}/)",
+        dir.display()
+    );
+    dir
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -226,7 +222,7 @@ fn check_values(name: &str, want: &Value, got: &Value, errs: &mut Vec<String>) {
 
 #[test]
 fn replays_recorded_nomad_1_1_2_exchanges() {
-    let dir = recordings_dir();
+    let dir = recordings_dir("v1.1.2");
     // Skip nothing silently: every recording must be in ORDER, and every entry must exist.
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect("read recordings dir")
