@@ -279,7 +279,8 @@ impl Store {
         for key in changed_jobs {
             self.refresh_status(&key);
         }
-        any
+        // A drain ends once what it stopped has stopped.
+        self.finish_drain(now) || any
     }
 
     pub fn job_allocs(&self, ns: &str, id: &str) -> Vec<Value> {

@@ -14,6 +14,7 @@ mod variables;
 
 use crate::version::Version;
 use acl::AclStore;
+pub use acl::Caller;
 use allocations::Alloc;
 use jobs::JobRecord;
 use nodes::NodeState;
@@ -33,6 +34,9 @@ pub struct Settings {
     pub exec_enabled: bool,
     pub raw_exec_enabled: bool,
     pub namespaces: Vec<String>,
+    /// With ACLs on, a management token that exists from the start (the cluster counts as
+    /// bootstrapped).
+    pub management_token: Option<String>,
     /// Whether an absolute task command exists on this host.
     pub command_exists: fn(&str) -> bool,
 }
@@ -50,6 +54,7 @@ impl Settings {
             exec_enabled: true,
             raw_exec_enabled: true,
             namespaces: vec!["default".into()],
+            management_token: None,
             command_exists: |p| std::path::Path::new(p).exists(),
         }
     }
@@ -122,13 +127,7 @@ impl Store {
             settings,
             index: 0,
             node_id: String::new(),
-            node_state: NodeState {
-                create_index: 0,
-                modify_index: 0,
-                drain: false,
-                eligible: true,
-                drain_strategy: Value::Null,
-            },
+            node_state: NodeState::new(now),
             jobs: BTreeMap::new(),
             allocs: Vec::new(),
             vars: BTreeMap::new(),
@@ -142,6 +141,9 @@ impl Store {
         s.node_state.create_index = 7;
         s.index = 9;
         s.node_state.modify_index = 9;
+        if let Some(secret) = s.settings.management_token.clone() {
+            s.preset_management_token(&secret, now);
+        }
         s
     }
 
