@@ -1,6 +1,7 @@
 //! HTTP routes. One dispatcher matches (method, path) by hand so unknown paths and wrong
 //! methods get Nomad's exact text/plain answers, and `/v1/var/<path>` can hold slashes.
 
+use crate::agent;
 use crate::authz::{self, Need};
 use crate::config::AgentConfig;
 use crate::filter;
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -407,8 +408,8 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
     }
     let result: Result<Reply, Reply> = (|| {
         Ok(match segs.as_slice() {
-            ["v1", "agent", "health"] => only!(get, agent_health(app)),
-            ["v1", "agent", "self"] => only!(get, Reply::json(&agent_self(app, store))),
+            ["v1", "agent", "health"] => only!(get, Reply::json(&agent::health(&app.config))),
+            ["v1", "agent", "self"] => only!(get, Reply::json(&agent::self_document(app, store))),
             ["v1", "status", "leader"] => only!(get, Reply::json(&json!("127.0.0.1:4647"))),
             ["v1", "status", "peers"] => only!(get, Reply::json(&json!(["127.0.0.1:4647"]))),
             ["v1", "regions"] => only!(get, Reply::json(&json!([app.config.region]))),
@@ -668,53 +669,6 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
         })
     })();
     result.unwrap_or_else(|r| r)
-}
-
-fn agent_health(app: &App) -> Reply {
-    let mut m = Map::new();
-    if app.config.client_enabled {
-        m.insert("client".into(), json!({"message": "ok", "ok": true}));
-    }
-    if app.config.server_enabled {
-        m.insert("server".into(), json!({"message": "ok", "ok": true}));
-    }
-    Reply::json(&Value::Object(m))
-}
-
-const AGENT_SELF: &str = include_str!("agent_self.json");
-
-fn agent_self(app: &App, store: &Store) -> Value {
-    let c = &app.config;
-    let mut v: Value = serde_json::from_str(AGENT_SELF).unwrap_or_else(|_| json!({}));
-    let host = c.advertise_host();
-    let version = app.version.to_string();
-    let cfg = &mut v["config"];
-    cfg["Version"]["Version"] = json!(version);
-    cfg["Datacenter"] = json!(c.datacenter);
-    cfg["Region"] = json!(c.region);
-    cfg["NodeName"] = json!(c.name);
-    cfg["DataDir"] = json!(c.data_dir);
-    cfg["DevMode"] = json!(c.dev);
-    cfg["Files"] = json!(c.files);
-    cfg["BindAddr"] = json!(c.bind_addr);
-    cfg["ACL"]["Enabled"] = json!(c.acl_enabled);
-    cfg["Client"]["Enabled"] = json!(c.client_enabled);
-    cfg["Server"]["Enabled"] = json!(c.server_enabled);
-    cfg["Client"]["Options"]["driver.raw_exec.enable"] =
-        json!(if c.raw_exec_enabled { "true" } else { "false" });
-    cfg["Addresses"]["HTTP"] = json!(c.http_addr.clone().unwrap_or_else(|| c.bind_addr.clone()));
-    cfg["Ports"]["HTTP"] = json!(c.http_port);
-    cfg["AdvertiseAddrs"]["HTTP"] = json!(format!("{host}:{}", c.http_port));
-    let member = &mut v["member"];
-    member["Name"] = json!(format!("{}.{}", c.name, c.region));
-    member["Tags"]["build"] = json!(version);
-    member["Tags"]["dc"] = json!(c.datacenter);
-    member["Tags"]["region"] = json!(c.region);
-    v["stats"]["client"]["node_id"] = json!(store.node_id);
-    v["stats"]["raft"]["applied_index"] = json!(store.index.to_string());
-    v["stats"]["raft"]["commit_index"] = json!(store.index.to_string());
-    v["stats"]["raft"]["last_log_index"] = json!(store.index.to_string());
-    v
 }
 
 fn list_jobs(store: &Store, req: &Req) -> Result<Reply, Reply> {

@@ -3,6 +3,7 @@
 //! Start it in-process with [`serve`] (or [`serve_with_shutdown`]) on a listener you bound,
 //! or run the `nomad-double` binary, which takes Nomad's own `agent -config` command line.
 
+pub mod agent;
 pub mod api;
 pub mod authz;
 pub mod canonical;
