@@ -1,16 +1,18 @@
 //! HTTP routes. One dispatcher matches (method, path) by hand so unknown paths and wrong
 //! methods get Nomad's exact text/plain answers, and `/v1/var/<path>` can hold slashes.
 
+use crate::agent;
+use crate::authz::{self, Need};
 use crate::config::AgentConfig;
 use crate::filter;
 use crate::hcl_job::parse_job;
-use crate::state::{Error, Store};
+use crate::state::{Caller, Error, Store};
 use crate::version::Version;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,6 +199,8 @@ struct Req {
     path: String,
     q: HashMap<String, String>,
     body: Bytes,
+    /// The `X-Nomad-Token` (or bearer) secret sent, if any.
+    token: Option<String>,
 }
 
 impl Req {
@@ -244,6 +248,8 @@ fn is_write(method: &Method, path: &str) -> bool {
                 || (path.starts_with("/v1/job/") && !path.ends_with("/plan"))
                 || path.starts_with("/v1/var/")
                 || path.starts_with("/v1/acl/policy/")
+                || path == "/v1/acl/bootstrap"
+                || path == "/v1/acl/token"
                 || (path.starts_with("/v1/node/")
                     && (path.ends_with("/drain") || path.ends_with("/eligibility")))
         }
@@ -254,11 +260,6 @@ fn is_write(method: &Method, path: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// Paths reachable without a token even with ACLs on.
-fn is_public(path: &str) -> bool {
-    path == "/v1/agent/health" || path.starts_with("/v1/status/") || path.starts_with("/v1/double/")
 }
 
 fn token_of(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<String> {
@@ -284,10 +285,12 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let q = query_map(&uri);
     let req = Req {
         method,
         path: uri.path().to_string(),
-        q: query_map(&uri),
+        token: token_of(&headers, &q),
+        q,
         body,
     };
     {
@@ -298,13 +301,9 @@ pub async fn dispatch(
             *st.writes_by_path.entry(req.path.clone()).or_default() += 1;
         }
     }
-    if app.config.acl_enabled && !is_public(&req.path) {
-        match token_of(&headers, &req.q) {
-            None => return Reply::text(StatusCode::FORBIDDEN, "Permission denied").into_response(),
-            Some(t) if Some(&t) != app.management_token.as_ref() => {
-                return Reply::text(StatusCode::FORBIDDEN, "ACL token not found").into_response()
-            }
-            Some(_) => {}
+    if app.config.acl_enabled {
+        if let Some(denied) = authorize(&app, &req) {
+            return denied.into_response();
         }
     }
     if req.method == Method::GET {
@@ -332,6 +331,28 @@ pub async fn dispatch(
         );
     }
     reply.into_response()
+}
+
+/// With ACLs on: `None` when the request may go ahead, else Nomad's 403 answer (no token:
+/// `Permission denied`; an unknown one: `ACL token not found`; too few rights: `Permission
+/// denied`).
+fn authorize(app: &App, req: &Req) -> Option<Reply> {
+    let segs = segments(&req.path);
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let need = authz::need(req.method.as_str(), &segs, &req.ns());
+    if need == Need::Open {
+        return None;
+    }
+    let denied = || Some(Reply::text(StatusCode::FORBIDDEN, "Permission denied"));
+    let Some(secret) = &req.token else {
+        return denied();
+    };
+    match app.store().acl_caller(secret) {
+        None => Some(Reply::text(StatusCode::FORBIDDEN, "ACL token not found")),
+        Some(Caller::Management) => None,
+        Some(Caller::Client(rules)) if authz::allows(&rules, &need) => None,
+        Some(Caller::Client(_)) => denied(),
+    }
 }
 
 /// Blocking queries: `?index=N` waits until the state moves past N (or `wait` passes).
@@ -387,8 +408,8 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
     }
     let result: Result<Reply, Reply> = (|| {
         Ok(match segs.as_slice() {
-            ["v1", "agent", "health"] => only!(get, agent_health(app)),
-            ["v1", "agent", "self"] => only!(get, Reply::json(&agent_self(app, store))),
+            ["v1", "agent", "health"] => only!(get, Reply::json(&agent::health(&app.config))),
+            ["v1", "agent", "self"] => only!(get, Reply::json(&agent::self_document(app, store))),
             ["v1", "status", "leader"] => only!(get, Reply::json(&json!("127.0.0.1:4647"))),
             ["v1", "status", "peers"] => only!(get, Reply::json(&json!(["127.0.0.1:4647"]))),
             ["v1", "regions"] => only!(get, Reply::json(&json!([app.config.region]))),
@@ -413,7 +434,9 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                 Reply::json(&Value::Array(list)).query(idx)
             }),
             ["v1", "node", id] => only!(get, {
-                let n = store.node();
+                let mut n = store.node_full();
+                let c = &app.config;
+                n["HTTPAddr"] = json!(format!("{}:{}", c.advertise_host(), c.http_port));
                 if n["ID"] == *id {
                     Reply::json(&n).query(idx)
                 } else {
@@ -521,6 +544,34 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                 let i = plan["Index"].as_u64().unwrap_or(idx);
                 Reply::json(&plan).index(i)
             }),
+            ["v1", "acl", "bootstrap"] => only!(post, {
+                let body = req.json_body()?;
+                let secret = body["BootstrapSecret"].as_str();
+                let tok = store
+                    .acl_bootstrap(secret, t)
+                    .map_err(|e| err_reply(e, idx))?;
+                let i = tok["CreateIndex"].as_u64().unwrap_or(idx);
+                Reply::json(&tok).index(i)
+            }),
+            ["v1", "acl", "token", "self"] => only!(get, {
+                let tok = store
+                    .acl_token_self(req.token.as_deref())
+                    .map_err(|e| err_reply(e, idx))?;
+                let i = tok["ModifyIndex"].as_u64().unwrap_or(idx);
+                Reply::json(&tok).query(i)
+            }),
+            ["v1", "acl", "token"] => only!(post, {
+                let body = req.json_body()?;
+                let tok = store
+                    .acl_token_create(&body, t)
+                    .map_err(|e| err_reply(e, idx))?;
+                let i = tok["CreateIndex"].as_u64().unwrap_or(idx);
+                Reply::json(&tok).index(i)
+            }),
+            ["v1", "acl", "tokens"] => only!(get, {
+                let l = store.acl_token_list().map_err(|e| err_reply(e, idx))?;
+                Reply::json(&Value::Array(l)).query(idx)
+            }),
             ["v1", "acl", "policies"] => only!(get, {
                 let prefix = req.q.get("prefix").map_or("", String::as_str);
                 let l = store.policy_list(prefix).map_err(|e| err_reply(e, idx))?;
@@ -618,53 +669,6 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
         })
     })();
     result.unwrap_or_else(|r| r)
-}
-
-fn agent_health(app: &App) -> Reply {
-    let mut m = Map::new();
-    if app.config.client_enabled {
-        m.insert("client".into(), json!({"message": "ok", "ok": true}));
-    }
-    if app.config.server_enabled {
-        m.insert("server".into(), json!({"message": "ok", "ok": true}));
-    }
-    Reply::json(&Value::Object(m))
-}
-
-const AGENT_SELF: &str = include_str!("agent_self.json");
-
-fn agent_self(app: &App, store: &Store) -> Value {
-    let c = &app.config;
-    let mut v: Value = serde_json::from_str(AGENT_SELF).unwrap_or_else(|_| json!({}));
-    let host = c.advertise_host();
-    let version = app.version.to_string();
-    let cfg = &mut v["config"];
-    cfg["Version"]["Version"] = json!(version);
-    cfg["Datacenter"] = json!(c.datacenter);
-    cfg["Region"] = json!(c.region);
-    cfg["NodeName"] = json!(c.name);
-    cfg["DataDir"] = json!(c.data_dir);
-    cfg["DevMode"] = json!(c.dev);
-    cfg["Files"] = json!(c.files);
-    cfg["BindAddr"] = json!(c.bind_addr);
-    cfg["ACL"]["Enabled"] = json!(c.acl_enabled);
-    cfg["Client"]["Enabled"] = json!(c.client_enabled);
-    cfg["Server"]["Enabled"] = json!(c.server_enabled);
-    cfg["Client"]["Options"]["driver.raw_exec.enable"] =
-        json!(if c.raw_exec_enabled { "true" } else { "false" });
-    cfg["Addresses"]["HTTP"] = json!(c.http_addr.clone().unwrap_or_else(|| c.bind_addr.clone()));
-    cfg["Ports"]["HTTP"] = json!(c.http_port);
-    cfg["AdvertiseAddrs"]["HTTP"] = json!(format!("{host}:{}", c.http_port));
-    let member = &mut v["member"];
-    member["Name"] = json!(format!("{}.{}", c.name, c.region));
-    member["Tags"]["build"] = json!(version);
-    member["Tags"]["dc"] = json!(c.datacenter);
-    member["Tags"]["region"] = json!(c.region);
-    v["stats"]["client"]["node_id"] = json!(store.node_id);
-    v["stats"]["raft"]["applied_index"] = json!(store.index.to_string());
-    v["stats"]["raft"]["commit_index"] = json!(store.index.to_string());
-    v["stats"]["raft"]["last_log_index"] = json!(store.index.to_string());
-    v
 }
 
 fn list_jobs(store: &Store, req: &Req) -> Result<Reply, Reply> {

@@ -3,7 +3,9 @@
 //! Start it in-process with [`serve`] (or [`serve_with_shutdown`]) on a listener you bound,
 //! or run the `nomad-double` binary, which takes Nomad's own `agent -config` command line.
 
+pub mod agent;
 pub mod api;
+pub mod authz;
 pub mod canonical;
 pub mod config;
 pub mod diff;
@@ -90,6 +92,7 @@ impl Options {
             exec_enabled: true,
             raw_exec_enabled: c.raw_exec_enabled,
             namespaces: self.namespaces.clone(),
+            management_token: self.management_token.clone(),
             command_exists: |p| std::path::Path::new(p).exists(),
         }
     }

@@ -38,6 +38,10 @@ impl Version {
     pub fn has_list_meta(self) -> bool {
         self.at_least(1, 4)
     }
+    /// `BootstrapSecret` on `POST /v1/acl/bootstrap` sets the management SecretID (Nomad 1.4).
+    pub fn has_bootstrap_secret(self) -> bool {
+        self.at_least(1, 4)
+    }
     /// Job submissions (source kept with each version, Nomad 1.6).
     pub fn has_submissions(self) -> bool {
         self.at_least(1, 6)

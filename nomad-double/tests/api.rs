@@ -175,6 +175,52 @@ fn acls_require_the_management_token() {
 }
 
 #[test]
+fn bootstrap_secret_becomes_the_management_token_from_1_4() {
+    let cfg = format!("{DEV}acl {{ enabled = true }}\n");
+    let agent = Agent::start(&cfg, &[("NOMAD_DOUBLE_VERSION", "1.4.0")]);
+    let mut h = http(&agent);
+    let secret = "6d1f3c2a-0b5e-4f7a-9c8d-1e2f3a4b5c6d";
+    let t = h.json(
+        "POST",
+        "/v1/acl/bootstrap",
+        Some(json!({"BootstrapSecret": secret})),
+    );
+    assert_eq!(
+        (t["SecretID"].as_str(), t["Type"].as_str()),
+        (Some(secret), Some("management"))
+    );
+    let (s, _, body) = h.send("POST", "/v1/acl/bootstrap", None);
+    assert_eq!(s, 400);
+    assert!(
+        body.starts_with("ACL bootstrap already done (reset index: "),
+        "{body}"
+    );
+    h.token = Some(secret.into());
+    assert_eq!(
+        h.json("GET", "/v1/acl/token/self", None)["AccessorID"],
+        t["AccessorID"]
+    );
+    // A read-only client token reads jobs but cannot register one or touch the node.
+    let rules = "namespace \"default\" { policy = \"read\" }";
+    h.send(
+        "POST",
+        "/v1/acl/policy/ro",
+        Some(json!({"Name": "ro", "Rules": rules})),
+    );
+    let reader = h.json(
+        "POST",
+        "/v1/acl/token",
+        Some(json!({"Name": "r", "Type": "client", "Policies": ["ro"]})),
+    );
+    h.token = reader["SecretID"].as_str().map(String::from);
+    assert_eq!(h.send("GET", "/v1/jobs", None).0, 200);
+    let (s, _, body) = h.send("POST", "/v1/jobs", Some(hello(Value::Null)));
+    assert_eq!((s, body.as_str()), (403, "Permission denied"));
+    assert_eq!(h.send("GET", "/v1/nodes", None).0, 403);
+    assert_eq!(h.send("GET", "/v1/acl/tokens", None).0, 403);
+}
+
+#[test]
 fn missing_command_fails_the_allocation_and_sigterm_exits_cleanly() {
     let mut agent = Agent::start(DEV, &[("NOMAD_DOUBLE_ALLOC_DELAY_MS", "50")]);
     let h = http(&agent);
@@ -269,13 +315,17 @@ fn submissions_plans_and_node_drain() {
     let allocs = h.json("GET", "/v1/job/hello/allocations", None);
     assert_eq!(allocs[0]["DesiredStatus"], "stop");
     assert_eq!(allocs[0]["ClientStatus"], "complete");
+    // Its allocations stopped, so the drain is over, as the recorded Nomad shows: the
+    // node stays ineligible and LastDrain says complete.
     let node = h.json("GET", &format!("/v1/node/{id}"), None);
     assert_eq!(
         (
             node["Drain"].as_bool(),
-            node["SchedulingEligibility"].as_str()
+            node["DrainStrategy"].is_null(),
+            node["SchedulingEligibility"].as_str(),
+            node["LastDrain"]["Status"].as_str()
         ),
-        (Some(true), Some("ineligible"))
+        (Some(false), true, Some("ineligible"), Some("complete"))
     );
     let (s, _, _) = h.send("GET", "/v1/node/not-a-node", None);
     assert_eq!(s, 404);

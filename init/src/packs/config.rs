@@ -1429,7 +1429,7 @@ _origin = "p"
 [a]
 _origin = "packs/a"
 [b]
-_origin = "../shared"
+_origin = "../common"
 [c]
 _origin = "/abs/c"
 [d]
@@ -1440,7 +1440,7 @@ _origin = "file:///srv/my%20packs"
             origins,
             [
                 Origin::Local("/etc/nomados/packs/a".into()),
-                Origin::Local("/etc/nomados/../shared".into()),
+                Origin::Local("/etc/nomados/../common".into()),
                 Origin::Local("/abs/c".into()),
                 Origin::Local("/srv/my packs".into()),
             ]

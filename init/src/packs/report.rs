@@ -193,7 +193,7 @@ mod tests {
 
     fn recorded(name: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/nomad-api/v1.1.2")
+            .join("../nomad-double/recordings/v1.1.2")
             .join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("recorded exchange {}: {e}", path.display()));

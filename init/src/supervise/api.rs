@@ -231,7 +231,7 @@ mod tests {
     }
 
     fn recorded_agent_self() -> Value {
-        let text = std::fs::read_to_string("/work/shared/nomad-api/v1.1.2/agent-self.json")
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../nomad-double/recordings/v1.1.2/agent-self.json"))
             .unwrap_or_else(|_| {
                 r#"{"response":{"body":{"stats":{"client":{"node_id":"30f051f0-496d-5f9a-da88-9e64a249621d"}}}}}"#.into()
             });
