@@ -3,9 +3,11 @@
 //! and the mounted ext4 is resized online.
 //!
 //! The GPT arithmetic ([`plan`], [`rewrite`]) and the ext4 superblock reading are pure and
-//! unit-tested; [`grow_partition`] and [`grow_filesystem`] do the I/O (read/write the disk,
-//! `BLKPG_RESIZE_PARTITION`, `EXT4_IOC_RESIZE_FS`). Both are idempotent: a second boot finds
-//! nothing to do, and a crash between the steps is finished by the next boot.
+//! unit-tested; the table codec is `nomados-gpt`, the one the image builder writes with.
+//! [`grow_partition`] and [`grow_filesystem`] do the I/O (read/write the disk, and through
+//! `sys::block` `BLKPG_RESIZE_PARTITION` and `EXT4_IOC_RESIZE_FS`). Both are idempotent: a
+//! second boot finds nothing to do, and a crash between the steps is finished by the next
+//! boot.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -48,14 +50,16 @@ impl Gpt {
         })
     }
 
-    fn entry_bytes(&self, i: u64) -> &[u8] {
-        let o = (i * u64::from(self.header.entry_size)) as usize;
-        &self.entries[o..o + self.header.entry_size as usize]
+    fn entry_bytes(&self, i: u64) -> Option<&[u8]> {
+        let size = u64::from(self.header.entry_size);
+        let start = usize::try_from(i.checked_mul(size)?).ok()?;
+        self.entries.get(start..)?.get(..size as usize)
     }
 
-    /// (first LBA, last LBA) of entry `i`, `None` when unused.
+    /// (first LBA, last LBA) of entry `i`, `None` when unused or past the array.
     pub fn range(&self, i: u64) -> Option<(u64, u64)> {
-        Entry::decode(self.entry_bytes(i)).map(|e| (e.first_lba, e.last_lba))
+        let entry = Entry::decode(self.entry_bytes(i)?)?;
+        Some((entry.first_lba, entry.last_lba))
     }
 
     fn entry_count(&self) -> u64 {
@@ -82,7 +86,7 @@ pub struct Plan {
 /// not the last partition (growing it would overlap another).
 pub fn plan(gpt: &Gpt, index: u64, disk_sectors: u64) -> anyhow::Result<Option<Plan>> {
     let Some((first, old_last)) = gpt.range(index) else {
-        bail!("GPT entry {} is unused", index + 1);
+        bail!("GPT entry {} is unused", index.saturating_add(1));
     };
     for i in 0..gpt.entry_count() {
         if let Some((f, _)) = gpt.range(i) {
@@ -229,7 +233,8 @@ pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<
     disk.seek(SeekFrom::Start(header.entries_lba * sector))?;
     disk.read_exact(&mut entries)?;
     let gpt = Gpt::parse(sector, header, entries)?;
-    let Some(p) = plan(&gpt, pno - 1, disk_sectors)? else {
+    let index = pno.checked_sub(1).context("partition number 0")?;
+    let Some(p) = plan(&gpt, index, disk_sectors)? else {
         return Ok(None);
     };
     let w = rewrite(&gpt, &p);
@@ -380,6 +385,9 @@ mod tests {
         let e = plan(&g, 1, 1254 * MIB).unwrap_err().to_string();
         assert!(e.contains("partition 2 is not the last one"), "{e}");
         assert!(plan(&g, 5, 1254 * MIB).is_err());
+        // A partition number past the entry array (a bad sysfs read) is an error, not a panic.
+        assert!(plan(&g, 128, 1254 * MIB).is_err());
+        assert!(plan(&g, u64::MAX, 1254 * MIB).is_err());
     }
 
     #[test]
