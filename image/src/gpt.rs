@@ -1,9 +1,11 @@
-//! GPT and protective MBR encoding: pure functions from a [`Layout`] to bytes.
+//! The disk's partition table from a [`Layout`]: pure, bytes out. The codec itself (header,
+//! entries, protective MBR) is the `nomados-gpt` crate, shared with init's grower.
+
+use nomados_gpt::{entries_crc, Entry, Header, HEADER_SIZE, REVISION};
 
 use crate::layout::{Layout, Partition, GPT_ARRAY_SECTORS, GPT_ENTRIES, GPT_ENTRY_SIZE, SECTOR};
 
-/// Size of the MBR boot code area (what `gptmbr.bin` fills).
-pub const BOOT_CODE_LEN: usize = 440;
+pub use nomados_gpt::{protective_mbr, BOOT_CODE_LEN};
 
 /// The bytes to write at the start and at the end of the disk.
 #[derive(Debug, Clone)]
@@ -24,7 +26,7 @@ pub fn encode(layout: &Layout, boot_code: Option<&[u8]>) -> Result<GptImage, Str
         return Err("disk size is not a whole number of sectors".into());
     }
     let array = encode_entries(&layout.partitions)?;
-    let array_crc = crc32fast::hash(&array);
+    let array_crc = entries_crc(&array);
 
     let last = total - 1;
     let backup_array_lba = last - GPT_ARRAY_SECTORS;
@@ -44,47 +46,17 @@ pub fn encode(layout: &Layout, boot_code: Option<&[u8]>) -> Result<GptImage, Str
     })
 }
 
-/// Sector 0: boot code, one 0xEE partition covering the disk, 0x55AA.
-pub fn protective_mbr(total_sectors: u64, boot_code: Option<&[u8]>) -> Result<Vec<u8>, String> {
-    let mut mbr = vec![0u8; SECTOR as usize];
-    if let Some(code) = boot_code {
-        if code.len() > BOOT_CODE_LEN {
-            return Err(format!(
-                "MBR boot code is {} bytes; at most {BOOT_CODE_LEN} fit",
-                code.len()
-            ));
-        }
-        mbr[..code.len()].copy_from_slice(code);
-    }
-    let e = &mut mbr[446..462];
-    e[0] = 0x00; // not active: UEFI spec requires 0 for the protective entry
-    e[1..4].copy_from_slice(&[0x00, 0x02, 0x00]); // CHS of LBA 1
-    e[4] = 0xEE;
-    e[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
-    e[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let size = (total_sectors - 1).min(u32::MAX as u64) as u32;
-    e[12..16].copy_from_slice(&size.to_le_bytes());
-    mbr[510] = 0x55;
-    mbr[511] = 0xAA;
-    Ok(mbr)
-}
-
 fn encode_entries(parts: &[Partition]) -> Result<Vec<u8>, String> {
     let mut array = vec![0u8; (GPT_ENTRIES * GPT_ENTRY_SIZE) as usize];
     for (i, p) in parts.iter().enumerate() {
-        let e = &mut array[i * GPT_ENTRY_SIZE as usize..(i + 1) * GPT_ENTRY_SIZE as usize];
-        e[0..16].copy_from_slice(&p.type_guid.to_gpt_bytes());
-        e[16..32].copy_from_slice(&p.uuid.to_gpt_bytes());
-        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
-        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
-        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
-        let name: Vec<u16> = p.name.encode_utf16().collect();
-        if name.len() > 36 {
-            return Err(format!("partition name `{}` is too long for GPT", p.name));
-        }
-        for (j, u) in name.iter().enumerate() {
-            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&u.to_le_bytes());
-        }
+        let entry = Entry::new(
+            p.type_guid,
+            p.uuid,
+            (p.first_lba, p.last_lba),
+            p.attributes,
+            &p.name,
+        )?;
+        entry.encode_into(&mut array[i * GPT_ENTRY_SIZE as usize..]);
     }
     Ok(array)
 }
@@ -97,23 +69,20 @@ fn encode_header(
     array_lba: u64,
     array_crc: u32,
 ) -> Vec<u8> {
-    let mut h = vec![0u8; SECTOR as usize];
-    h[0..8].copy_from_slice(b"EFI PART");
-    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-    h[12..16].copy_from_slice(&92u32.to_le_bytes());
-    // 16..20: header CRC, computed last over the 92 header bytes with this field zero.
-    h[24..32].copy_from_slice(&my_lba.to_le_bytes());
-    h[32..40].copy_from_slice(&alt_lba.to_le_bytes());
-    h[40..48].copy_from_slice(&layout.first_usable_lba().to_le_bytes());
-    h[48..56].copy_from_slice(&layout.last_usable_lba().to_le_bytes());
-    h[56..72].copy_from_slice(&layout.disk_guid.to_gpt_bytes());
-    h[72..80].copy_from_slice(&array_lba.to_le_bytes());
-    h[80..84].copy_from_slice(&GPT_ENTRIES.to_le_bytes());
-    h[84..88].copy_from_slice(&GPT_ENTRY_SIZE.to_le_bytes());
-    h[88..92].copy_from_slice(&array_crc.to_le_bytes());
-    let crc = crc32fast::hash(&h[..92]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
-    h
+    Header {
+        revision: REVISION,
+        header_size: HEADER_SIZE,
+        my_lba,
+        alternate_lba: alt_lba,
+        first_usable_lba: layout.first_usable_lba(),
+        last_usable_lba: layout.last_usable_lba(),
+        disk_guid: layout.disk_guid,
+        entries_lba: array_lba,
+        entry_count: GPT_ENTRIES,
+        entry_size: GPT_ENTRY_SIZE,
+        entries_crc: array_crc,
+    }
+    .encode(SECTOR as usize)
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::pid1::PowerAction;
+use crate::power::PowerAction;
+
+mod power_request;
+pub use power_request::request_power_action;
 
 #[derive(Debug, Parser)]
 #[command(name = "nomad-init", version, about = "NomadOS init and pack applier")]
@@ -78,9 +81,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         .and_then(|n| n.to_str())
         .unwrap_or("");
     match argv0 {
-        "poweroff" => return crate::pid1::request_power_action(PowerAction::Poweroff),
-        "reboot" => return crate::pid1::request_power_action(PowerAction::Reboot),
-        "halt" => return crate::pid1::request_power_action(PowerAction::Halt),
+        "poweroff" => return request_power_action(PowerAction::Poweroff),
+        "reboot" => return request_power_action(PowerAction::Reboot),
+        "halt" => return request_power_action(PowerAction::Halt),
         _ => {}
     }
     let cli = match Cli::try_parse_from(args) {
@@ -93,9 +96,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     match cli.command {
         Command::Dhcp(args) => crate::net::run_dhcp_cli(args),
-        Command::Poweroff => crate::pid1::request_power_action(PowerAction::Poweroff),
-        Command::Reboot => crate::pid1::request_power_action(PowerAction::Reboot),
-        Command::Halt => crate::pid1::request_power_action(PowerAction::Halt),
+        Command::Poweroff => request_power_action(PowerAction::Poweroff),
+        Command::Reboot => request_power_action(PowerAction::Reboot),
+        Command::Halt => request_power_action(PowerAction::Halt),
         Command::Schema => {
             let schema = crate::packs::schema::json_schema();
             println!(

@@ -3,15 +3,30 @@
 //! The pure core (pack-set config, rendering, reconcile planning, the DHCP state
 //! machine) lives beside the effects (syscalls, sockets, HTTP) in small modules, so the
 //! core is unit tested without a machine and the effects are tested for real.
+//!
+//! Raw system calls live in [`sys`]; every other module denies `unsafe` code.
 
+#[deny(unsafe_code)]
 pub mod boot;
+#[deny(unsafe_code)]
 pub mod cli;
+#[deny(unsafe_code)]
 pub mod diag;
+#[deny(unsafe_code)]
 pub mod fsutil;
+#[deny(unsafe_code)]
 pub mod log;
+#[deny(unsafe_code)]
 pub mod net;
+#[deny(unsafe_code)]
 pub mod nomad;
+#[deny(unsafe_code)]
 pub mod packs;
+#[deny(unsafe_code)]
 pub mod pid1;
+#[deny(unsafe_code)]
+pub mod power;
+#[deny(unsafe_code)]
 pub mod supervise;
+// The only module allowed `unsafe`; every block there carries a `// SAFETY:` comment.
 pub mod sys;

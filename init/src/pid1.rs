@@ -10,7 +10,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::boot::{self, stage};
+use crate::power::Event;
 use crate::sys::root::Root;
+
+mod finish;
+pub use finish::finish;
 
 /// Entry point when the kernel started us as PID 1.
 pub fn main() -> ! {
@@ -52,7 +56,7 @@ pub fn main() -> ! {
                 config_source: boot::ConfigSource::Defaults,
                 data: None,
                 hostname: None,
-                failed: vec!["boot"],
+                failed: vec![stage::Stage::Boot],
             }
         }
     };
@@ -65,7 +69,7 @@ pub fn main() -> ! {
         anyhow::Ok(rt.block_on(crate::supervise::run(booted)))
     }));
     match action {
-        Ok(Ok(action)) => crate::supervise::shutdown::finish(action, &root),
+        Ok(Ok(action)) => finish(action, &root),
         Ok(Err(e)) => crate::error!("cannot start the async runtime: {e:#}"),
         Err(p) => crate::error!("supervision panicked: {}", stage::panic_message(&p)),
     }
@@ -81,15 +85,13 @@ fn idle_with_signals(root: &Root) -> ! {
         reap_all();
         if let Some(Ok(Some(info))) = fd.as_ref().map(|fd| fd.read_signal()) {
             if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                if let Some(crate::supervise::Event::Power(action)) =
-                    crate::supervise::event_for(sig)
-                {
+                if let Some(Event::Power(action)) = crate::power::event_for(sig) {
                     let _ = catch_unwind(|| {
                         crate::sys::process::signal_all(Signal::SIGTERM).ok();
                         std::thread::sleep(Duration::from_secs(2));
                         crate::sys::process::signal_all(Signal::SIGKILL).ok();
                     });
-                    crate::supervise::shutdown::finish(action, root);
+                    finish(action, root);
                 }
             }
             continue;
@@ -113,58 +115,5 @@ pub fn idle_forever() -> ! {
     loop {
         reap_all();
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// What `/sbin/poweroff`, `/sbin/reboot` and `/sbin/halt` ask PID 1 to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    Poweroff,
-    Reboot,
-    Halt,
-}
-
-impl PowerAction {
-    /// The signal our PID 1 understands for this action.
-    pub fn signal(self) -> Signal {
-        match self {
-            PowerAction::Poweroff => Signal::SIGTERM,
-            PowerAction::Reboot => Signal::SIGINT,
-            PowerAction::Halt => Signal::SIGUSR1,
-        }
-    }
-}
-
-/// Is PID 1 this very program? Compares the executables (device and inode), so the
-/// `/sbin/poweroff` symlink and the real binary count as the same.
-fn pid1_is_nomad_init() -> Result<bool, String> {
-    use std::os::unix::fs::MetadataExt;
-    let ours = std::fs::metadata("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-    let theirs = std::fs::metadata("/proc/1/exe").map_err(|e| format!("/proc/1/exe: {e}"))?;
-    Ok(ours.dev() == theirs.dev() && ours.ino() == theirs.ino())
-}
-
-/// Ask the running PID 1 to perform `action` (by signal). Returns a process exit code.
-pub fn request_power_action(action: PowerAction) -> i32 {
-    let name = format!("{action:?}").to_lowercase();
-    match pid1_is_nomad_init() {
-        Ok(true) => {}
-        Ok(false) => {
-            eprintln!(
-                "{name}: PID 1 is not nomad-init; refusing to signal it (use your init's own tool)"
-            );
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("{name}: cannot tell which program PID 1 is ({e}); are you root?");
-            return 1;
-        }
-    }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(1), action.signal()) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{name}: kill(1, {}): {e}", action.signal());
-            1
-        }
     }
 }

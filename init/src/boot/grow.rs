@@ -3,99 +3,71 @@
 //! and the mounted ext4 is resized online.
 //!
 //! The GPT arithmetic ([`plan`], [`rewrite`]) and the ext4 superblock reading are pure and
-//! unit-tested; [`grow_partition`] and [`grow_filesystem`] do the I/O (read/write the disk,
-//! `BLKPG_RESIZE_PARTITION`, `EXT4_IOC_RESIZE_FS`). Both are idempotent: a second boot finds
-//! nothing to do, and a crash between the steps is finished by the next boot.
+//! unit-tested; the table codec is `nomados-gpt`, the one the image builder writes with.
+//! [`grow_partition`] and [`grow_filesystem`] do the I/O (read/write the disk, and through
+//! `sys::block` `BLKPG_RESIZE_PARTITION` and `EXT4_IOC_RESIZE_FS`). Both are idempotent: a
+//! second boot finds nothing to do, and a crash between the steps is finished by the next
+//! boot.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use nomados_gpt::{Entry, Header};
+
+use crate::sys::block;
 
 /// Partitions end on a 1 MiB boundary, like the image builder lays them out.
 const ALIGN_BYTES: u64 = 1 << 20;
 
-/// What the GPT holds that growth needs, from the primary header and its entry array.
+/// What the GPT holds that growth needs: the primary header and its entry array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpt {
     pub sector: u64,
-    /// The primary header sector (LBA 1), as read.
-    pub header: Vec<u8>,
+    pub header: Header,
     /// The whole entry array, as read.
     pub entries: Vec<u8>,
-    pub entry_size: u64,
-    pub entry_count: u64,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
-}
-
-/// Validates the primary header (signature, header CRC) and returns where its entry
-/// array is: (first LBA, entry count, entry size).
-pub fn header_array(header: &[u8]) -> anyhow::Result<(u64, u64, u64)> {
-    if header.len() < 92 || &header[0..8] != b"EFI PART" {
-        bail!("no GPT: LBA 1 lacks the \"EFI PART\" signature");
-    }
-    let size = u32_at(header, 12) as usize;
-    if !(92..=header.len()).contains(&size) {
-        bail!("GPT header size {size} is invalid");
-    }
-    let mut h = header[..size].to_vec();
-    h[16..20].fill(0);
-    if crc32fast::hash(&h) != u32_at(header, 16) {
-        bail!("GPT header CRC mismatch");
-    }
-    let (count, esize) = (u32_at(header, 80) as u64, u32_at(header, 84) as u64);
-    if esize < 128 || count == 0 || count * esize > 1 << 20 {
-        bail!("GPT entry array of {count} x {esize} bytes is invalid");
-    }
-    Ok((u64_at(header, 72), count, esize))
 }
 
 impl Gpt {
-    pub fn parse(sector: u64, header: Vec<u8>, entries: Vec<u8>) -> anyhow::Result<Gpt> {
-        let (_, count, esize) = header_array(&header)?;
-        if entries.len() as u64 != count * esize {
+    /// Checks the entry array against `header` (its size and CRC).
+    pub fn parse(sector: u64, header: Header, entries: Vec<u8>) -> anyhow::Result<Gpt> {
+        if entries.len() as u64 != header.array_bytes() {
             bail!(
                 "GPT entry array is {} bytes, header says {}",
                 entries.len(),
-                count * esize
+                header.array_bytes()
             );
         }
-        if crc32fast::hash(&entries) != u32_at(&header, 88) {
+        if nomados_gpt::entries_crc(&entries) != header.entries_crc {
             bail!("GPT entry array CRC mismatch");
         }
         Ok(Gpt {
             sector,
             header,
             entries,
-            entry_size: esize,
-            entry_count: count,
         })
     }
 
-    fn entry(&self, i: u64) -> &[u8] {
-        let o = (i * self.entry_size) as usize;
-        &self.entries[o..o + self.entry_size as usize]
+    fn entry_bytes(&self, i: u64) -> Option<&[u8]> {
+        let size = u64::from(self.header.entry_size);
+        let start = usize::try_from(i.checked_mul(size)?).ok()?;
+        self.entries.get(start..)?.get(..size as usize)
     }
 
-    /// (first LBA, last LBA) of entry `i`, `None` when unused.
+    /// (first LBA, last LBA) of entry `i`, `None` when unused or past the array.
     pub fn range(&self, i: u64) -> Option<(u64, u64)> {
-        let e = self.entry(i);
-        if e[0..16].iter().all(|b| *b == 0) {
-            return None;
-        }
-        Some((u64_at(e, 32), u64_at(e, 40)))
+        let entry = Entry::decode(self.entry_bytes(i)?)?;
+        Some((entry.first_lba, entry.last_lba))
+    }
+
+    fn entry_count(&self) -> u64 {
+        u64::from(self.header.entry_count)
     }
 
     fn array_sectors(&self) -> u64 {
-        (self.entry_count * self.entry_size).div_ceil(self.sector)
+        self.header.array_sectors(self.sector)
     }
 }
 
@@ -114,9 +86,9 @@ pub struct Plan {
 /// not the last partition (growing it would overlap another).
 pub fn plan(gpt: &Gpt, index: u64, disk_sectors: u64) -> anyhow::Result<Option<Plan>> {
     let Some((first, old_last)) = gpt.range(index) else {
-        bail!("GPT entry {} is unused", index + 1);
+        bail!("GPT entry {} is unused", index.saturating_add(1));
     };
-    for i in 0..gpt.entry_count {
+    for i in 0..gpt.entry_count() {
         if let Some((f, _)) = gpt.range(i) {
             if i != index && f > first {
                 bail!(
@@ -159,23 +131,25 @@ pub struct Rewrite {
 
 pub fn rewrite(gpt: &Gpt, p: &Plan) -> Rewrite {
     let mut entries = gpt.entries.clone();
-    let o = (p.index * gpt.entry_size) as usize;
-    entries[o + 40..o + 48].copy_from_slice(&p.new_last.to_le_bytes());
-    let array_crc = crc32fast::hash(&entries);
+    let esize = gpt.header.entry_size as usize;
+    let slot = &mut entries[p.index as usize * esize..][..esize];
+    if let Some(mut entry) = Entry::decode(slot) {
+        entry.last_lba = p.new_last;
+        entry.encode_into(slot);
+    }
+    let array_crc = nomados_gpt::entries_crc(&entries);
     let last = p.disk_sectors - 1;
     let backup_array = last - gpt.array_sectors();
-    let header = |my: u64, alt: u64, array: u64| {
-        let mut h = gpt.header.clone();
-        let size = u32_at(&h, 12) as usize;
-        h[24..32].copy_from_slice(&my.to_le_bytes());
-        h[32..40].copy_from_slice(&alt.to_le_bytes());
-        h[48..56].copy_from_slice(&(backup_array - 1).to_le_bytes());
-        h[72..80].copy_from_slice(&array.to_le_bytes());
-        h[88..92].copy_from_slice(&array_crc.to_le_bytes());
-        h[16..20].fill(0);
-        let crc = crc32fast::hash(&h[..size]);
-        h[16..20].copy_from_slice(&crc.to_le_bytes());
-        h
+    let header = |my_lba: u64, alternate_lba: u64, entries_lba: u64| {
+        Header {
+            my_lba,
+            alternate_lba,
+            last_usable_lba: backup_array - 1,
+            entries_lba,
+            entries_crc: array_crc,
+            ..gpt.header.clone()
+        }
+        .encode(gpt.sector as usize)
     };
     let mut primary = header(1, last, 2);
     let pad = (gpt.array_sectors() * gpt.sector) as usize;
@@ -188,8 +162,12 @@ pub fn rewrite(gpt: &Gpt, p: &Plan) -> Rewrite {
         primary,
         backup,
         backup_offset: backup_array * gpt.sector,
-        mbr_size: ((p.disk_sectors - 1).min(u32::MAX as u64) as u32).to_le_bytes(),
+        mbr_size: nomados_gpt::protective_mbr_size(p.disk_sectors),
     }
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
 }
 
 /// ext4 size from its superblock (the 1024 bytes at offset 1024): (blocks, block size).
@@ -209,29 +187,6 @@ pub fn ext4_size(sb: &[u8]) -> anyhow::Result<(u64, u64)> {
     };
     Ok((u32_at(sb, 0x04) as u64 | hi << 32, 1024 << log))
 }
-
-// BLKPG: resize a partition in the kernel's view; BLKSSZGET/BLKGETSIZE64: sizes.
-const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
-#[repr(C)]
-struct BlkpgPartition {
-    start: libc::c_longlong,
-    length: libc::c_longlong,
-    pno: libc::c_int,
-    devname: [libc::c_char; 64],
-    volname: [libc::c_char; 64],
-}
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-// BLKPG = _IO(0x12, 105); libc does not export it.
-nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
-nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
-nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
 
 /// The whole disk and partition number of a partition device, from sysfs.
 fn parent_disk(device: &Path, sys_block: &Path) -> anyhow::Result<(PathBuf, u64)> {
@@ -265,24 +220,21 @@ pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<
         .write(true)
         .open(&disk_path)
         .with_context(|| format!("open {}", disk_path.display()))?;
-    let mut ss: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int into `ss`, which lives for the call.
-    unsafe { blksszget(disk.as_raw_fd(), &mut ss) }.context("BLKSSZGET")?;
+    let ss = block::logical_sector_size(&disk).context("BLKSSZGET")?;
     let sector = u64::try_from(ss).ok().filter(|s| *s >= 512).unwrap_or(512);
-    let mut bytes = 0u64;
-    // SAFETY: BLKGETSIZE64 writes one u64 into `bytes`, which lives for the call.
-    unsafe { blkgetsize64(disk.as_raw_fd(), &mut bytes) }.context("BLKGETSIZE64")?;
+    let bytes = block::size_bytes(&disk).context("BLKGETSIZE64")?;
     let disk_sectors = bytes / sector;
 
     let mut header = vec![0u8; sector as usize];
     disk.seek(SeekFrom::Start(sector))?;
     disk.read_exact(&mut header)?;
-    let (array_lba, count, esize) = header_array(&header)?;
-    let mut entries = vec![0u8; (count * esize) as usize];
-    disk.seek(SeekFrom::Start(array_lba * sector))?;
+    let header = Header::parse(&header).map_err(anyhow::Error::msg)?;
+    let mut entries = vec![0u8; header.array_bytes() as usize];
+    disk.seek(SeekFrom::Start(header.entries_lba * sector))?;
     disk.read_exact(&mut entries)?;
     let gpt = Gpt::parse(sector, header, entries)?;
-    let Some(p) = plan(&gpt, pno - 1, disk_sectors)? else {
+    let index = pno.checked_sub(1).context("partition number 0")?;
+    let Some(p) = plan(&gpt, index, disk_sectors)? else {
         return Ok(None);
     };
     let w = rewrite(&gpt, &p);
@@ -292,27 +244,12 @@ pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<
     disk.sync_data()?;
     disk.seek(SeekFrom::Start(sector))?;
     disk.write_all(&w.primary)?;
-    disk.seek(SeekFrom::Start(458))?;
+    disk.seek(SeekFrom::Start(nomados_gpt::MBR_SIZE_OFFSET as u64))?;
     disk.write_all(&w.mbr_size)?;
     disk.sync_all()?;
 
     let length = (p.new_last + 1 - p.first) * sector;
-    let mut part = BlkpgPartition {
-        start: (p.first * sector) as libc::c_longlong,
-        length: length as libc::c_longlong,
-        pno: pno as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: (&mut part as *mut BlkpgPartition).cast(),
-    };
-    // SAFETY: `arg` points at `part`; both outlive the call and match the kernel's
-    // struct blkpg_ioctl_arg / blkpg_partition layouts (repr(C)).
-    unsafe { blkpg(disk.as_raw_fd(), &arg) }
+    block::resize_partition(&disk, u32::try_from(pno)?, p.first * sector, length)
         .context("BLKPG_RESIZE_PARTITION (the table on disk is grown; the next boot uses it)")?;
     crate::info!(
         "grew the data partition {} from {} MiB to {} MiB",
@@ -330,17 +267,14 @@ pub fn grow_filesystem(device: &Path, mount_point: &Path) -> anyhow::Result<Opti
     dev.seek(SeekFrom::Start(1024))?;
     dev.read_exact(&mut sb)?;
     let (blocks, bsize) = ext4_size(&sb)?;
-    let mut bytes = 0u64;
-    // SAFETY: BLKGETSIZE64 writes one u64 into `bytes`, which lives for the call.
-    unsafe { blkgetsize64(dev.as_raw_fd(), &mut bytes) }.context("BLKGETSIZE64")?;
+    let bytes = block::size_bytes(&dev).context("BLKGETSIZE64")?;
     let want = bytes / bsize;
     // Less than 1 MiB of slack is not worth a resize (and alignment leaves some).
     if want <= blocks || (want - blocks) * bsize < ALIGN_BYTES {
         return Ok(None);
     }
     let dir = File::open(mount_point).with_context(|| format!("open {}", mount_point.display()))?;
-    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) from `want`.
-    unsafe { ext4_resize_fs(dir.as_raw_fd(), &want) }.context("EXT4_IOC_RESIZE_FS")?;
+    block::resize_ext4(&dir, want).context("EXT4_IOC_RESIZE_FS")?;
     crate::info!(
         "grew the data filesystem from {} MiB to {} MiB",
         (blocks * bsize) >> 20,
@@ -354,6 +288,16 @@ mod tests {
     use super::*;
 
     const S: u64 = 512;
+
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    }
+
+    /// Reads a table back the way [`grow_partition`] does.
+    fn parse(header: &[u8], entries: &[u8]) -> anyhow::Result<Gpt> {
+        let header = Header::parse(header).map_err(anyhow::Error::msg)?;
+        Gpt::parse(S, header, entries.to_vec())
+    }
 
     /// A GPT like the image builder's: ESP, root, data (last), 128 entries of 128 bytes,
     /// on a disk of `disk` sectors, with the backup at the end.
@@ -378,10 +322,27 @@ mod tests {
         h[72..80].copy_from_slice(&2u64.to_le_bytes());
         h[80..84].copy_from_slice(&128u32.to_le_bytes());
         h[84..88].copy_from_slice(&128u32.to_le_bytes());
-        h[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
-        let crc = crc32fast::hash(&h[..92]);
+        h[88..92].copy_from_slice(&nomados_gpt::entries_crc(&entries).to_le_bytes());
+        // The header CRC, as the UEFI spec defines it: over the 92 bytes, CRC field zero.
+        let crc = crc32(&h[..92]);
         h[16..20].copy_from_slice(&crc.to_le_bytes());
-        Gpt::parse(S, h, entries).expect("test table parses")
+        parse(&h, &entries).expect("test table parses")
+    }
+
+    /// CRC-32 (IEEE), written out so the test does not trust the codec's own.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     const MIB: u64 = 2048; // sectors
@@ -424,6 +385,9 @@ mod tests {
         let e = plan(&g, 1, 1254 * MIB).unwrap_err().to_string();
         assert!(e.contains("partition 2 is not the last one"), "{e}");
         assert!(plan(&g, 5, 1254 * MIB).is_err());
+        // A partition number past the entry array (a bad sysfs read) is an error, not a panic.
+        assert!(plan(&g, 128, 1254 * MIB).is_err());
+        assert!(plan(&g, u64::MAX, 1254 * MIB).is_err());
     }
 
     #[test]
@@ -435,7 +399,7 @@ mod tests {
         // Primary: header sector + 32 sectors of entries.
         assert_eq!(w.primary.len(), 33 * S as usize);
         let (ph, pe) = w.primary.split_at(S as usize);
-        let primary = Gpt::parse(S, ph.to_vec(), pe.to_vec()).unwrap();
+        let primary = parse(ph, pe).unwrap();
         assert_eq!(primary.range(2), Some((165 * MIB, 1253 * MIB - 1)));
         assert_eq!(primary.range(0), g.range(0));
         assert_eq!(u64_at(ph, 24), 1);
@@ -445,7 +409,7 @@ mod tests {
         // Backup: entries then header, ending in the very last sector.
         assert_eq!(w.backup_offset + w.backup.len() as u64, disk * S);
         let (be, bh) = w.backup.split_at(32 * S as usize);
-        let backup = Gpt::parse(S, bh.to_vec(), be.to_vec()).unwrap();
+        let backup = parse(bh, be).unwrap();
         assert_eq!(backup.range(2), primary.range(2));
         assert_eq!(u64_at(bh, 24), disk - 1);
         assert_eq!(u64_at(bh, 32), 1);
@@ -458,19 +422,19 @@ mod tests {
     #[test]
     fn corrupt_tables_are_refused() {
         let g = image();
-        let mut h = g.header.clone();
+        let mut h = g.header.encode(S as usize);
         h[40] ^= 1;
-        assert!(Gpt::parse(S, h, g.entries.clone())
+        assert!(parse(&h, &g.entries)
             .unwrap_err()
             .to_string()
             .contains("header CRC"));
         let mut e = g.entries.clone();
         e[300] ^= 1;
-        assert!(Gpt::parse(S, g.header.clone(), e)
+        assert!(parse(&g.header.encode(S as usize), &e)
             .unwrap_err()
             .to_string()
             .contains("array CRC"));
-        assert!(header_array(&[0u8; 512]).is_err());
+        assert!(parse(&[0u8; 512], &g.entries).is_err());
     }
 
     #[test]

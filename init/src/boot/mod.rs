@@ -11,7 +11,6 @@ pub mod data;
 pub mod grow;
 pub mod hostname;
 pub mod mounts;
-pub mod network;
 pub mod stage;
 
 use std::path::PathBuf;
@@ -20,6 +19,7 @@ use crate::log::Level;
 use crate::sys::root::{Root, TEST_CMDLINE_ENV};
 use cmdline::{KernelOptions, LogFormat};
 use config::InitConfig;
+use stage::Stage;
 
 /// Where the effective init config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +38,8 @@ pub struct Booted {
     pub config_source: ConfigSource,
     pub data: Option<data::DataMount>,
     pub hostname: Option<String>,
-    /// Names of stages that failed (the emergency shell is offered when non-empty).
-    pub failed: Vec<&'static str>,
+    /// The stages that failed (the emergency shell is offered when non-empty).
+    pub failed: Vec<Stage>,
 }
 
 fn read_cmdline(root: &Root) -> String {
@@ -56,18 +56,16 @@ pub fn run(root: Root) -> Booted {
         crate::info!("test mode: system paths under {}", root.path("/").display());
     }
 
-    match stage::run("mounted filesystems", || mounts::mount_all(&root)) {
+    match stage::run(Stage::Mounts, || mounts::mount_all(&root)) {
         Some((now, before)) => crate::debug!("{now} mounted, {before} already there"),
-        None => failed.push("mounts"),
+        None => failed.push(Stage::Mounts),
     }
-    if stage::run("opened console", || mounts::console_fds(&root)).is_none() {
-        failed.push("console");
+    if stage::run(Stage::Console, || mounts::console_fds(&root)).is_none() {
+        failed.push(Stage::Console);
     }
 
-    let options = stage::run("read kernel command line", || {
-        Ok(cmdline::parse(&read_cmdline(&root)))
-    })
-    .unwrap_or_default();
+    let options =
+        stage::run(Stage::Cmdline, || Ok(cmdline::parse(&read_cmdline(&root)))).unwrap_or_default();
     if options.debug {
         crate::log::set_min_level(Level::Debug);
     }
@@ -84,11 +82,11 @@ pub fn run(root: Root) -> Booted {
     if root.is_test() {
         crate::info!("test mode: cgroup delegation skipped (would change the host's cgroups)");
     } else {
-        match stage::run("set up cgroups", || {
+        match stage::run(Stage::Cgroups, || {
             cgroup::setup(&root.path("/sys/fs/cgroup"))
         }) {
             Some(line) => crate::debug!("cgroup controllers enabled: {line}"),
-            None => failed.push("cgroups"),
+            None => failed.push(Stage::Cgroups),
         }
     }
 
@@ -96,7 +94,7 @@ pub fn run(root: Root) -> Booted {
         .config
         .clone()
         .unwrap_or_else(|| root.path(config::DEFAULT_PATH));
-    let loaded = stage::run("read init config", || Ok(config::load(&path)));
+    let loaded = stage::run(Stage::Config, || Ok(config::load(&path)));
     let (mut cfg, mut source, good_text) = match loaded {
         Some(Ok((cfg, text))) => (cfg, ConfigSource::File(path.clone()), Some(text)),
         Some(Err(config::ConfigError::Read { source, .. }))
@@ -114,7 +112,7 @@ pub fn run(root: Root) -> Booted {
         }
         Some(Err(e)) => {
             crate::error!("init config is broken: {e}");
-            failed.push("config");
+            failed.push(Stage::Config);
             (
                 InitConfig::defaults_under(&root),
                 ConfigSource::Defaults,
@@ -122,7 +120,7 @@ pub fn run(root: Root) -> Booted {
             )
         }
         None => {
-            failed.push("config");
+            failed.push(Stage::Config);
             (
                 InitConfig::defaults_under(&root),
                 ConfigSource::Defaults,
@@ -131,12 +129,10 @@ pub fn run(root: Root) -> Booted {
         }
     };
 
-    let mut data = stage::run("mounted data directory", || data::mount(&root, &cfg.data));
+    let mut data = stage::run(Stage::Data, || data::mount(&root, &cfg.data));
     if data.is_none() {
-        failed.push("data");
-        data = stage::run("mounted a tmpfs as data directory instead", || {
-            data::mount_tmpfs(&cfg.data)
-        });
+        failed.push(Stage::Data);
+        data = stage::run(Stage::DataTmpfs, || data::mount_tmpfs(&cfg.data));
     }
     let last_good = InitConfig::last_good_path(&cfg.data.mount_point);
     let persistent = matches!(data, Some(data::DataMount::Partition(_)));
@@ -154,7 +150,7 @@ pub fn run(root: Root) -> Booted {
             Err(e) => crate::warn!("boot counter on the data partition: {e}"),
         }
     }
-    if failed.contains(&"config") {
+    if failed.contains(&Stage::Config) {
         match config::load(&last_good) {
             Ok((good, _)) => {
                 crate::warn!(
@@ -168,12 +164,12 @@ pub fn run(root: Root) -> Booted {
         }
     }
 
-    let hostname = stage::run("set hostname and brought up loopback", || {
+    let hostname = stage::run(Stage::Hostname, || {
         hostname::apply(&root, cfg.hostname.as_deref())
     });
     match &hostname {
         Some(h) => crate::info!("hostname is {h}"),
-        None => failed.push("hostname"),
+        None => failed.push(Stage::Hostname),
     }
 
     Booted {

@@ -115,10 +115,7 @@ pub fn mount_all(root: &Root) -> anyhow::Result<(usize, usize)> {
 /// Makes sure file descriptors 0, 1 and 2 are open on the console (the kernel leaves them
 /// closed when the root filesystem had no /dev/console at exec time).
 pub fn console_fds(root: &Root) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    // fcntl(F_GETFD) on fd 2 tells whether it is open.
-    // SAFETY: fcntl with F_GETFD only queries descriptor flags.
-    if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+    if crate::sys::fd::is_open(2) {
         return Ok(());
     }
     let path = root.path("/dev/console");
@@ -127,11 +124,5 @@ pub fn console_fds(root: &Root) -> anyhow::Result<()> {
         .write(true)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    for fd in 0..3 {
-        // SAFETY: dup2 onto 0..2, which are closed or ours; console stays valid meanwhile.
-        if unsafe { libc::dup2(console.as_raw_fd(), fd) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("dup2 console");
-        }
-    }
-    Ok(())
+    crate::sys::fd::replace_stdio(&console).context("dup2 console")
 }

@@ -3,10 +3,9 @@
 //! report a conflict if any other host claims or probes the same address.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use crate::sys::packet::PacketSocket;
 
 const ETH_P_ARP: u16 = 0x0806;
 const ARP_REQUEST: u16 = 1;
@@ -49,92 +48,17 @@ pub fn is_conflict(packet: &[u8], our_mac: [u8; 6], addr: Ipv4Addr) -> bool {
         || (spa.is_unspecified() && tpa == addr && packet[6..8] == ARP_REQUEST.to_be_bytes())
 }
 
-fn sockaddr(ifindex: u32, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_ARP.to_be();
-    sa.sll_ifindex = ifindex as i32;
-    if let Some(mac) = dest {
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&mac);
-    }
-    sa
-}
-
 /// Probes `addr` on interface `ifindex`; `Ok(true)` if it is in use.
 pub async fn probe(ifindex: u32, mac: [u8; 6], addr: Ipv4Addr) -> std::io::Result<bool> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let bind_addr = sockaddr(ifindex, None);
-    // SAFETY: the pointer and length describe `bind_addr`, alive for the call.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&bind_addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: an OwnedFd is open until dropped, which the AsyncFd does, and
-    // always returns the same descriptor.
-    let fd = unsafe { AsyncFd::register(fd) }?;
+    let sock = PacketSocket::bind(ifindex, ETH_P_ARP)?;
     let packet = probe_packet(mac, addr);
-    let dest = sockaddr(ifindex, Some([0xff; 6]));
-    let send = || {
-        // SAFETY: buffer and address pointers are valid for their lengths during the call.
-        let rc = unsafe {
-            libc::sendto(
-                fd.get_ref().as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&dest as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
+    let send = || sock.send_to(&packet, [0xff; 6]);
     send()?;
     let listen = async {
         let mut buf = [0u8; 64];
         loop {
-            let mut guard = fd.readable().await?;
-            // SAFETY: `buf` is valid for writes of its length during the call.
-            let n = unsafe {
-                libc::recv(
-                    guard.get_inner().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
-                }
-                return Err(e);
-            }
-            if is_conflict(&buf[..n as usize], mac, addr) {
+            let n = sock.recv(&mut buf).await?;
+            if is_conflict(&buf[..n], mac, addr) {
                 return Ok::<bool, std::io::Error>(true);
             }
         }

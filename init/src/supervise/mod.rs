@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod network;
 pub mod nomad;
 pub mod output;
 pub mod packs;
@@ -15,48 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::boot::Booted;
-use crate::pid1::PowerAction;
+use crate::power::{event_for, Event, PowerAction};
 use reaper::Reaper;
-
-/// What the signal reader and the power button report to the main loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Power(PowerAction),
-    ReapplyPacks,
-}
-
-/// The meaning of each signal for PID 1 (SIGCHLD is handled by the reaper).
-pub fn event_for(signal: Signal) -> Option<Event> {
-    match signal {
-        Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => {
-            Some(Event::Power(PowerAction::Poweroff))
-        }
-        Signal::SIGINT => Some(Event::Power(PowerAction::Reboot)),
-        Signal::SIGUSR1 => Some(Event::Power(PowerAction::Halt)),
-        Signal::SIGHUP => Some(Event::ReapplyPacks),
-        _ => None,
-    }
-}
 
 /// Reads the signalfd forever: SIGCHLD drains the reaper, other signals become events.
 /// Also reaps every few seconds in case a SIGCHLD was coalesced away at a bad moment.
 async fn signal_loop(reaper: Arc<Reaper>, events: mpsc::UnboundedSender<Event>) {
-    // SAFETY: SignalFd owns its descriptor, which stays open and unchanged until the
-    // AsyncFd (which owns the SignalFd) is dropped.
-    let registered = crate::sys::signals::open_signalfd()
-        .map(|sfd| unsafe { AsyncFd::register(sfd) }.map_err(|e| e.into_parts().1));
-    let fd = match registered {
-        Ok(Ok(fd)) => Some(fd),
-        Ok(Err(e)) => {
-            crate::error!("signalfd registration: {e}; signals are ignored, reaping by timer");
-            None
-        }
+    let fd = match crate::sys::signals::open_async_signalfd() {
+        Ok(fd) => Some(fd),
         Err(e) => {
-            crate::error!("signalfd: {e}; signals are ignored, reaping by timer");
+            crate::error!("{e}; signals are ignored, reaping by timer");
             None
         }
     };
@@ -191,7 +163,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         );
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
-    let net = crate::boot::network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
+    let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
     let addr = cfg
         .nomad
         .addr
@@ -254,7 +226,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         );
     }
     shutdown::terminate_all(&booted.root.path("/proc"), Duration::from_secs(5)).await;
-    crate::boot::network::stop(net).await;
+    network::stop(net).await;
     action
 }
 
@@ -276,27 +248,5 @@ mod tests {
         })
         .await;
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
-    }
-
-    #[test]
-    fn signals_map_to_power_actions() {
-        assert_eq!(
-            event_for(Signal::SIGTERM),
-            Some(Event::Power(PowerAction::Poweroff))
-        );
-        assert_eq!(
-            event_for(Signal::SIGUSR2),
-            Some(Event::Power(PowerAction::Poweroff))
-        );
-        assert_eq!(
-            event_for(Signal::SIGINT),
-            Some(Event::Power(PowerAction::Reboot))
-        );
-        assert_eq!(
-            event_for(Signal::SIGUSR1),
-            Some(Event::Power(PowerAction::Halt))
-        );
-        assert_eq!(event_for(Signal::SIGHUP), Some(Event::ReapplyPacks));
-        assert_eq!(event_for(Signal::SIGCHLD), None);
     }
 }

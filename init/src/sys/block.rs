@@ -1,6 +1,8 @@
-//! Finding the data partition by filesystem label, without udev.
+//! Block devices: finding the data partition by filesystem label (without udev), and the
+//! ioctls that size a disk, resize a partition in the kernel's view and grow a mounted ext4.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 /// ext2/3/4 superblock: starts at byte 1024; magic 0xEF53 at +0x38, label (16 bytes) at +0x78.
@@ -47,6 +49,77 @@ pub fn find_by_label(dev: &Path, sys_class_block: &Path, label: &str) -> Option<
         .into_iter()
         .map(|n| dev.join(n))
         .find(|path| matches!(read_ext_label(path), Ok(Some(l)) if l == label))
+}
+
+// BLKPG: resize a partition in the kernel's view; BLKSSZGET/BLKGETSIZE64: sizes.
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+// BLKPG = _IO(0x12, 105); libc does not export it.
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+
+/// The logical sector size of a block device (BLKSSZGET).
+pub fn logical_sector_size(device: impl AsFd) -> nix::Result<libc::c_int> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int into `size`, which lives for the call.
+    unsafe { blksszget(device.as_fd().as_raw_fd(), &mut size) }?;
+    Ok(size)
+}
+
+/// The size of a block device in bytes (BLKGETSIZE64).
+pub fn size_bytes(device: impl AsFd) -> nix::Result<u64> {
+    let mut bytes = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `bytes`, which lives for the call.
+    unsafe { blkgetsize64(device.as_fd().as_raw_fd(), &mut bytes) }?;
+    Ok(bytes)
+}
+
+/// Tells the kernel that partition `number` of `disk` now spans `length` bytes from byte
+/// `start` (BLKPG_RESIZE_PARTITION); the table on disk is the caller's business.
+pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -> nix::Result<()> {
+    let too_big = |_| nix::errno::Errno::EOVERFLOW;
+    let mut part = BlkpgPartition {
+        start: libc::c_longlong::try_from(start).map_err(too_big)?,
+        length: libc::c_longlong::try_from(length).map_err(too_big)?,
+        pno: libc::c_int::try_from(number).map_err(too_big)?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&mut part as *mut BlkpgPartition).cast(),
+    };
+    // SAFETY: `arg` points at `part`; both outlive the call and match the kernel's
+    // struct blkpg_ioctl_arg / blkpg_partition layouts (repr(C)).
+    unsafe { blkpg(disk.as_fd().as_raw_fd(), &arg) }?;
+    Ok(())
+}
+
+/// Grows the ext4 mounted at the directory `mount_point` to `blocks` filesystem blocks,
+/// online (EXT4_IOC_RESIZE_FS).
+pub fn resize_ext4(mount_point: impl AsFd, blocks: u64) -> nix::Result<()> {
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 (the new block count) from `blocks`, which
+    // lives for the call.
+    unsafe { ext4_resize_fs(mount_point.as_fd().as_raw_fd(), &blocks) }?;
+    Ok(())
 }
 
 #[cfg(test)]

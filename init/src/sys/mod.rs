@@ -2,9 +2,11 @@
 //! Everything here is a thin, named wrapper so that error messages say which call failed.
 
 pub mod block;
+pub mod fd;
 pub mod genetlink;
 pub mod mount;
 pub mod netdev;
+pub mod packet;
 pub mod power;
 pub mod process;
 pub mod root;

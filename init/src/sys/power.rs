@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use nix::sys::reboot::RebootMode;
 
-use crate::pid1::PowerAction;
+use crate::power::PowerAction;
 
 /// Makes Ctrl-Alt-Del send SIGINT to PID 1 instead of rebooting at once.
 pub fn disable_ctrl_alt_del() -> nix::Result<()> {

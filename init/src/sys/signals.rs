@@ -7,6 +7,7 @@
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use tokio::io::unix::AsyncFd;
 
 /// The signals PID 1 acts on.
 pub const HANDLED: [Signal; 8] = [
@@ -39,4 +40,21 @@ pub fn open_signalfd() -> nix::Result<SignalFd> {
         &handled_set(),
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )
+}
+
+/// Why [`open_async_signalfd`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AsyncSignalFdError {
+    #[error("signalfd: {0}")]
+    Open(#[from] nix::Error),
+    #[error("signalfd registration: {0}")]
+    Register(std::io::Error),
+}
+
+/// [`open_signalfd`], registered with the current tokio runtime (call inside one).
+pub fn open_async_signalfd() -> Result<AsyncFd<SignalFd>, AsyncSignalFdError> {
+    let sfd = open_signalfd()?;
+    // SAFETY: SignalFd owns its descriptor, which stays open and unchanged until the
+    // AsyncFd (which owns the SignalFd) is dropped.
+    unsafe { AsyncFd::register(sfd) }.map_err(|e| AsyncSignalFdError::Register(e.into_parts().1))
 }

@@ -1,4 +1,4 @@
-//! The network stage: PID 1's glue to the DHCP client (`crate::net`).
+//! The network service supervision starts first: PID 1's glue to the DHCP client (`crate::net`).
 //!
 //! The `[network]` table of the init config becomes a [`NetConfig`]; a broken table is
 //! reported with the field at fault and replaced by the defaults (DHCP on every wired
@@ -69,7 +69,7 @@ pub fn lease_hostname(leases: &Leases) -> Option<(&str, &str)> {
     leases
         .iter()
         .find_map(|(link, l)| l.hostname.as_deref().map(|h| (link.as_str(), h)))
-        .filter(|(_, h)| super::hostname::valid(h))
+        .filter(|(_, h)| crate::boot::hostname::valid(h))
 }
 
 /// NTP servers of all leases, deduplicated, in link order.
@@ -290,9 +290,9 @@ static = { address = "10.0.0.5/24", gateway = "10.0.0.1", dns = ["10.0.0.1"] }
         let mut bad = Leases::new();
         bad.insert("eth0".into(), lease(Some("bad name;rm"), &[]));
         assert_eq!(lease_hostname(&bad), None);
-        assert!(super::super::hostname::valid("a-b.example.org"));
-        assert!(!super::super::hostname::valid("-a"));
-        assert!(!super::super::hostname::valid(""));
+        assert!(crate::boot::hostname::valid("a-b.example.org"));
+        assert!(!crate::boot::hostname::valid("-a"));
+        assert!(!crate::boot::hostname::valid(""));
     }
 
     #[test]
