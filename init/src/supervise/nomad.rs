@@ -4,6 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,13 @@ use tokio::sync::{oneshot, watch};
 use super::backoff::Backoff;
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::NomadConfig;
+use crate::nomad::{self as api, Eligibility};
 
 #[derive(Clone)]
 pub struct Supervisor {
     pub config: NomadConfig,
-    pub addr: String,
+    /// How to reach the agent's API (address, token file, TLS).
+    pub api: api::Settings,
     pub reaper: Arc<Reaper>,
     /// True while Nomad's API answers healthy since its last start.
     pub healthy: watch::Sender<bool>,
@@ -47,7 +50,8 @@ impl Supervisor {
     pub async fn run(mut self) {
         let mut backoff =
             Backoff::for_nomad(Duration::from_secs(self.config.restart_backoff_max_secs));
-        let client = super::api::client().ok();
+        // Once per boot: this node may come back drained from the last shutdown.
+        let eligible_done = Arc::new(AtomicBool::new(false));
         loop {
             if self.stopping() {
                 return;
@@ -71,7 +75,7 @@ impl Supervisor {
                     }
                     // `child` is dropped without waiting: its status comes from the reaper.
                     drop(child);
-                    let end = self.watch(pid, exited, client.as_ref()).await;
+                    let end = self.watch(pid, exited, &eligible_done).await;
                     // Let its last words reach the console before its exit is reported.
                     // Bounded: a grandchild may hold the pipe open for ever.
                     let _ = tokio::time::timeout(
@@ -120,9 +124,9 @@ impl Supervisor {
         &mut self,
         pid: i32,
         mut exited: oneshot::Receiver<ExitStatus>,
-        client: Option<&reqwest::Client>,
+        eligible_done: &Arc<AtomicBool>,
     ) -> End {
-        let health = wait_healthy(client, &self.addr);
+        let health = wait_healthy(&self.api);
         tokio::pin!(health);
         let mut announced = false;
         loop {
@@ -130,8 +134,12 @@ impl Supervisor {
                 status = &mut exited => return End::Exited(status.ok()),
                 _ = &mut health, if !announced => {
                     announced = true;
-                    crate::info!("nomad API healthy at {}", self.addr);
+                    crate::info!("nomad API healthy at {}", self.api.addr);
                     let _ = self.healthy.send(true);
+                    if !eligible_done.load(Ordering::SeqCst) {
+                        // A task of its own: the API calls must not delay noticing an exit.
+                        tokio::spawn(make_eligible(self.api.clone(), eligible_done.clone()));
+                    }
                 }
                 _ = self.stop.changed() => {
                     let _ = self.healthy.send(false);
@@ -149,23 +157,68 @@ enum End {
     Stopped(Option<ExitStatus>),
 }
 
-/// Polls the health endpoint once a second until it answers 200.
-async fn wait_healthy(client: Option<&reqwest::Client>, addr: &str) {
-    let Some(client) = client else {
-        return std::future::pending().await;
-    };
+/// Polls the health endpoint once a second until it answers 200. The client is built
+/// (token and TLS files read) at the first probe, and again while that fails.
+async fn wait_healthy(settings: &api::Settings) {
+    let mut client = None;
     let mut logged = false;
     loop {
-        match super::api::healthy(client, addr).await {
-            Ok(()) => return,
-            Err(e) if !logged => {
-                crate::debug!("waiting for the nomad API at {addr}: {e:#}");
-                logged = true;
+        if client.is_none() {
+            match api::Client::new(settings) {
+                Ok(c) => client = Some(c),
+                Err(e) if !logged => {
+                    crate::error!("cannot set up the nomad API client: {e}");
+                    logged = true;
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
+        }
+        if let Some(c) = &client {
+            match c.health().await {
+                Ok(()) => return,
+                Err(e) if !logged => {
+                    crate::debug!("waiting for the nomad API at {}: {e}", settings.addr);
+                    logged = true;
+                }
+                Err(_) => {}
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Makes this node eligible for work again (a shutdown drain leaves it ineligible for
+/// ever otherwise), logging what it did; `done` is set once that question is settled.
+async fn make_eligible(settings: api::Settings, done: Arc<AtomicBool>) {
+    let outcome = match api::Client::new(&settings) {
+        Ok(client) => client.mark_self_eligible().await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(Eligibility::NotAClient) => crate::debug!("eligibility: this agent is not a client"),
+        Ok(Eligibility::AlreadyEligible(node)) => {
+            crate::info!("node {node} is eligible for work")
+        }
+        Ok(Eligibility::MarkedEligible {
+            node,
+            cancelled_drain,
+        }) => crate::info!(
+            "node {node} was {}; marked it eligible for work again",
+            if cancelled_drain {
+                "still draining"
+            } else {
+                "ineligible"
+            }
+        ),
+        Ok(Eligibility::LeftAlone { node, reason }) => {
+            crate::warn!("node {node} stays ineligible: {reason}")
+        }
+        Err(e) => {
+            crate::error!("cannot make this node eligible for work again: {e}");
+            return;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
 }
 
 /// SIGINT (Nomad leaves gracefully), then SIGKILL after `timeout`. Returns the exit status

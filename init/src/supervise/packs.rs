@@ -10,7 +10,7 @@ use crate::packs::apply::{apply, Options};
 
 pub async fn run(
     config: PacksConfig,
-    addr: String,
+    api: crate::nomad::Settings,
     mut healthy: watch::Receiver<bool>,
     reapply: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -33,8 +33,13 @@ pub async fn run(
         }
         let opts = Options {
             set_path: config.set.clone(),
-            nomad_addr: addr.clone(),
-            token: config.token_file.as_deref().and_then(read_token),
+            nomad: match &config.token_file {
+                Some(f) => crate::nomad::Settings {
+                    token: crate::nomad::TokenSource::File(f.clone()),
+                    ..api.clone()
+                },
+                None => api.clone(),
+            },
             owner: config.owner.clone(),
             cache_dir: config.cache_dir.clone(),
             wait: false,
@@ -46,37 +51,5 @@ pub async fn run(
             Ok(Err(e)) => crate::error!("packs: apply failed: {e:#}"),
             Err(e) => crate::error!("packs: applier crashed: {e}"),
         }
-    }
-}
-
-/// Reads the ACL token file; a missing or unreadable file is logged (by name, never its
-/// content) and the apply goes on without a token, which Nomad then refuses clearly.
-fn read_token(path: &std::path::Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        Ok(_) => {
-            crate::error!("packs: token file {} is empty", path.display());
-            None
-        }
-        Err(e) => {
-            crate::error!("packs: cannot read token file {}: {e}", path.display());
-            None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_files_are_trimmed_and_missing_ones_give_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("token");
-        std::fs::write(&p, "s3cr3t\n").unwrap();
-        assert_eq!(read_token(&p).as_deref(), Some("s3cr3t"));
-        std::fs::write(&p, "\n").unwrap();
-        assert_eq!(read_token(&p), None);
-        assert_eq!(read_token(&dir.path().join("missing")), None);
     }
 }
