@@ -157,6 +157,34 @@ impl Client {
             .collect())
     }
 
+    /// Starts draining node `id` (marked as NomadOS's drain); allocations have
+    /// `deadline` to move.
+    pub async fn drain(&self, id: &str, deadline: Duration) -> Result<()> {
+        let body = json!({
+            "NodeID": id,
+            "DrainSpec": { "Deadline": deadline.as_nanos() as u64, "IgnoreSystemJobs": false },
+            "Meta": { "message": DRAIN_MESSAGE },
+        });
+        self.post(&format!("/v1/node/{}/drain", encode(id)), &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes node `id` eligible for work; `draining`: cancel its drain to do so (Nomad
+    /// refuses eligibility while a drain runs).
+    pub async fn mark_eligible(&self, id: &str, draining: bool) -> Result<()> {
+        let path = encode(id);
+        if draining {
+            let body = json!({"NodeID": id, "DrainSpec": null, "MarkEligible": true});
+            self.post(&format!("/v1/node/{path}/drain"), &body).await?;
+        } else {
+            let body = json!({"NodeID": id, "Eligibility": "eligible"});
+            self.post(&format!("/v1/node/{path}/eligibility"), &body)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Drains this node when it is a client and other nodes can take its allocations;
     /// waits until the drain completes or `deadline` passes.
     pub async fn drain_self(&self, deadline: Duration) -> Result<Drain> {
@@ -175,13 +203,7 @@ impl Client {
         if others == 0 {
             return Ok(Drain::AloneInCluster);
         }
-        let body = json!({
-            "NodeID": me.id,
-            "DrainSpec": { "Deadline": deadline.as_nanos() as u64, "IgnoreSystemJobs": false },
-            "Meta": { "message": DRAIN_MESSAGE },
-        });
-        self.post(&format!("/v1/node/{}/drain", encode(&me.id)), &body)
-            .await?;
+        self.drain(&me.id, deadline).await?;
         let until = tokio::time::Instant::now() + deadline;
         while tokio::time::Instant::now() < until {
             if self.node(&me.id).await?["DrainStrategy"].is_null() {
@@ -213,15 +235,7 @@ impl Client {
                 return Ok(Eligibility::LeftAlone { node: me, reason });
             }
         }
-        let id = encode(&me.id);
-        if draining {
-            let body = json!({"NodeID": me.id, "DrainSpec": null, "MarkEligible": true});
-            self.post(&format!("/v1/node/{id}/drain"), &body).await?;
-        } else {
-            let body = json!({"NodeID": me.id, "Eligibility": "eligible"});
-            self.post(&format!("/v1/node/{id}/eligibility"), &body)
-                .await?;
-        }
+        self.mark_eligible(&me.id, draining).await?;
         Ok(Eligibility::MarkedEligible {
             node: me,
             cancelled_drain: draining,
