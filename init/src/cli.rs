@@ -234,3 +234,45 @@ fn run_packs(command: PacksCommand) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packs_args(extra: &[&str]) -> Result<PacksArgs, clap::Error> {
+        let mut argv = vec!["nomad-init", "packs", "apply", "/set"];
+        argv.extend(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Packs {
+                command: PacksCommand::Apply(a),
+            } => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nomad_connection_flags_mean_what_nomads_do() {
+        let a = packs_args(&[
+            "--address=https://10.0.0.1:4646",
+            "--namespace=prod",
+            "--region=eu",
+            "--ca-cert=/ca.pem",
+            "--client-cert=/cli.pem",
+            "--client-key=/cli-key.pem",
+            "--tls-server-name=server.global.nomad",
+            "--tls-skip-verify",
+        ])
+        .unwrap();
+        let s = a.nomad.settings();
+        assert_eq!(s.addr, "https://10.0.0.1:4646");
+        assert_eq!(s.namespace.as_deref(), Some("prod"));
+        assert_eq!(s.region.as_deref(), Some("eu"));
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.tls.client_cert, Some(PathBuf::from("/cli.pem")));
+        assert_eq!(s.tls.client_key, Some(PathBuf::from("/cli-key.pem")));
+        assert_eq!(s.tls.server_name.as_deref(), Some("server.global.nomad"));
+        assert!(s.tls.skip_verify);
+        let e = packs_args(&["--client-cert=/cli.pem"]).unwrap_err();
+        assert!(e.to_string().contains("--client-key"), "{e}");
+    }
+}

@@ -310,3 +310,58 @@ fn open_log(path: &Path) -> Option<std::fs::File> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nomad-double with ACLs on, its node drained as at the last shutdown.
+    async fn drained_double(token: &str) -> (api::Settings, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let mut opts = nomad_double::Options::new(nomad_double::AgentConfig {
+            acl_enabled: true,
+            ..nomad_double::AgentConfig::default()
+        });
+        opts.management_token = Some(token.into());
+        tokio::spawn(nomad_double::serve(listener, opts));
+        let settings = api::Settings::new(addr).with_token(Some(token.into()));
+        let client = api::Client::new(&settings).unwrap();
+        let id = client.self_node_id().await.unwrap().unwrap();
+        client.drain(&id, Duration::from_secs(60)).await.unwrap();
+        (settings, id)
+    }
+
+    #[tokio::test]
+    async fn the_node_is_made_eligible_with_the_token_from_the_file() {
+        let (settings, id) = drained_double("t0ken").await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let mut from_file = settings.clone();
+        from_file.token = api::TokenSource::File(file.clone());
+        let done = Arc::new(AtomicBool::new(false));
+
+        // No token file yet: an error is logged and the question stays open.
+        make_eligible(from_file.clone(), done.clone()).await;
+        assert!(!done.load(Ordering::SeqCst));
+
+        std::fs::write(&file, "t0ken\n").unwrap();
+        make_eligible(from_file, done.clone()).await;
+        assert!(done.load(Ordering::SeqCst));
+        let node = api::Client::new(&settings)
+            .unwrap()
+            .node(&id)
+            .await
+            .unwrap();
+        assert_eq!(node["SchedulingEligibility"], "eligible");
+    }
+
+    #[tokio::test]
+    async fn health_is_seen_without_a_token() {
+        let (settings, _) = drained_double("t0ken").await;
+        let anonymous = api::Settings::new(settings.addr.clone());
+        tokio::time::timeout(Duration::from_secs(5), wait_healthy(&anonymous))
+            .await
+            .unwrap();
+    }
+}
