@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate, render, plan or apply a pack set.
@@ -65,12 +67,71 @@ pub struct PacksArgs {
     /// plan: exit 2 when the plan has changes (0: none, 1: error).
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Nomad HTTP API address.
-    #[arg(long, env = "NOMAD_ADDR", default_value = "http://127.0.0.1:4646")]
+    #[command(flatten)]
+    pub nomad: NomadArgs,
+}
+
+/// How to reach Nomad: the flags and environment variables of Nomad's own CLI.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Nomad connection")]
+pub struct NomadArgs {
+    /// Nomad HTTP API address (http:// or https://).
+    #[arg(
+        long,
+        visible_alias = "address",
+        env = "NOMAD_ADDR",
+        default_value = crate::nomad::settings::DEFAULT_ADDR
+    )]
     pub nomad_addr: String,
-    /// Nomad ACL token.
+    /// Nomad ACL token; prefer the environment variable (a flag shows in `ps`).
     #[arg(long, env = "NOMAD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Namespace for requests that name none (managed jobs carry their own).
+    #[arg(long, env = "NOMAD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Region to send requests to.
+    #[arg(long, env = "NOMAD_REGION")]
+    pub region: Option<String>,
+    /// PEM CA bundle to verify the agent's certificate with (only these CAs are trusted).
+    #[arg(long, env = "NOMAD_CACERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for agents that verify HTTPS clients.
+    #[arg(long, env = "NOMAD_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, env = "NOMAD_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name the agent's certificate must carry, when not the address's host.
+    #[arg(long, env = "NOMAD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Do not verify the agent's certificate (debugging only).
+    #[arg(
+        long,
+        env = "NOMAD_SKIP_VERIFY",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub tls_skip_verify: bool,
+}
+
+impl NomadArgs {
+    /// The client settings; empty values count as unset, like in Nomad's CLI.
+    pub fn settings(&self) -> crate::nomad::Settings {
+        let text = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let path = |v: &Option<PathBuf>| v.clone().filter(|v| !v.as_os_str().is_empty());
+        let mut s =
+            crate::nomad::Settings::new(self.nomad_addr.clone()).with_token(self.token.clone());
+        s.namespace = text(&self.namespace);
+        s.region = text(&self.region);
+        s.tls = crate::nomad::Tls {
+            ca_file: path(&self.ca_cert),
+            client_cert: path(&self.client_cert),
+            client_key: path(&self.client_key),
+            server_name: text(&self.tls_server_name),
+            skip_verify: self.tls_skip_verify,
+        };
+        s
+    }
 }
 
 /// Runs the command line; returns the process exit code.
@@ -144,8 +205,7 @@ fn run_packs(command: PacksCommand) -> i32 {
     };
     let opts = apply::Options {
         set_path: args.path.clone(),
-        nomad_addr: args.nomad_addr.clone(),
-        token: args.token.clone(),
+        nomad: args.nomad.settings(),
         owner: args.owner.clone(),
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
         wait: args.wait,
@@ -175,5 +235,47 @@ fn run_packs(command: PacksCommand) -> i32 {
             }
             exit::FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packs_args(extra: &[&str]) -> Result<PacksArgs, clap::Error> {
+        let mut argv = vec!["nomad-init", "packs", "apply", "/set"];
+        argv.extend(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Packs {
+                command: PacksCommand::Apply(a),
+            } => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nomad_connection_flags_mean_what_nomads_do() {
+        let a = packs_args(&[
+            "--address=https://10.0.0.1:4646",
+            "--namespace=prod",
+            "--region=eu",
+            "--ca-cert=/ca.pem",
+            "--client-cert=/cli.pem",
+            "--client-key=/cli-key.pem",
+            "--tls-server-name=server.global.nomad",
+            "--tls-skip-verify",
+        ])
+        .unwrap();
+        let s = a.nomad.settings();
+        assert_eq!(s.addr, "https://10.0.0.1:4646");
+        assert_eq!(s.namespace.as_deref(), Some("prod"));
+        assert_eq!(s.region.as_deref(), Some("eu"));
+        assert_eq!(s.tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.tls.client_cert, Some(PathBuf::from("/cli.pem")));
+        assert_eq!(s.tls.client_key, Some(PathBuf::from("/cli-key.pem")));
+        assert_eq!(s.tls.server_name.as_deref(), Some("server.global.nomad"));
+        assert!(s.tls.skip_verify);
+        let e = packs_args(&["--client-cert=/cli.pem"]).unwrap_err();
+        assert!(e.to_string().contains("--client-key"), "{e}");
     }
 }

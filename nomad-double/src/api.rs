@@ -451,6 +451,7 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                 let out = if *action == "drain" {
                     store.drain(
                         &body["DrainSpec"],
+                        &body["Meta"],
                         body["MarkEligible"].as_bool().unwrap_or(false),
                         t,
                     )

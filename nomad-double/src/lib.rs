@@ -12,6 +12,7 @@ pub mod diff;
 pub mod filter;
 pub mod hcl_job;
 pub mod state;
+pub mod tls;
 pub mod version;
 
 use anyhow::{Context, Result};
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use config::AgentConfig;
+pub use tls::TlsFiles;
 pub use version::Version;
 
 /// How the double behaves. [`Options::from_env`] reads the `NOMAD_DOUBLE_*` knobs.
@@ -37,6 +39,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// Print one line per request to stdout (the binary does; in-process use stays quiet).
     pub log_requests: bool,
+    /// Serve https with these files instead of plain http.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Options {
@@ -49,6 +53,7 @@ impl Options {
             management_token: None,
             namespaces: vec!["default".into()],
             log_requests: false,
+            tls: None,
         }
     }
 
@@ -128,12 +133,14 @@ pub async fn serve(listener: TcpListener, options: Options) -> Result<()> {
     serve_with_shutdown(listener, options, std::future::pending()).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes; https when `options.tls`
+/// names a certificate (a client that does not complete the handshake gets nothing).
 pub async fn serve_with_shutdown(
     listener: TcpListener,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
     let (router, app) = app(&options);
     // Allocations move on by the clock, not only when someone asks, so blocking
     // queries (`?index=`) wake up.
@@ -168,14 +175,18 @@ pub async fn serve_with_shutdown(
                     }
                 };
                 let service = service.clone();
+                let acceptor = acceptor.clone();
                 // Reap finished connection tasks so the set does not grow without bound.
                 while connections.try_join_next().is_some() {}
                 connections.spawn(async move {
-                    // Go's net/http writes canonical header names (X-Nomad-Index); so do we.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .title_case_headers(true)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let Some(acceptor) = acceptor else {
+                        return serve_connection(stream, service).await;
+                    };
+                    // Bounded, so a client that never finishes the handshake holds nothing.
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        serve_connection(tls, service).await;
+                    }
                 });
             }
         }
@@ -183,4 +194,18 @@ pub async fn serve_with_shutdown(
     ticker.abort();
     connections.abort_all();
     result
+}
+
+/// HTTP/1.1 on one connection, plain or TLS.
+async fn serve_connection<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Go's net/http writes canonical header names (X-Nomad-Index); so do we.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }

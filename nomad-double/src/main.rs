@@ -2,7 +2,7 @@
 //! serving the in-memory API.
 
 use anyhow::{bail, Context, Result};
-use nomad_double::{AgentConfig, Options};
+use nomad_double::{AgentConfig, Options, TlsFiles};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +11,9 @@ const USAGE: &str = "Usage: nomad-double <command> [args]
 Commands:
     agent -config <file> [-config <file>...]   Serve the Nomad API with this agent config
     agent -dev                                  Serve like `nomad agent -dev`
+    agent ... -tls-cert <pem> -tls-key <pem> [-tls-client-ca <pem>]
+                                                Serve https (and require client
+                                                certificates signed by the CA)
     version                                     Print the Nomad version it pretends to be
 
 Environment: NOMAD_DOUBLE_VERSION, NOMAD_DOUBLE_ALLOC_DELAY_MS,
@@ -50,14 +53,17 @@ struct AgentArgs {
     dev: bool,
     /// Flags that override config-file keys, as (config key, value) JSON.
     overrides: serde_json::Map<String, serde_json::Value>,
+    /// `-tls-cert`, `-tls-key`, `-tls-client-ca` (the double's own flags).
+    tls: Option<TlsFiles>,
 }
 
 /// Parses Nomad-style flags: `-config x`, `-config=x`, `--config x`, `-dev`, and the common
 /// overrides (`-bind`, `-data-dir`, `-region`, `-dc`, `-node`, `-client`, `-server`,
-/// `-acl-enabled`; `-log-level` is accepted and ignored).
+/// `-acl-enabled`; `-log-level` is accepted and ignored), and the double's TLS flags.
 fn parse_agent_args(args: &[String]) -> Result<AgentArgs> {
     use serde_json::json;
     let mut out = AgentArgs::default();
+    let (mut cert, mut key, mut client_ca) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if !a.starts_with('-') {
@@ -87,6 +93,9 @@ fn parse_agent_args(args: &[String]) -> Result<AgentArgs> {
             "dc" => _ = out.overrides.insert("datacenter".into(), json!(value()?)),
             "node" => _ = out.overrides.insert("name".into(), json!(value()?)),
             "log-level" => _ = value()?,
+            "tls-cert" => cert = Some(PathBuf::from(value()?)),
+            "tls-key" => key = Some(PathBuf::from(value()?)),
+            "tls-client-ca" => client_ca = Some(PathBuf::from(value()?)),
             "client" | "server" => {
                 _ = out
                     .overrides
@@ -100,6 +109,15 @@ fn parse_agent_args(args: &[String]) -> Result<AgentArgs> {
             _ => bail!("flag provided but not defined: -{name}"),
         }
     }
+    out.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None) if client_ca.is_none() => None,
+        _ => bail!("-tls-cert and -tls-key go together (and -tls-client-ca needs both)"),
+    };
     if out.files.is_empty() && !out.dev {
         bail!("must specify either a -config or -dev\n\n{USAGE}");
     }
@@ -121,7 +139,8 @@ fn agent(args: &[String]) -> Result<ExitCode> {
     config
         .merge(&serde_json::Value::Object(parsed.overrides))
         .context("invalid command-line flag")?;
-    let options = Options::from_env(config)?;
+    let mut options = Options::from_env(config)?;
+    options.tls = parsed.tls;
     if options.config.acl_enabled && options.management_token.is_none() {
         println!("==> WARNING: ACLs are enabled but NOMAD_DOUBLE_MANAGEMENT_TOKEN is unset; every request needing a token will be denied");
     }
@@ -140,7 +159,6 @@ fn agent(args: &[String]) -> Result<ExitCode> {
         // Handlers go in before the "started" line: a supervisor may signal right after it.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let mut options = options;
         options.config.http_port = bound.port();
         options.log_requests = true;
         let c = &options.config;
@@ -152,6 +170,9 @@ fn agent(args: &[String]) -> Result<ExitCode> {
             bound.port()
         );
         println!("            Bind Addrs: HTTP: [{bound}]");
+        if options.tls.is_some() {
+            println!("                   TLS: HTTPS");
+        }
         println!("                Client: {}", c.client_enabled);
         println!("             Log Level: INFO");
         println!(
@@ -210,5 +231,26 @@ mod tests {
             ("0.0.0.0", "edge")
         );
         assert!(c.acl_enabled);
+    }
+
+    #[test]
+    fn tls_flags_name_the_pem_files_and_go_together() {
+        let a = parse_agent_args(&s(&["-dev", "-tls-cert=c.pem", "-tls-key", "k.pem"])).unwrap();
+        assert_eq!(
+            a.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: None
+            })
+        );
+        assert_eq!(parse_agent_args(&s(&["-dev"])).unwrap().tls, None);
+        for half in [
+            &["-dev", "-tls-cert=c.pem"][..],
+            &["-dev", "-tls-client-ca=ca.pem"],
+        ] {
+            let e = parse_agent_args(&s(half)).unwrap_err().to_string();
+            assert!(e.contains("go together"), "{e}");
+        }
     }
 }

@@ -55,6 +55,26 @@ pub struct NomadConfig {
     /// HTTP API address; derived from the agent config when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
+    /// File holding the ACL token PID 1 uses to drain this node and make it eligible
+    /// again (read at each use, never logged). Needs `node:write` and `agent:read`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle trusted for an `https://` address; default: the agent config's
+    /// `tls.ca_file` when its `tls.http` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for agents with `verify_https_client`; default: the
+    /// agent config's own `tls.cert_file`/`tls.key_file` when it verifies clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// Name the agent's certificate must carry when it differs from the address's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// Accept any server certificate (debugging only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_skip_verify: bool,
 }
 
 impl Default for NomadConfig {
@@ -68,6 +88,12 @@ impl Default for NomadConfig {
             stop_timeout_secs: 30,
             drain_timeout_secs: 30,
             addr: None,
+            token_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            tls_server_name: None,
+            tls_skip_verify: false,
         }
     }
 }
@@ -83,7 +109,7 @@ pub struct PacksConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// File holding the Nomad ACL token the applier uses (read at every apply, so a
-    /// rotated token is picked up; never logged).
+    /// rotated token is picked up; never logged). Default: `nomad.token_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// An apply that runs longer than this is killed (the next trigger starts afresh).
@@ -222,6 +248,31 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
             format!("memory_max_mib must be at least {MIN_APPLIER_MIB} (the applier needs about 25 MiB)"),
         ));
     }
+    for (key, path) in [
+        ("token_file", &c.nomad.token_file),
+        ("ca_file", &c.nomad.ca_file),
+        ("client_cert_file", &c.nomad.client_cert_file),
+        ("client_key_file", &c.nomad.client_key_file),
+        ("token_file", &c.packs.token_file),
+    ] {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(SourceError::new(
+                at(key),
+                format!("{key} must be an absolute path, got {}", path.display()),
+            ));
+        }
+    }
+    if c.nomad.client_cert_file.is_some() != c.nomad.client_key_file.is_some() {
+        let key = if c.nomad.client_cert_file.is_some() {
+            "client_cert_file"
+        } else {
+            "client_key_file"
+        };
+        return Err(SourceError::new(
+            at(key),
+            "client_cert_file and client_key_file go together: set both or neither",
+        ));
+    }
     if c.nomad.restart_backoff_max_secs == 0 {
         return Err(SourceError::new(
             at("restart_backoff_max_secs"),
@@ -315,6 +366,49 @@ static = { address = "10.0.0.2/24" }
         );
         let e = err("[nomad]\nrestart_backoff_max_secs = 0\n");
         assert!(e.starts_with("/etc/nomados/nomados.toml:2:1: "), "{e}");
+        let e = err("[nomad]\nca_file = \"ca.pem\"\n");
+        assert_eq!(
+            e,
+            "/etc/nomados/nomados.toml:2:1: ca_file must be an absolute path, got ca.pem"
+        );
+        let e = err("[nomad]\n\nclient_cert_file = \"/c.pem\"\n");
+        assert!(
+            e.starts_with(
+                "/etc/nomados/nomados.toml:3:1: client_cert_file and client_key_file go together"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nomad_tls_and_token_settings_parse() {
+        let c = parse(
+            Path::new("n.toml"),
+            r#"
+[nomad]
+addr = "https://127.0.0.1:4646"
+token_file = "/etc/nomados/nomad-token"
+ca_file = "/etc/nomados/ca.pem"
+client_cert_file = "/etc/nomados/cli.pem"
+client_key_file = "/etc/nomados/cli-key.pem"
+tls_server_name = "server.global.nomad"
+tls_skip_verify = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.nomad.token_file,
+            Some(PathBuf::from("/etc/nomados/nomad-token"))
+        );
+        assert_eq!(c.nomad.ca_file, Some(PathBuf::from("/etc/nomados/ca.pem")));
+        assert_eq!(
+            c.nomad.client_key_file,
+            Some(PathBuf::from("/etc/nomados/cli-key.pem"))
+        );
+        assert_eq!(
+            c.nomad.tls_server_name.as_deref(),
+            Some("server.global.nomad")
+        );
     }
 
     #[test]

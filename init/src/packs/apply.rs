@@ -16,17 +16,15 @@ use super::plan::{self, DesiredJob, LiveJob, Step};
 use super::record::{self, Record};
 use super::validate::{self, JobKey};
 use super::{config, extras, origin, pack, render, report};
-use crate::nomad::{AgentInfo, Client};
+use crate::nomad::{self, AgentInfo, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Pack-set file or directory.
     pub set_path: PathBuf,
-    /// Nomad HTTP API address, e.g. `http://127.0.0.1:4646`.
-    pub nomad_addr: String,
-    /// ACL token, if any (never logged).
-    pub token: Option<String>,
+    /// How to reach Nomad: address, ACL token (never logged), namespace, region, TLS.
+    pub nomad: nomad::Settings,
     /// Overrides the set's `_name` as the owner of managed jobs.
     pub owner: Option<String>,
     /// Where downloaded packs are cached.
@@ -39,8 +37,7 @@ impl Options {
     pub fn new(set_path: impl Into<PathBuf>, nomad_addr: impl Into<String>) -> Self {
         Self {
             set_path: set_path.into(),
-            nomad_addr: nomad_addr.into(),
-            token: None,
+            nomad: nomad::Settings::new(nomad_addr),
             owner: None,
             cache_dir: origin::FetchOptions::default().cache_dir,
             wait: false,
@@ -128,7 +125,7 @@ pub async fn run(
     mode: Mode,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Outcome> {
-    let client = Client::new(&opts.nomad_addr, opts.token.clone())?;
+    let client = Client::new(&opts.nomad)?;
     let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let prepared = prepare(&set, opts, &client).await?;
     for f in &prepared.failures {
@@ -175,7 +172,7 @@ pub async fn run(
         &live,
         &prepared.failed_packs(),
     );
-    let record_path = record::path(&opts.cache_dir, &opts.nomad_addr, &prepared.owner);
+    let record_path = record::path(&opts.cache_dir, &opts.nomad.addr, &prepared.owner);
     let mut record = Record::load(&record_path);
     let (steps, mut drift_plans) = check_drift(&client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);

@@ -1,7 +1,6 @@
 //! Everything PID 1 does once booted: reap, read signals, supervise Nomad, apply packs,
 //! and carry out the shutdown that a signal or the power button asks for.
 
-pub mod api;
 pub mod backoff;
 pub mod network;
 pub mod nomad;
@@ -164,18 +163,14 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
-    let addr = cfg
-        .nomad
-        .addr
-        .clone()
-        .unwrap_or_else(|| api::addr_from_agent_config_file(&cfg.nomad.config));
+    let api = crate::nomad::Settings::for_local_agent(&cfg.nomad);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
 
     let nomad = nomad::Supervisor {
         config: cfg.nomad.clone(),
-        addr: addr.clone(),
+        api: api.clone(),
         reaper: reaper.clone(),
         healthy: healthy_tx,
         stop: stop_rx,
@@ -183,7 +178,7 @@ pub async fn run(booted: Booted) -> PowerAction {
     let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
     let applier = packs::Applier {
         config: cfg.packs.clone(),
-        addr: addr.clone(),
+        api: api.clone(),
         reaper: reaper.clone(),
         // In test mode the cgroup tree is the host's: leave it alone.
         cgroup_root: (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup")),
@@ -216,7 +211,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         crate::error!("the pack applier did not stop in 10 s; going on");
     }
 
-    shutdown::drain(&addr, Duration::from_secs(cfg.nomad.drain_timeout_secs)).await;
+    shutdown::drain(&api, Duration::from_secs(cfg.nomad.drain_timeout_secs)).await;
     let _ = stop_tx.send(true);
     let bound = Duration::from_secs(cfg.nomad.stop_timeout_secs + 10);
     if tokio::time::timeout(bound, supervisor).await.is_err() {

@@ -2,6 +2,7 @@
 //! backoff when it exits, stop it gracefully at shutdown.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,13 @@ use super::backoff::Backoff;
 use super::output::{pump, Filter};
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::NomadConfig;
+use crate::nomad::{self as api, Eligibility};
 
 #[derive(Clone)]
 pub struct Supervisor {
     pub config: NomadConfig,
-    pub addr: String,
+    /// How to reach the agent's API (address, token file, TLS).
+    pub api: api::Settings,
     pub reaper: Arc<Reaper>,
     /// True while Nomad's API answers healthy since its last start.
     pub healthy: watch::Sender<bool>,
@@ -46,7 +49,8 @@ impl Supervisor {
     pub async fn run(mut self) {
         let mut backoff =
             Backoff::for_nomad(Duration::from_secs(self.config.restart_backoff_max_secs));
-        let client = super::api::client().ok();
+        // Once per boot: this node may come back drained from the last shutdown.
+        let eligible_done = Arc::new(AtomicBool::new(false));
         loop {
             if self.stopping() {
                 return;
@@ -72,7 +76,7 @@ impl Supervisor {
                     }
                     // `child` is dropped without waiting: its status comes from the reaper.
                     drop(child);
-                    let end = self.watch(pid, exited, client.as_ref()).await;
+                    let end = self.watch(pid, exited, &eligible_done).await;
                     // Let its last words reach the console before its exit is reported.
                     // Bounded: a grandchild may hold the pipe open for ever.
                     let _ = tokio::time::timeout(
@@ -121,9 +125,9 @@ impl Supervisor {
         &mut self,
         pid: i32,
         mut exited: oneshot::Receiver<ExitStatus>,
-        client: Option<&reqwest::Client>,
+        eligible_done: &Arc<AtomicBool>,
     ) -> End {
-        let health = wait_healthy(client, &self.addr);
+        let health = wait_healthy(&self.api);
         tokio::pin!(health);
         let mut announced = false;
         loop {
@@ -131,8 +135,12 @@ impl Supervisor {
                 status = &mut exited => return End::Exited(status.ok()),
                 _ = &mut health, if !announced => {
                     announced = true;
-                    crate::info!("nomad API healthy at {}", self.addr);
+                    crate::info!("nomad API healthy at {}", self.api.addr);
                     let _ = self.healthy.send(true);
+                    if !eligible_done.load(Ordering::SeqCst) {
+                        // A task of its own: the API calls must not delay noticing an exit.
+                        tokio::spawn(make_eligible(self.api.clone(), eligible_done.clone()));
+                    }
                 }
                 _ = self.stop.changed() => {
                     let _ = self.healthy.send(false);
@@ -150,23 +158,68 @@ enum End {
     Stopped(Option<ExitStatus>),
 }
 
-/// Polls the health endpoint once a second until it answers 200.
-async fn wait_healthy(client: Option<&reqwest::Client>, addr: &str) {
-    let Some(client) = client else {
-        return std::future::pending().await;
-    };
+/// Polls the health endpoint once a second until it answers 200. The client is built
+/// (token and TLS files read) at the first probe, and again while that fails.
+async fn wait_healthy(settings: &api::Settings) {
+    let mut client = None;
     let mut logged = false;
     loop {
-        match super::api::healthy(client, addr).await {
-            Ok(()) => return,
-            Err(e) if !logged => {
-                crate::debug!("waiting for the nomad API at {addr}: {e:#}");
-                logged = true;
+        if client.is_none() {
+            match api::Client::new(settings) {
+                Ok(c) => client = Some(c),
+                Err(e) if !logged => {
+                    crate::error!("cannot set up the nomad API client: {e}");
+                    logged = true;
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
+        }
+        if let Some(c) = &client {
+            match c.health().await {
+                Ok(()) => return,
+                Err(e) if !logged => {
+                    crate::debug!("waiting for the nomad API at {}: {e}", settings.addr);
+                    logged = true;
+                }
+                Err(_) => {}
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Makes this node eligible for work again (a shutdown drain leaves it ineligible for
+/// ever otherwise), logging what it did; `done` is set once that question is settled.
+async fn make_eligible(settings: api::Settings, done: Arc<AtomicBool>) {
+    let outcome = match api::Client::new(&settings) {
+        Ok(client) => client.mark_self_eligible().await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(Eligibility::NotAClient) => crate::debug!("eligibility: this agent is not a client"),
+        Ok(Eligibility::AlreadyEligible(node)) => {
+            crate::info!("node {node} is eligible for work")
+        }
+        Ok(Eligibility::MarkedEligible {
+            node,
+            cancelled_drain,
+        }) => crate::info!(
+            "node {node} was {}; marked it eligible for work again",
+            if cancelled_drain {
+                "still draining"
+            } else {
+                "ineligible"
+            }
+        ),
+        Ok(Eligibility::LeftAlone { node, reason }) => {
+            crate::warn!("node {node} stays ineligible: {reason}")
+        }
+        Err(e) => {
+            crate::error!("cannot make this node eligible for work again: {e}");
+            return;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
 }
 
 /// SIGINT (Nomad leaves gracefully), then SIGKILL after `timeout`. Returns the exit status
@@ -200,5 +253,59 @@ pub async fn stop_child(
             crate::error!("nomad (pid {pid}) did not die after SIGKILL");
             None
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nomad-double with ACLs on, its node drained as at the last shutdown.
+    async fn drained_double(token: &str) -> (api::Settings, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let mut opts = nomad_double::Options::new(nomad_double::AgentConfig {
+            acl_enabled: true,
+            ..nomad_double::AgentConfig::default()
+        });
+        opts.management_token = Some(token.into());
+        tokio::spawn(nomad_double::serve(listener, opts));
+        let settings = api::Settings::new(addr).with_token(Some(token.into()));
+        let client = api::Client::new(&settings).unwrap();
+        let id = client.self_node_id().await.unwrap().unwrap();
+        client.drain(&id, Duration::from_secs(60)).await.unwrap();
+        (settings, id)
+    }
+
+    #[tokio::test]
+    async fn the_node_is_made_eligible_with_the_token_from_the_file() {
+        let (settings, id) = drained_double("t0ken").await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let mut from_file = settings.clone();
+        from_file.token = api::TokenSource::File(file.clone());
+        let done = Arc::new(AtomicBool::new(false));
+
+        // No token file yet: an error is logged and the question stays open.
+        make_eligible(from_file.clone(), done.clone()).await;
+        assert!(!done.load(Ordering::SeqCst));
+
+        std::fs::write(&file, "t0ken\n").unwrap();
+        make_eligible(from_file, done.clone()).await;
+        assert!(done.load(Ordering::SeqCst));
+        let node = api::Client::new(&settings)
+            .unwrap()
+            .node(&id)
+            .await
+            .unwrap();
+        assert_eq!(node["SchedulingEligibility"], "eligible");
+    }
+
+    #[tokio::test]
+    async fn health_is_seen_without_a_token() {
+        let (settings, _) = drained_double("t0ken").await;
+        let anonymous = api::Settings::new(settings.addr.clone());
+        tokio::time::timeout(Duration::from_secs(5), wait_healthy(&anonymous))
+            .await
+            .unwrap();
     }
 }

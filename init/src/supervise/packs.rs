@@ -7,7 +7,6 @@
 //! stopped first at shutdown. Whatever a pack does, PID 1 goes on reaping, answering
 //! signals and supervising Nomad; the worst case is a killed apply that is reported.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,15 +26,14 @@ use crate::sys::process::ChildLimits;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a SIGKILLed applier may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// A token file is a few dozen bytes; anything much larger is not a token.
-const MAX_TOKEN_BYTES: u64 = 4096;
 
 /// Everything an apply run needs from PID 1.
 #[derive(Clone)]
 pub struct Applier {
     pub config: PacksConfig,
-    /// Nomad's HTTP API address.
-    pub addr: String,
+    /// How to reach Nomad (address, token file, TLS); handed to the child as Nomad's own
+    /// environment variables.
+    pub api: crate::nomad::Settings,
     pub reaper: Arc<Reaper>,
     /// The cgroup v2 mount to create the applier's cgroup under; `None` where PID 1 does
     /// not own the cgroup tree (test mode).
@@ -94,8 +92,9 @@ pub async fn run(
 
 impl Applier {
     /// The child's command line and environment. The token travels in the environment
-    /// (readable by root only, unlike argv), never on the command line.
-    pub fn command(&self) -> Command {
+    /// (readable by root only, unlike argv), never on the command line; it is read from
+    /// its file at every run, so a rotated token is picked up.
+    pub fn command(&self) -> Result<Command, crate::nomad::ApiError> {
         let mut cmd = Command::new(&self.program);
         cmd.arg0("nomad-init")
             .args(["packs", "apply"])
@@ -107,14 +106,23 @@ impl Applier {
         }
         cmd.env_clear()
             .env("PATH", super::nomad::DEFAULT_PATH)
-            .env("NOMAD_ADDR", &self.addr)
+            .envs(self.settings().child_env()?)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(token) = self.config.token_file.as_deref().and_then(read_token) {
-            cmd.env("NOMAD_TOKEN", token);
+        Ok(cmd)
+    }
+
+    /// PID 1's Nomad settings, with `packs.token_file` in place of the machine's token
+    /// where one is set.
+    fn settings(&self) -> crate::nomad::Settings {
+        match &self.config.token_file {
+            Some(file) => crate::nomad::Settings {
+                token: crate::nomad::TokenSource::File(file.clone()),
+                ..self.api.clone()
+            },
+            None => self.api.clone(),
         }
-        cmd
     }
 
     /// One apply in a child process, bounded by the deadline; returns how it ended.
@@ -133,7 +141,14 @@ impl Applier {
             cgroup_procs: cgroup.as_ref().and_then(|c| c.procs_for_writing()),
             data_bytes: Some(self.config.memory_max_mib * 1024 * 1024),
         };
-        let (mut child, exited) = match self.reaper.spawn_limited(&mut self.command(), limits) {
+        let mut cmd = match self.command() {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                crate::error!("packs: cannot apply: {e}");
+                return RunEnd::Lost(e.to_string());
+            }
+        };
+        let (mut child, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
             Ok(spawned) => spawned,
             Err(e) => {
                 crate::error!("packs: cannot start {}: {e}", self.program.display());
@@ -292,49 +307,9 @@ fn oom_kills_in(events: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// Reads the ACL token file; a missing, unreadable or oversized file is logged (by name,
-/// never its content) and the apply goes on without a token, which Nomad then refuses
-/// clearly.
-fn read_token(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text));
-    match read {
-        Err(e) => {
-            crate::error!("packs: cannot read token file {}: {e}", path.display());
-            None
-        }
-        Ok(n) if n as u64 > MAX_TOKEN_BYTES => {
-            crate::error!(
-                "packs: token file {} is larger than {MAX_TOKEN_BYTES} bytes; not a token",
-                path.display()
-            );
-            None
-        }
-        Ok(_) if text.trim().is_empty() => {
-            crate::error!("packs: token file {} is empty", path.display());
-            None
-        }
-        Ok(_) => Some(text.trim().to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_files_are_trimmed_and_missing_empty_or_huge_ones_give_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("token");
-        std::fs::write(&p, "s3cr3t\n").unwrap();
-        assert_eq!(read_token(&p).as_deref(), Some("s3cr3t"));
-        std::fs::write(&p, "\n").unwrap();
-        assert_eq!(read_token(&p), None);
-        std::fs::write(&p, "x".repeat(MAX_TOKEN_BYTES as usize + 1)).unwrap();
-        assert_eq!(read_token(&p), None);
-        assert_eq!(read_token(&dir.path().join("missing")), None);
-    }
 
     #[test]
     fn the_child_gets_the_token_in_its_environment_never_in_argv() {
@@ -347,12 +322,12 @@ mod tests {
                 owner: Some("edge".into()),
                 ..PacksConfig::default()
             },
-            addr: "http://127.0.0.1:4646".into(),
+            api: crate::nomad::Settings::new("http://127.0.0.1:4646".to_string()),
             reaper: Arc::new(Reaper::new()),
             cgroup_root: None,
             program: "/proc/self/exe".into(),
         };
-        let cmd = applier.command();
+        let cmd = applier.command().unwrap();
         let args: Vec<_> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())

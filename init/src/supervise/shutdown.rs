@@ -7,30 +7,36 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 /// Drains this node through the API, bounded by `timeout`; skipped when Nomad is not up.
-pub async fn drain(addr: &str, timeout: Duration) {
+pub async fn drain(api: &crate::nomad::Settings, timeout: Duration) {
+    use crate::nomad::{Client, Drain};
     if timeout.is_zero() {
         return;
     }
-    let Ok(client) = super::api::client() else {
-        return;
+    let client = match Client::new(api) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::warn!("not draining: {e}");
+            return;
+        }
     };
-    let bounded = tokio::time::timeout(
-        timeout + Duration::from_secs(2),
-        super::api::drain_self(&client, addr, timeout),
-    );
+    let bounded =
+        tokio::time::timeout(timeout + Duration::from_secs(2), client.drain_self(timeout));
     match bounded.await {
-        Ok(Ok(super::api::Drain::Done(id))) => crate::info!("drained node {id}"),
-        Ok(Ok(super::api::Drain::TimedOut(id))) => crate::warn!(
-            "node {id} still draining after {} s; going on",
+        Ok(Ok(Drain::Done(node))) => crate::info!("drained node {node}"),
+        Ok(Ok(Drain::TimedOut(node))) => crate::warn!(
+            "node {node} still draining after {} s; going on",
             timeout.as_secs()
         ),
-        Ok(Ok(super::api::Drain::NotAClient)) => {
+        Ok(Ok(Drain::NotAClient)) => {
             crate::info!("not draining: this agent is not a client")
         }
-        Ok(Ok(super::api::Drain::AloneInCluster)) => {
+        Ok(Ok(Drain::AloneInCluster)) => {
             crate::info!("not draining: no other node could take the allocations")
         }
-        Ok(Err(e)) => crate::info!("not draining: nomad API unavailable ({e:#})"),
+        Ok(Ok(Drain::AlreadyIneligible(node))) => {
+            crate::info!("not draining: node {node} is already draining or ineligible")
+        }
+        Ok(Err(e)) => crate::info!("not draining: nomad API unavailable ({e})"),
         Err(_) => crate::warn!("not draining: nomad API did not answer in time"),
     }
 }

@@ -141,8 +141,9 @@ impl Store {
     /// `POST /v1/node/:id/drain`. A non-null `DrainSpec` drains (the node turns ineligible
     /// and its allocations stop at once; system jobs too unless `IgnoreSystemJobs`); the
     /// drain completes once they have stopped. A null `DrainSpec` cancels; `MarkEligible`
-    /// makes the node eligible again.
-    pub fn drain(&mut self, spec: &Value, mark_eligible: bool, now: i64) -> Value {
+    /// makes the node eligible again. `meta` is the request's top-level `Meta` (Nomad
+    /// 1.2+ keeps it as the node's `LastDrain.Meta`).
+    pub fn drain(&mut self, spec: &Value, meta: &Value, mark_eligible: bool, now: i64) -> Value {
         if spec.is_object() {
             let ignore_system = spec["IgnoreSystemJobs"].as_bool().unwrap_or(false);
             let n = &mut self.node_state;
@@ -151,7 +152,7 @@ impl Store {
             n.drain_covers_system = !ignore_system;
             n.drain_strategy = json!({"Deadline": spec["Deadline"].as_i64().unwrap_or(0),
                 "IgnoreSystemJobs": ignore_system, "ForceDeadline": null, "StartedAt": rfc3339(now)});
-            n.last_drain = json!({"AccessorID": "", "Meta": spec["Meta"], "StartedAt": rfc3339(now),
+            n.last_drain = json!({"AccessorID": "", "Meta": meta, "StartedAt": rfc3339(now),
                 "Status": "draining", "UpdatedAt": rfc3339(now)});
             let out = self.node_write(now);
             let idx = self.index;
@@ -245,14 +246,19 @@ mod tests {
         s.register(job("/bin/sh"), "default", None, None, 1)
             .unwrap();
         s.advance(1);
-        s.drain(&json!({"Deadline": 0}), false, 2);
+        s.drain(
+            &json!({"Deadline": 0}),
+            &json!({"message": "test"}),
+            false,
+            2,
+        );
         s.advance(2);
         assert_eq!(
             s.job_allocs("default", "hello")[0]["ClientStatus"],
             "complete"
         );
         assert_eq!(s.node()["SchedulingEligibility"], "ineligible");
-        s.drain(&Value::Null, true, 3);
+        s.drain(&Value::Null, &Value::Null, true, 3);
         let allocs = s.job_allocs("default", "hello");
         assert_eq!(allocs.len(), 2, "system job placed again once eligible");
     }

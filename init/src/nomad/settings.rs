@@ -1,0 +1,230 @@
+//! Where Nomad is and how to talk to it: address, ACL token, namespace, region and TLS.
+//! Pure data; files (token, CA, certificates) are read, size-bounded, when a client is
+//! built, so a rotated token or certificate is picked up by the next client.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ApiError, Result};
+
+/// A secret string: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the ACL token comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Anonymous requests.
+    #[default]
+    None,
+    Value(Secret),
+    /// Read (and trimmed) each time a client is built.
+    File(PathBuf),
+}
+
+/// TLS towards an `https://` address. Empty means: the system's roots, no client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM CA bundle; when set, only these CAs are trusted (like Nomad's `-ca-cert`).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for agents with `verify_https_client`.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name the server's certificate must carry when it differs from the address's
+    /// host (e.g. `server.global.nomad`).
+    pub server_name: Option<String>,
+    /// Accept any server certificate. For debugging only.
+    pub skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `http://host:port` or `https://host:port`.
+    pub addr: String,
+    pub token: TokenSource,
+    /// Sent as `namespace=` on requests that do not name one (like Nomad's own client).
+    pub namespace: Option<String>,
+    /// Sent as `region=` on every request that does not name one.
+    pub region: Option<String>,
+    pub tls: Tls,
+    /// Upper bound for one request, connection to last byte.
+    pub request_timeout: Duration,
+}
+
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
+
+/// Bounds for files read while building a client.
+const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
+const PEM_FILE_LIMIT: u64 = 1024 * 1024;
+
+impl Settings {
+    /// Plain settings for `addr`: anonymous, no namespace or region, system TLS roots.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            token: TokenSource::None,
+            namespace: None,
+            region: None,
+            tls: Tls::default(),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = match token.filter(|t| !t.trim().is_empty()) {
+            Some(t) => TokenSource::Value(Secret::new(t.trim())),
+            None => TokenSource::None,
+        };
+        self
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.addr.starts_with("https://")
+    }
+
+    /// The token to send, read from its file when it comes from one.
+    pub fn resolve_token(&self) -> Result<Option<Secret>> {
+        match &self.token {
+            TokenSource::None => Ok(None),
+            TokenSource::Value(s) => Ok(Some(s.clone())),
+            TokenSource::File(path) => {
+                let bytes = read_bounded(path, TOKEN_FILE_LIMIT, "ACL token file")?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    ApiError::Setup(format!("ACL token file {}: not UTF-8", path.display()))
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(ApiError::Setup(format!(
+                        "ACL token file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Some(Secret::new(token)))
+            }
+        }
+    }
+
+    /// The environment a child `nomad-init packs ...` (or `nomad`) process needs to reach
+    /// the same agent the same way: Nomad's own variables. The token is read now and
+    /// passed as `NOMAD_TOKEN` (the environment of a process is readable only by its
+    /// owner and root), never on a command line.
+    pub fn child_env(&self) -> Result<Vec<(&'static str, OsString)>> {
+        let mut env: Vec<(&'static str, OsString)> = vec![("NOMAD_ADDR", self.addr.clone().into())];
+        if let Some(token) = self.resolve_token()? {
+            env.push(("NOMAD_TOKEN", token.expose().into()));
+        }
+        let text = |k, v: &Option<String>| v.as_ref().map(|v| (k, OsString::from(v)));
+        let path = |k, v: &Option<PathBuf>| v.as_ref().map(|v| (k, v.clone().into_os_string()));
+        env.extend(text("NOMAD_NAMESPACE", &self.namespace));
+        env.extend(text("NOMAD_REGION", &self.region));
+        env.extend(path("NOMAD_CACERT", &self.tls.ca_file));
+        env.extend(path("NOMAD_CLIENT_CERT", &self.tls.client_cert));
+        env.extend(path("NOMAD_CLIENT_KEY", &self.tls.client_key));
+        env.extend(text("NOMAD_TLS_SERVER_NAME", &self.tls.server_name));
+        if self.tls.skip_verify {
+            env.push(("NOMAD_SKIP_VERIFY", "true".into()));
+        }
+        Ok(env)
+    }
+}
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
+pub(crate) fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let fail = |e: std::io::Error| ApiError::Setup(format!("{what} {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(fail)?;
+    if bytes.len() as u64 > limit {
+        return Err(ApiError::Setup(format!(
+            "{what} {} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let bytes = read_bounded(path, PEM_FILE_LIMIT, what)?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(ApiError::Setup(format!(
+            "{what} {}: not PEM (no -----BEGIN line)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Settings::new("http://127.0.0.1:4646").with_token(Some("s3cr3t\n".into()));
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+        assert_eq!(s.resolve_token().unwrap().unwrap().expose(), "s3cr3t");
+        assert_eq!(
+            Settings::new("x").with_token(Some(" ".into())).token,
+            TokenSource::None
+        );
+    }
+
+    #[test]
+    fn token_files_are_read_trimmed_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        let mut s = Settings::new("http://127.0.0.1:4646");
+        s.token = TokenSource::File(p.clone());
+        let e = s.resolve_token().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("ACL token file {}: ", p.display())),
+            "{e}"
+        );
+        std::fs::write(&p, "s3cr3t\n").unwrap();
+        assert_eq!(s.resolve_token().unwrap().unwrap().expose(), "s3cr3t");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(s
+            .resolve_token()
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
+        std::fs::write(&p, vec![b'a'; 70_000]).unwrap();
+        let e = s.resolve_token().unwrap_err().to_string();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        assert!(!e.contains("aaaa"), "{e}");
+    }
+
+    #[test]
+    fn child_env_carries_everything_and_the_token_only_in_nomad_token() {
+        let mut s = Settings::new("https://10.0.0.1:4646").with_token(Some("t0k".into()));
+        s.region = Some("eu".into());
+        s.tls.ca_file = Some("/etc/ca.pem".into());
+        s.tls.skip_verify = true;
+        let env = s.child_env().unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("NOMAD_ADDR").unwrap(), "https://10.0.0.1:4646");
+        assert_eq!(get("NOMAD_TOKEN").unwrap(), "t0k");
+        assert_eq!(get("NOMAD_REGION").unwrap(), "eu");
+        assert_eq!(get("NOMAD_CACERT").unwrap(), "/etc/ca.pem");
+        assert_eq!(get("NOMAD_SKIP_VERIFY").unwrap(), "true");
+        assert_eq!(get("NOMAD_NAMESPACE"), None);
+    }
+}
