@@ -1096,6 +1096,112 @@ async fn refuses_escaping_symlinks() {
 }
 
 #[tokio::test]
+async fn refuses_symlink_chains_that_walk_out_when_followed() {
+    // Each link stays inside when checked alone; followed, `x/e2` is above the archive.
+    let chain = [
+        E::Dir("x/"),
+        E::Symlink("x/up", ".."),
+        E::Symlink("x/e1", "up/.."),
+        E::Symlink("x/e2", "e1/.."),
+    ];
+    let (msg, _) = refused(&chain, opts).await;
+    assert!(
+        msg.ends_with(
+            "entry `x/e1` is a symlink that leads outside the archive through other symlinks"
+        ),
+        "{msg}"
+    );
+    let mut with_file = vec![E::File("jobs/web.hcl", JOB)];
+    with_file.extend(chain);
+    with_file.push(E::Symlink("files/passwd", "../x/e2/etc/passwd"));
+    let (msg, _) = refused(&with_file, opts).await;
+    assert!(
+        msg.ends_with(
+            "entry `files/passwd` is a symlink that leads outside the archive through other symlinks"
+        ),
+        "{msg}"
+    );
+}
+
+/// A gzip stream of `header`, then `repeat` times `chunk`, then `tail`: gzip members
+/// concatenate, so a few KiB describe hundreds of MiB.
+fn gz_bomb(header: &[u8], chunk: &[u8], repeat: usize, tail: &[u8]) -> Vec<u8> {
+    let member = gz(chunk);
+    let mut out = gz(header);
+    for _ in 0..repeat {
+        out.extend_from_slice(&member);
+    }
+    out.extend_from_slice(&gz(tail));
+    out
+}
+
+fn header_bytes(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn refuses_gnu_long_name_bombs_without_buffering_them() {
+    const MIB: usize = 1024 * 1024;
+    // A 100 MiB long name: the `tar` crate alone would hold it all in memory.
+    let body = gz_bomb(
+        &header_bytes(
+            tar::EntryType::GNULongName,
+            "././@LongLink",
+            100 * MIB as u64,
+        ),
+        &vec![b'a'; MIB],
+        100,
+        &simple_pack(),
+    );
+    assert!(body.len() < 200 * 1024, "{}", body.len());
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("bomb.tar.gz", body, opts(cache.path())).await;
+    let msg = res.expect_err("refused").to_string();
+    assert!(
+        msg.ends_with("refused: it has a GNU long name of 104857600 bytes (at most 4096)"),
+        "{msg}"
+    );
+    assert_cache_empty(cache.path());
+}
+
+#[tokio::test]
+async fn refuses_decompression_bombs_before_reading_them_whole() {
+    const MIB: usize = 1024 * 1024;
+    // 64 MiB of zeros in a pax global header, which is skipped, not extracted: only the
+    // bound on the decompressed stream stops it.
+    let body = gz_bomb(
+        &header_bytes(
+            tar::EntryType::XGlobalHeader,
+            "pax_global_header",
+            64 * MIB as u64,
+        ),
+        &vec![0u8; MIB],
+        64,
+        &simple_pack(),
+    );
+    let small = |c: &Path| FetchOptions {
+        max_unpacked_bytes: MIB as u64,
+        max_entries: 10,
+        ..opts(c)
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("bomb.tar.gz", body, small(cache.path())).await;
+    let msg = res.expect_err("refused").to_string();
+    // 1 MiB of content plus 8 KiB of headers per entry.
+    assert!(
+        msg.ends_with("refused: it decompresses to more than 1138688 bytes"),
+        "{msg}"
+    );
+    assert_cache_empty(cache.path());
+}
+
+#[tokio::test]
 async fn inside_symlinks_and_hardlinks_are_kept() {
     let cache = tempfile::tempdir().unwrap();
     let body = gz(&tar_of(&[
