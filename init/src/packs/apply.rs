@@ -276,11 +276,13 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         .agent_info()
         .await
         .with_context(|| format!("cannot reach the Nomad agent at {}", client.address()))?;
-    let fetcher = origin::Fetcher::new(origin::FetchOptions {
+    let fetch_options = origin::FetchOptions {
         cache_dir: opts.cache_dir.clone(),
         ..origin::FetchOptions::default()
-    })
+    }
+    .with_env_overrides()
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fetcher = origin::Fetcher::new(fetch_options).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = render::RenderContext {
         datacenters: vec![agent.datacenter.clone()],
     };

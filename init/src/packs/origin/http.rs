@@ -169,11 +169,33 @@ pub struct Request<'a> {
     pub previous: Option<&'a IndexEntry>,
     /// Pack key, for log lines.
     pub pack: &'a str,
+    /// Longest pause between bytes (and connect timeout).
     pub timeout: Duration,
+    /// The whole download, headers and body, must finish within this.
+    pub deadline: Duration,
+    /// Bytes the body may have.
+    pub max_bytes: u64,
 }
 
-/// Sends the (conditional) GET and streams a 200 body into a temp file in the cache.
+/// Sends the (conditional) GET and streams a 200 body into a temp file in the cache,
+/// within `req.deadline` and `req.max_bytes`. On any failure the temp file is removed.
 pub async fn download(
+    clients: &Clients,
+    cache: &Cache,
+    req: Request<'_>,
+) -> Result<Outcome, HttpFailure> {
+    let deadline = req.deadline;
+    match tokio::time::timeout(deadline, request_and_stream(clients, cache, req)).await {
+        Ok(result) => result,
+        // Dropping the download future dropped its temp file: nothing is left in the cache.
+        Err(_) => Err(HttpFailure::Request(format!(
+            "did not finish within the overall limit of {}s",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+async fn request_and_stream(
     clients: &Clients,
     cache: &Cache,
     req: Request<'_>,
@@ -231,6 +253,15 @@ pub async fn download(
     let etag = header(ETAG);
     let last_modified = header(LAST_MODIFIED);
     let total = resp.content_length();
+    let too_big = || {
+        HttpFailure::Request(format!(
+            "the archive is larger than the limit of {} bytes",
+            req.max_bytes
+        ))
+    };
+    if total.is_some_and(|t| t > req.max_bytes) {
+        return Err(too_big());
+    }
 
     let (path, file) = cache.temp_blob().map_err(|source| HttpFailure::Io {
         action: "create a temp file in the cache".into(),
@@ -253,6 +284,9 @@ pub async fn download(
             .await
             .map_err(|e| HttpFailure::Request(scrub(describe(e, req.timeout))))?;
         let Some(chunk) = chunk else { break };
+        if out.written() + chunk.len() as u64 > req.max_bytes {
+            return Err(too_big());
+        }
         out.write_all(&chunk).map_err(|source| HttpFailure::Io {
             action: "write the download to the cache".into(),
             source,
