@@ -452,3 +452,119 @@ fn a_bad_download_limit_in_the_environment_is_named() {
         "{t}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Secrets never reach the output, in any encoding.
+
+#[test]
+fn an_echoed_basic_authorization_header_is_masked() {
+    const PASSWORD: &str = "pa55-w0rd-for-packs";
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.write("pw", PASSWORD);
+    let origin = Origin::start(vec![("/p.tar.gz", Route::EchoAuth)]);
+    let set = set_with(
+        &ws,
+        &origin.url("/p.tar.gz"),
+        "_auth = { type = \"basic\", username = \"ci\", file = \"pw\" }\n",
+    );
+    let (out, killed) = packs_bounded("validate", &set, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    // base64("ci:pa55-w0rd-for-packs")
+    let encoded = "Y2k6cGE1NS13MHJkLWZvci1wYWNrcw";
+    assert!(!t.contains(encoded), "encoded secret shown: {t}");
+    assert!(!t.contains(PASSWORD), "secret shown: {t}");
+    assert!(
+        t.contains(
+            "answered HTTP 500 Internal Server Error: cannot handle Authorization: Basic ***"
+        ),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_password_in_the_nomad_address_is_not_shown_and_errors_say_things_once() {
+    let ws = Workspace::new();
+    ws.system_pack("p");
+    let set = set_with(&ws, "packs", "");
+    let port = common::free_port();
+    let addr = format!("http://operator:hunter2-nomad-secret@127.0.0.1:{port}");
+    let (out, killed) = packs_bounded("validate", &set, &addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(!t.contains("hunter2-nomad-secret"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: cannot reach the Nomad agent at http://127.0.0.1:{port}/: GET /v1/agent/self: error sending request"
+        )),
+        "{t}"
+    );
+    assert_eq!(t.matches("error sending request").count(), 1, "{t}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. `--owner` is a name, not a filter expression.
+
+#[test]
+fn owner_must_be_a_plain_name() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("p");
+    let set = set_with(&ws, "packs", "");
+    for (owner, shown) in [("", ""), (r#"x" or "1" == "1"#, r#"x\" or \"1\" == \"1"#)] {
+        let (out, killed) =
+            packs_bounded("plan", &set, &nomad.addr, &["--owner", owner], &[], QUICK);
+        let t = text(&out);
+        assert!(!killed, "{t}");
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains(&format!(
+                "error: owner `{shown}` is not a valid name: use 1 or more letters, digits"
+            )),
+            "{t}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Clear errors for odd origins and addresses.
+
+#[test]
+fn a_redirect_to_a_local_file_is_refused_by_name() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let origin = Origin::start(vec![(
+        "/p.tar.gz",
+        Route::Redirect("file:///etc/passwd".into()),
+    )]);
+    let set = set_with(&ws, &origin.url("/p.tar.gz"), "");
+    let (out, killed) = packs_bounded("validate", &set, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert!(
+        t.contains(
+            "redirect to file:///etc/passwd refused: only http:// and https:// redirects are followed"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("HTTP 302"), "{t}");
+}
+
+#[test]
+fn a_nomad_address_with_a_query_is_refused() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("p");
+    let set = set_with(&ws, "packs", "");
+    let addr = format!("{}/?region=x", nomad.addr);
+    let (out, killed) = packs_bounded("validate", &set, &addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("invalid Nomad address `{addr}`")),
+        "{t}"
+    );
+}

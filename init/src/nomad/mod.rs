@@ -22,12 +22,13 @@ pub enum ApiError {
         status: StatusCode,
         body: String,
     },
-    #[error("{method} {path}: {source}")]
+    /// `cause` is rendered whole (without its URL) in the message, and is not a `source`:
+    /// chained error reports would print it twice.
+    #[error("{method} {path}: {}", chain(.cause))]
     Transport {
         method: Method,
         path: String,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     #[error("{method} {path}: unexpected response: {message}")]
     Decode {
@@ -65,6 +66,21 @@ impl ApiError {
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
+/// `err` and its sources joined with `: `, skipping parts an outer message already holds.
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// What the applier needs to know about the agent it talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentInfo {
@@ -90,13 +106,15 @@ pub struct RegisterResponse {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// `base` without credentials, for messages.
+    shown: String,
     token: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
+            .field("base", &self.shown)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .finish()
     }
@@ -119,28 +137,38 @@ pub fn encode(s: &str) -> String {
 impl Client {
     pub fn new(addr: &str, token: Option<String>) -> Result<Self> {
         let base = addr.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() < 10 {
-            return Err(ApiError::Address(addr.to_string()));
+        let shown = crate::packs::origin::redact::url(&base);
+        // API paths are appended to the base: a query or fragment would swallow them.
+        let has_suffix = url::Url::parse(&base)
+            .map(|u| u.query().is_some() || u.fragment().is_some())
+            .unwrap_or(true);
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || base.len() < 10
+            || has_suffix
+        {
+            return Err(ApiError::Address(crate::packs::origin::redact::url(addr)));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(4)
             .build()
-            .map_err(|source| ApiError::Transport {
+            .map_err(|cause| ApiError::Transport {
                 method: Method::GET,
-                path: base.clone(),
-                source,
+                path: shown.clone(),
+                cause: cause.without_url(),
             })?;
         Ok(Self {
             http,
             base,
+            shown,
             token: token.filter(|t| !t.is_empty()),
         })
     }
 
+    /// The address for messages: without credentials.
     pub fn address(&self) -> &str {
-        &self.base
+        &self.shown
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -153,10 +181,10 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let transport = |source| ApiError::Transport {
+        let transport = |cause: reqwest::Error| ApiError::Transport {
             method: method.clone(),
             path: path.to_string(),
-            source,
+            cause: cause.without_url(),
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();

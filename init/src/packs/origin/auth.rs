@@ -35,16 +35,6 @@ pub enum Credentials {
     Basic { username: String, password: Secret },
 }
 
-impl Credentials {
-    /// The secret part, so error text can be scrubbed of it.
-    pub fn secret(&self) -> &str {
-        match self {
-            Credentials::Bearer(s) => s.expose(),
-            Credentials::Basic { password, .. } => password.expose(),
-        }
-    }
-}
-
 /// Reads the secret named by `auth` and builds the credentials. Error messages name the
 /// file or variable, never the content.
 pub fn load(auth: &Auth) -> Result<Credentials, String> {

@@ -11,7 +11,7 @@ mod cache;
 mod digest;
 mod extract;
 mod http;
-mod redact;
+pub mod redact;
 mod resolve;
 
 use std::path::{Path, PathBuf};
