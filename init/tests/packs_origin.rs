@@ -1378,6 +1378,8 @@ fn default_options() {
     assert_eq!(o.cache_dir, PathBuf::from("/var/lib/nomados/packs-cache"));
     assert_eq!(o.max_unpacked_bytes, 256 * 1024 * 1024);
     assert_eq!(o.max_entries, 10_000);
+    assert_eq!(o.max_download_bytes, 256 * 1024 * 1024);
+    assert_eq!(o.download_deadline, Duration::from_secs(600));
 }
 
 // ---------------------------------------------------------------------------------------
