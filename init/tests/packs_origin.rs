@@ -1202,6 +1202,57 @@ async fn refuses_decompression_bombs_before_reading_them_whole() {
 }
 
 #[tokio::test]
+async fn long_names_and_links_from_gnu_and_pax_headers_are_kept() {
+    let deep = format!("files/{}/{}.txt", "d".repeat(120), "n".repeat(150));
+    // Relative to files/, and longer than the 100 bytes a header holds.
+    let link_target = deep["files/".len()..].to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    // GNU long name and long link records (the tar crate writes them for long paths).
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(JOB.len() as u64);
+    b.append_data(&mut h, "jobs/web.hcl", JOB).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(3);
+    b.append_data(&mut h, &deep, &b"abc"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "files/alias.txt", &link_target)
+        .unwrap();
+    // A pax header naming the next entry, as GNU tar --format=pax writes it.
+    let pax_name = format!("files/{}/pax.txt", "p".repeat(140));
+    let record = format!("path={pax_name}\n");
+    let len = record.len() + 4; // "NNN " prefix, three digits
+    let pax = format!("{len} {record}");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/pax.txt").unwrap();
+    h.set_size(pax.len() as u64);
+    h.set_cksum();
+    b.append(&h, pax.as_bytes()).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("short-name").unwrap();
+    h.set_mode(0o644);
+    h.set_size(3);
+    h.set_cksum();
+    b.append(&h, &b"pax"[..]).unwrap();
+    let body = gz(&b.into_inner().unwrap());
+
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("p.tar.gz", body, opts(cache.path())).await;
+    let got = res.unwrap();
+    assert_eq!(std::fs::read(got.dir.join(&deep)).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::read(got.dir.join("files/alias.txt")).unwrap(),
+        b"abc"
+    );
+    assert_eq!(std::fs::read(got.dir.join(&pax_name)).unwrap(), b"pax");
+    assert!(!got.dir.join("short-name").exists());
+}
+
+#[tokio::test]
 async fn inside_symlinks_and_hardlinks_are_kept() {
     let cache = tempfile::tempdir().unwrap();
     let body = gz(&tar_of(&[
