@@ -32,6 +32,8 @@ enum Route {
     EchoAuth,
     /// 302 to this location.
     Redirect(String),
+    /// 403 whose body repeats the request's X-Nomad-Token (a careless proxy before Nomad).
+    EchoNomadToken,
 }
 
 struct Origin {
@@ -110,6 +112,15 @@ fn answer(route: Option<Route>, req: Request) -> Response {
                 format!("cannot handle Authorization: {auth}"),
             )
                 .into_response()
+        }
+        Some(Route::EchoNomadToken) => {
+            let token = req
+                .headers()
+                .get("x-nomad-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (StatusCode::FORBIDDEN, format!("token {token} not allowed")).into_response()
         }
         Some(Route::Redirect(to)) => Response::builder()
             .status(StatusCode::FOUND)
@@ -502,6 +513,21 @@ fn a_password_in_the_nomad_address_is_not_shown_and_errors_say_things_once() {
         "{t}"
     );
     assert_eq!(t.matches("error sending request").count(), 1, "{t}");
+}
+
+#[test]
+fn a_nomad_token_echoed_in_an_error_is_masked() {
+    const TOKEN: &str = "5ecret-n0mad-t0ken-1234";
+    let ws = Workspace::new();
+    ws.system_pack("p");
+    let set = set_with(&ws, "packs", "");
+    let proxy = Origin::start(vec![("/v1/agent/self", Route::EchoNomadToken)]);
+    let env = [("NOMAD_TOKEN", TOKEN)];
+    let (out, killed) = packs_bounded("validate", &set, &proxy.url(""), &[], &env, QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert!(!t.contains(TOKEN), "token shown: {t}");
+    assert!(t.contains("token *** not allowed"), "{t}");
 }
 
 // ---------------------------------------------------------------------------------------

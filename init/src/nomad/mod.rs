@@ -189,12 +189,18 @@ impl Client {
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         let text = resp.text().await.map_err(transport)?;
+        // A proxy or a careless server may echo the token back; it must not reach a message
+        // (success bodies are data, e.g. a token's own SecretID, and are left alone).
+        let mut secrets = crate::packs::origin::redact::Secrets::default();
+        if let Some(token) = &self.token {
+            secrets.token(token);
+        }
         if !status.is_success() {
             return Err(ApiError::Status {
                 method,
                 path: path.to_string(),
                 status,
-                body: text.trim().to_string(),
+                body: secrets.scrub(text.trim()),
             });
         }
         if text.trim().is_empty() {
@@ -203,7 +209,7 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ApiError::Decode {
             method,
             path: path.to_string(),
-            message: format!("{e}: {}", truncate(&text, 200)),
+            message: format!("{e}: {}", truncate(&secrets.scrub(&text), 200)),
         })
     }
 
