@@ -1,6 +1,8 @@
 //! File helpers shared by PID 1 and the network stage.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `contents` to `path` atomically: a temp file in the same directory, fsync,
@@ -29,9 +31,103 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     result
 }
 
+/// Reads the regular file at `path`, refusing anything else (a FIFO, a device such as
+/// `/dev/zero`, a directory) and any file longer than `cap` bytes, so that input from
+/// outside can neither hang the reader nor exhaust its memory. The error says which limit
+/// was hit; callers name the file.
+pub fn read_bounded(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    // O_NONBLOCK: opening a FIFO without a writer would block forever.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    read_open_bounded(file, cap)
+}
+
+/// [`read_bounded`] as UTF-8 text; invalid UTF-8 is an `InvalidData` error.
+pub fn read_bounded_to_string(path: &Path, cap: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, cap)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Checks that `file` (opened, possibly with `O_NONBLOCK`) is a regular file, puts it back
+/// in blocking mode, and reads at most `cap` bytes of it.
+pub fn read_open_bounded(file: File, cap: u64) -> std::io::Result<Vec<u8>> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", kind_of(&meta.file_type())),
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is larger than the limit of {cap} bytes"),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_big());
+    }
+    let flags = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
+    // The size may change while reading (a file being written): count what is read.
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(too_big());
+    }
+    Ok(out)
+}
+
+/// "a FIFO", "a directory", ... for messages about a file that should be a regular one.
+pub fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "an unknown kind of file"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_bounded_refuses_devices_fifos_and_big_files() {
+        let err = read_bounded(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert_eq!(err.to_string(), "a character device is not a regular file");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Would block forever without O_NONBLOCK (no writer).
+        let err = read_bounded(&fifo, 1024).unwrap_err();
+        assert_eq!(err.to_string(), "a FIFO is not a regular file");
+        let err = read_bounded(dir.path(), 1024).unwrap_err();
+        assert_eq!(err.to_string(), "a directory is not a regular file");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 1025]).unwrap();
+        let err = read_bounded(&big, 1024).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the file is larger than the limit of 1024 bytes"
+        );
+        assert_eq!(read_bounded(&big, 1025).unwrap().len(), 1025);
+        assert_eq!(read_bounded_to_string(&big, 2000).unwrap().len(), 1025);
+    }
 
     #[test]
     fn replaces_the_whole_file_and_leaves_no_temp_behind() {

@@ -1096,6 +1096,163 @@ async fn refuses_escaping_symlinks() {
 }
 
 #[tokio::test]
+async fn refuses_symlink_chains_that_walk_out_when_followed() {
+    // Each link stays inside when checked alone; followed, `x/e2` is above the archive.
+    let chain = [
+        E::Dir("x/"),
+        E::Symlink("x/up", ".."),
+        E::Symlink("x/e1", "up/.."),
+        E::Symlink("x/e2", "e1/.."),
+    ];
+    let (msg, _) = refused(&chain, opts).await;
+    assert!(
+        msg.ends_with(
+            "entry `x/e1` is a symlink that leads outside the archive through other symlinks"
+        ),
+        "{msg}"
+    );
+    let mut with_file = vec![E::File("jobs/web.hcl", JOB)];
+    with_file.extend(chain);
+    with_file.push(E::Symlink("files/passwd", "../x/e2/etc/passwd"));
+    let (msg, _) = refused(&with_file, opts).await;
+    assert!(
+        msg.ends_with(
+            "entry `files/passwd` is a symlink that leads outside the archive through other symlinks"
+        ),
+        "{msg}"
+    );
+}
+
+/// A gzip stream of `header`, then `repeat` times `chunk`, then `tail`: gzip members
+/// concatenate, so a few KiB describe hundreds of MiB.
+fn gz_bomb(header: &[u8], chunk: &[u8], repeat: usize, tail: &[u8]) -> Vec<u8> {
+    let member = gz(chunk);
+    let mut out = gz(header);
+    for _ in 0..repeat {
+        out.extend_from_slice(&member);
+    }
+    out.extend_from_slice(&gz(tail));
+    out
+}
+
+fn header_bytes(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn refuses_gnu_long_name_bombs_without_buffering_them() {
+    const MIB: usize = 1024 * 1024;
+    // A 100 MiB long name: the `tar` crate alone would hold it all in memory.
+    let body = gz_bomb(
+        &header_bytes(
+            tar::EntryType::GNULongName,
+            "././@LongLink",
+            100 * MIB as u64,
+        ),
+        &vec![b'a'; MIB],
+        100,
+        &simple_pack(),
+    );
+    assert!(body.len() < 200 * 1024, "{}", body.len());
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("bomb.tar.gz", body, opts(cache.path())).await;
+    let msg = res.expect_err("refused").to_string();
+    assert!(
+        msg.ends_with("refused: it has a GNU long name of 104857600 bytes (at most 4096)"),
+        "{msg}"
+    );
+    assert_cache_empty(cache.path());
+}
+
+#[tokio::test]
+async fn refuses_decompression_bombs_before_reading_them_whole() {
+    const MIB: usize = 1024 * 1024;
+    // 64 MiB of zeros in a pax global header, which is skipped, not extracted: only the
+    // bound on the decompressed stream stops it.
+    let body = gz_bomb(
+        &header_bytes(
+            tar::EntryType::XGlobalHeader,
+            "pax_global_header",
+            64 * MIB as u64,
+        ),
+        &vec![0u8; MIB],
+        64,
+        &simple_pack(),
+    );
+    let small = |c: &Path| FetchOptions {
+        max_unpacked_bytes: MIB as u64,
+        max_entries: 10,
+        ..opts(c)
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("bomb.tar.gz", body, small(cache.path())).await;
+    let msg = res.expect_err("refused").to_string();
+    // 1 MiB of content plus 8 KiB of headers per entry.
+    assert!(
+        msg.ends_with("refused: it decompresses to more than 1138688 bytes"),
+        "{msg}"
+    );
+    assert_cache_empty(cache.path());
+}
+
+#[tokio::test]
+async fn long_names_and_links_from_gnu_and_pax_headers_are_kept() {
+    let deep = format!("files/{}/{}.txt", "d".repeat(120), "n".repeat(150));
+    // Relative to files/, and longer than the 100 bytes a header holds.
+    let link_target = deep["files/".len()..].to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    // GNU long name and long link records (the tar crate writes them for long paths).
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(JOB.len() as u64);
+    b.append_data(&mut h, "jobs/web.hcl", JOB).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(3);
+    b.append_data(&mut h, &deep, &b"abc"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "files/alias.txt", &link_target)
+        .unwrap();
+    // A pax header naming the next entry, as GNU tar --format=pax writes it.
+    let pax_name = format!("files/{}/pax.txt", "p".repeat(140));
+    let record = format!("path={pax_name}\n");
+    let len = record.len() + 4; // "NNN " prefix, three digits
+    let pax = format!("{len} {record}");
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/pax.txt").unwrap();
+    h.set_size(pax.len() as u64);
+    h.set_cksum();
+    b.append(&h, pax.as_bytes()).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("short-name").unwrap();
+    h.set_mode(0o644);
+    h.set_size(3);
+    h.set_cksum();
+    b.append(&h, &b"pax"[..]).unwrap();
+    let body = gz(&b.into_inner().unwrap());
+
+    let cache = tempfile::tempdir().unwrap();
+    let (res, _server) = fetch_archive("p.tar.gz", body, opts(cache.path())).await;
+    let got = res.unwrap();
+    assert_eq!(std::fs::read(got.dir.join(&deep)).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::read(got.dir.join("files/alias.txt")).unwrap(),
+        b"abc"
+    );
+    assert_eq!(std::fs::read(got.dir.join(&pax_name)).unwrap(), b"pax");
+    assert!(!got.dir.join("short-name").exists());
+}
+
+#[tokio::test]
 async fn inside_symlinks_and_hardlinks_are_kept() {
     let cache = tempfile::tempdir().unwrap();
     let body = gz(&tar_of(&[
@@ -1272,6 +1429,8 @@ fn default_options() {
     assert_eq!(o.cache_dir, PathBuf::from("/var/lib/nomados/packs-cache"));
     assert_eq!(o.max_unpacked_bytes, 256 * 1024 * 1024);
     assert_eq!(o.max_entries, 10_000);
+    assert_eq!(o.max_download_bytes, 256 * 1024 * 1024);
+    assert_eq!(o.download_deadline, Duration::from_secs(600));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -23,11 +23,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    /// The address as configured; errors name it.
+    /// The address as configured, credentials redacted: what errors and logs show.
     base: String,
     /// Where requests go: `base`, its host replaced by the TLS server name when one is set.
     target: String,
     token: Option<HeaderValue>,
+    /// The token's forms to scrub from error bodies (a proxy may echo it back).
+    secrets: crate::packs::origin::redact::Secrets,
     namespace: Option<String>,
     region: Option<String>,
     timeout: Duration,
@@ -46,18 +48,28 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Builds a client from `settings`, reading the token and TLS files now.
     pub fn new(settings: &Settings) -> Result<Self> {
-        let base = settings.addr.trim_end_matches('/').to_string();
-        let url = url::Url::parse(&base).map_err(|_| ApiError::Address(settings.addr.clone()))?;
+        let raw_base = settings.addr.trim_end_matches('/').to_string();
+        let shown = || ApiError::Address(crate::packs::origin::redact::url(&settings.addr));
+        let url = url::Url::parse(&raw_base).map_err(|_| shown())?;
         let https = match url.scheme() {
             "https" => true,
             "http" => false,
-            _ => return Err(ApiError::Address(settings.addr.clone())),
+            _ => return Err(shown()),
         };
         let Some(host) = url.host_str().map(str::to_string) else {
-            return Err(ApiError::Address(settings.addr.clone()));
+            return Err(shown());
         };
+        // API paths are appended to the address: a query or fragment would swallow them.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(shown());
+        }
+        let base = crate::packs::origin::redact::url(&raw_base)
+            .trim_end_matches('/')
+            .to_string();
+        let mut secrets = crate::packs::origin::redact::Secrets::default();
         let token = match settings.resolve_token()? {
             Some(t) => {
+                secrets.token(t.expose());
                 let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
                     ApiError::Setup(
                         "the ACL token contains characters not allowed in an HTTP header".into(),
@@ -74,7 +86,7 @@ impl Client {
             .pool_max_idle_per_host(4)
             // Nomad does not redirect; following one could leave https or the agent.
             .redirect(reqwest::redirect::Policy::none());
-        let mut target = base.clone();
+        let mut target = raw_base.clone();
         if https {
             let tls = &settings.tls;
             if let Some(ca) = &tls.ca_file {
@@ -136,6 +148,7 @@ impl Client {
             http,
             base,
             target,
+            secrets,
             token,
             namespace: settings.namespace.clone().filter(|n| !n.is_empty()),
             region: settings.region.clone().filter(|r| !r.is_empty()),
@@ -144,7 +157,7 @@ impl Client {
         })
     }
 
-    /// The address as configured, e.g. `https://127.0.0.1:4646`.
+    /// The address as configured, e.g. `https://127.0.0.1:4646`, credentials redacted.
     pub fn address(&self) -> &str {
         &self.base
     }
@@ -208,7 +221,7 @@ impl Client {
                 method,
                 path: path.to_string(),
                 status,
-                body: truncate(text.trim(), ERROR_BODY_SHOWN),
+                body: truncate(&self.secrets.scrub(text.trim()), ERROR_BODY_SHOWN),
             });
         }
         if text.trim().is_empty() {
@@ -217,7 +230,7 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ApiError::Decode {
             method,
             path: path.to_string(),
-            message: format!("{e}: {}", truncate(&text, 200)),
+            message: format!("{e}: {}", truncate(&self.secrets.scrub(&text), 200)),
         })
     }
 

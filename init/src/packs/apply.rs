@@ -269,15 +269,18 @@ fn plural(n: usize, word: &str) -> String {
 /// Fetches, renders, parses and validates every pack. Packs fail independently.
 async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Result<Prepared> {
     let owner = opts.owner.clone().unwrap_or_else(|| set.name.clone());
+    check_owner(&owner)?;
     let agent = client
         .agent_info()
         .await
         .with_context(|| format!("cannot reach the Nomad agent at {}", client.address()))?;
-    let fetcher = origin::Fetcher::new(origin::FetchOptions {
+    let fetch_options = origin::FetchOptions {
         cache_dir: opts.cache_dir.clone(),
         ..origin::FetchOptions::default()
-    })
+    }
+    .with_env_overrides()
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fetcher = origin::Fetcher::new(fetch_options).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = render::RenderContext {
         datacenters: vec![agent.datacenter.clone()],
     };
@@ -403,6 +406,27 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
     })
 }
 
+/// The owner ends up in job meta and Nomad filter expressions: the alphabet of a pack
+/// set's `_name`, as `--owner` can set it to anything.
+fn check_owner(owner: &str) -> anyhow::Result<()> {
+    let ok = !owner.is_empty()
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    anyhow::ensure!(
+        ok,
+        "owner `{}` is not a valid name: use 1 or more letters, digits, `_`, `.` and `-` (like a pack set's `_name`)",
+        owner.escape_debug()
+    );
+    Ok(())
+}
+
+/// `s` as a quoted string of Nomad's filter language (Go string syntax, which JSON's is
+/// a subset of).
+fn bexpr_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
 /// Parses one rendered job, checks it and stamps the ownership meta.
 async fn desired_job(
     client: &Client,
@@ -452,7 +476,11 @@ async fn desired_job(
 /// The owner's managed jobs, plus whatever exists under the declared IDs.
 async fn live_jobs(client: &Client, prepared: &Prepared) -> anyhow::Result<Vec<LiveJob>> {
     let owner = &prepared.owner;
-    let filter = format!(r#"Meta["{}"] == "{owner}""#, super::model::meta::OWNER);
+    let filter = format!(
+        "Meta[{}] == {}",
+        bexpr_string(super::model::meta::OWNER),
+        bexpr_string(owner)
+    );
     let version = prepared.agent.version;
     let stubs = client
         .list_jobs(true, version.supports_filter().then_some(filter.as_str()))

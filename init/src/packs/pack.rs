@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use tera::Tera;
 
 use super::model::JobFormat;
+use super::pack_files::PackFiles;
 use crate::diag::Location;
 
 /// A loaded pack, ready to render once per declared job.
@@ -172,11 +173,10 @@ pub fn load(name: &str, dir: &Path) -> Result<Pack, PackError> {
             dir: dir.to_path_buf(),
         });
     }
-    let loader = Loader { pack: name, dir };
-    let (description, defaults) = loader.manifest()?;
+    let loader = PackFiles::open(name, dir)?;
+    let (description, defaults) = manifest(&loader)?;
 
-    let jobs_dir = dir.join("jobs");
-    if !jobs_dir.is_dir() {
+    if loader.is_dir("jobs")? != Some(true) {
         return Err(PackError::NoJobsDir {
             pack: name.to_string(),
             dir: dir.to_path_buf(),
@@ -319,125 +319,33 @@ struct Manifest {
     defaults: toml::Table,
 }
 
-struct Loader<'a> {
-    pack: &'a str,
-    dir: &'a Path,
-}
-
-impl Loader<'_> {
-    fn invalid(&self, rel: &str, message: &str) -> PackError {
-        PackError::Invalid {
-            pack: self.pack.to_string(),
-            at: PackFile::new(rel),
-            message: message.to_string(),
-        }
+/// Reads and checks `pack.toml`.
+fn manifest(files: &PackFiles) -> Result<(Option<String>, Map<String, Value>), PackError> {
+    if files.is_dir("pack.toml")?.is_none() {
+        return Ok((None, Map::new()));
     }
-
-    fn io(&self, path: PathBuf, source: std::io::Error) -> PackError {
-        PackError::Io {
-            pack: self.pack.to_string(),
-            path,
-            source,
+    let text = files.read("pack.toml")?;
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| PackError::Invalid {
+        pack: files.pack.to_string(),
+        at: match e.span() {
+            Some(span) => PackFile::from_offset("pack.toml", &text, span.start),
+            None => PackFile::new("pack.toml"),
+        },
+        message: e.message().trim_end().to_string(),
+    })?;
+    let mut defaults = Map::new();
+    for (key, value) in manifest.defaults {
+        if key == JOBNAME {
+            return Err(files.invalid(
+                "pack.toml",
+                "defaults.jobname: `jobname` is set by the applier and cannot be a default",
+            ));
         }
+        let value = toml_to_json(value)
+            .map_err(|m| files.invalid("pack.toml", &format!("defaults.{key}: {m}")))?;
+        defaults.insert(key, value);
     }
-
-    fn manifest(&self) -> Result<(Option<String>, Map<String, Value>), PackError> {
-        let path = self.dir.join("pack.toml");
-        if !path.exists() {
-            return Ok((None, Map::new()));
-        }
-        let text = self.read("pack.toml")?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| PackError::Invalid {
-            pack: self.pack.to_string(),
-            at: match e.span() {
-                Some(span) => PackFile::from_offset("pack.toml", &text, span.start),
-                None => PackFile::new("pack.toml"),
-            },
-            message: e.message().trim_end().to_string(),
-        })?;
-        let mut defaults = Map::new();
-        for (key, value) in manifest.defaults {
-            if key == JOBNAME {
-                return Err(self.invalid(
-                    "pack.toml",
-                    "defaults.jobname: `jobname` is set by the applier and cannot be a default",
-                ));
-            }
-            let value = toml_to_json(value)
-                .map_err(|m| self.invalid("pack.toml", &format!("defaults.{key}: {m}")))?;
-            defaults.insert(key, value);
-        }
-        Ok((manifest.description, defaults))
-    }
-
-    /// Reads `rel` (a path inside the pack) as UTF-8 text.
-    fn read(&self, rel: &str) -> Result<String, PackError> {
-        let path = self.dir.join(rel);
-        let bytes = std::fs::read(&path).map_err(|e| self.io(path, e))?;
-        String::from_utf8(bytes).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
-            PackError::Invalid {
-                pack: self.pack.to_string(),
-                at: PackFile::from_offset(rel, &valid, at),
-                message: "not UTF-8 text".to_string(),
-            }
-        })
-    }
-
-    /// Files under `top` (a directory of the pack), as sorted `/`-separated paths inside the
-    /// pack. A missing directory is empty. Names starting with `.` (editor swap files,
-    /// `.gitkeep`) are skipped.
-    fn list(&self, top: &str, recursive: bool) -> Result<Vec<String>, PackError> {
-        let mut out = Vec::new();
-        let root = self.dir.join(top);
-        if !root.exists() {
-            return Ok(out);
-        }
-        if !root.is_dir() {
-            return Err(self.invalid(top, "must be a directory"));
-        }
-        let mut pending = vec![top.to_string()];
-        // Directories already walked, so that a symlink to a parent cannot loop forever.
-        let mut seen = std::collections::HashSet::new();
-        while let Some(rel_dir) = pending.pop() {
-            let path = self.dir.join(&rel_dir);
-            let real = std::fs::canonicalize(&path).map_err(|e| self.io(path.clone(), e))?;
-            if !seen.insert(real) {
-                return Err(self.invalid(&rel_dir, "directory symlink loop"));
-            }
-            let entries = std::fs::read_dir(&path).map_err(|e| self.io(path.clone(), e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| self.io(path.clone(), e))?;
-                let file_name = entry.file_name();
-                let Some(file_name) = file_name.to_str() else {
-                    return Err(self.invalid(
-                        &format!("{rel_dir}/{}", file_name.to_string_lossy()),
-                        "file names in a pack must be UTF-8",
-                    ));
-                };
-                if file_name.starts_with('.') {
-                    continue;
-                }
-                let rel = format!("{rel_dir}/{file_name}");
-                // Follows symlinks: a pack may link shared files in.
-                let meta = std::fs::metadata(entry.path()).map_err(|e| self.io(entry.path(), e))?;
-                if meta.is_dir() {
-                    if !recursive {
-                        return Err(self.invalid(
-                            &rel,
-                            &format!("{top}/ cannot have subdirectories; put templates directly in {top}/"),
-                        ));
-                    }
-                    pending.push(rel);
-                } else {
-                    out.push(rel);
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
+    Ok((manifest.description, defaults))
 }
 
 /// Nomad's rule for ACL policy and namespace names: `^[a-zA-Z0-9-]{1,128}$`.

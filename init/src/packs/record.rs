@@ -37,7 +37,8 @@ fn name(key: &JobKey) -> String {
 impl Record {
     /// Reads the record; a missing or unreadable one is empty (every job is then checked).
     pub fn load(path: &Path) -> Self {
-        let seen = std::fs::read_to_string(path)
+        // One line per managed job: 16 MiB is far beyond any real record.
+        let seen = crate::fsutil::read_bounded_to_string(path, 16 * 1024 * 1024)
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();

@@ -4,6 +4,9 @@ use std::fmt;
 
 use crate::packs::model::{Auth, AuthScheme, SecretSource};
 
+/// Bytes a secret file may hold.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// A secret value. Its `Debug` prints `***` so it never reaches logs or error chains.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -30,16 +33,6 @@ impl fmt::Debug for Secret {
 pub enum Credentials {
     Bearer(Secret),
     Basic { username: String, password: Secret },
-}
-
-impl Credentials {
-    /// The secret part, so error text can be scrubbed of it.
-    pub fn secret(&self) -> &str {
-        match self {
-            Credentials::Bearer(s) => s.expose(),
-            Credentials::Basic { password, .. } => password.expose(),
-        }
-    }
 }
 
 /// Reads the secret named by `auth` and builds the credentials. Error messages name the
@@ -77,7 +70,8 @@ pub fn describe(source: &SecretSource) -> String {
 
 fn read_secret(source: &SecretSource) -> Result<Secret, String> {
     let raw = match source {
-        SecretSource::File(path) => match std::fs::read(path) {
+        // A token or password, never megabytes; a FIFO or device is refused without blocking.
+        SecretSource::File(path) => match crate::fsutil::read_bounded(path, MAX_SECRET_BYTES) {
             Ok(bytes) => String::from_utf8(bytes)
                 .map_err(|_| format!("secret file {} is not UTF-8", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

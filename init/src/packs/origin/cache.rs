@@ -25,6 +25,8 @@ use super::digest::{is_sha256_hex, sha256_str};
 
 /// Temps older than this belong to a crashed run and are removed.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+/// An index entry is a URL, an ETag and a date: a few hundred bytes.
+const MAX_INDEX_BYTES: u64 = 64 * 1024;
 
 /// What the last successful download of a URL returned, for conditional requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +106,8 @@ impl Cache {
 
     /// The index entry of `url`; a missing or unreadable one is treated as absent.
     pub fn read_index(&self, url: &str) -> Option<IndexEntry> {
-        let text = fs::read_to_string(self.index_path(url)).ok()?;
+        let text =
+            crate::fsutil::read_bounded_to_string(&self.index_path(url), MAX_INDEX_BYTES).ok()?;
         let entry: IndexEntry = serde_json::from_str(&text).ok()?;
         is_sha256_hex(&entry.digest).then_some(entry)
     }

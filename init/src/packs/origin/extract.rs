@@ -1,14 +1,28 @@
 //! Safe tar extraction: every entry is checked before anything is written, and the archive
 //! may only create plain files, directories, and links that stay inside the destination.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use tar::EntryType;
+
+use crate::packs::safe_fs::{self, Tree};
+
+/// Bytes a GNU long name or long link may hold (Linux's PATH_MAX). The `tar` crate would
+/// buffer any size in memory; the applier reads these entries itself, bounded.
+const MAX_LONG_NAME: u64 = 4096;
+/// Bytes of one pax extended header (names, times, attributes: a few hundred in practice).
+const MAX_PAX_HEADER: u64 = 64 * 1024;
+/// Archive bytes allowed per entry on top of the content limit: headers, padding,
+/// extension headers. Together they bound the whole decompressed stream.
+const STREAM_BYTES_PER_ENTRY: u64 = 8 * 1024;
 
 /// Memory the xz decoder may use. `xz -9` needs about 65 MiB; anything beyond is refused
 /// rather than letting a hostile archive grow the applier.
@@ -200,6 +214,34 @@ fn check_parents(root: &Path, comps: &[OsString]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Counts what the decoder produced and fails past `left`: caps the decompressed stream
+/// (xz and gzip bombs, huge skipped entries) before the `tar` crate sees more of it.
+struct Budget<R> {
+    inner: R,
+    left: u64,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more would exceed the budget: is there one?
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded.set(true);
+            return Err(io::Error::other("the decompressed archive is too large"));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 fn open_decoder(archive: &Path, format: Format) -> Result<Box<dyn Read>, ExtractError> {
     let file = File::open(archive).map_err(io_err(format!("open {}", archive.display())))?;
     let reader = BufReader::with_capacity(64 * 1024, file);
@@ -223,15 +265,50 @@ pub fn extract(
     dest: &Path,
     limits: Limits,
 ) -> Result<Stats, ExtractError> {
-    let mut tar = tar::Archive::new(open_decoder(archive, format)?);
+    let exceeded = Rc::new(Cell::new(false));
+    let stream_limit = limits
+        .max_bytes
+        .saturating_add((limits.max_entries as u64 + 1).saturating_mul(STREAM_BYTES_PER_ENTRY));
+    let decoder = Budget {
+        inner: open_decoder(archive, format)?,
+        left: stream_limit,
+        exceeded: exceeded.clone(),
+    };
+    let mut tar = tar::Archive::new(decoder);
+    let result = extract_entries(&mut tar, dest, limits);
+    // Whatever failed while the budget ran out failed because of it.
+    if exceeded.get() {
+        return Err(ExtractError::Limit(format!(
+            "it decompresses to more than {stream_limit} bytes"
+        )));
+    }
+    result
+}
+
+fn extract_entries<R: Read>(
+    tar: &mut tar::Archive<R>,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Stats, ExtractError> {
     let mut stats = Stats::default();
     // Regular files extracted so far: the only valid hard-link targets.
     let mut files: HashSet<Vec<OsString>> = HashSet::new();
+    // Symlinks extracted so far, checked once the tree is complete.
+    let mut symlinks: HashSet<Vec<OsString>> = HashSet::new();
+    let stream_error = |what: &str, e: io::Error| ExtractError::Format(format!("{what}: {e}"));
+    // Raw: GNU long names and pax headers come as entries of their own, read here with a
+    // size limit (the `tar` crate would buffer them whole).
     let entries = tar
         .entries()
-        .map_err(|e| ExtractError::Format(format!("cannot read the archive: {e}")))?;
+        .map_err(|e| stream_error("cannot read the archive", e))?
+        .raw(true);
+    let mut ext = Extensions::default();
     for entry in entries {
-        let mut entry = entry.map_err(|e| ExtractError::Format(format!("corrupt archive: {e}")))?;
+        let mut entry = entry.map_err(|e| stream_error("corrupt archive", e))?;
+        let kind = entry.header().entry_type();
+        if ext.take(kind, &mut entry)? {
+            continue;
+        }
         stats.entries += 1;
         if stats.entries > limits.max_entries {
             return Err(ExtractError::Limit(format!(
@@ -239,15 +316,18 @@ pub fn extract(
                 limits.max_entries
             )));
         }
-        let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             // `git archive` puts its commit id there; it is metadata, not a file.
             continue;
         }
-        let raw_path = entry
-            .path()
-            .map_err(|e| ExtractError::Format(format!("bad entry name: {e}")))?
-            .into_owned();
+        let (long_name, long_link) = ext.finish();
+        let raw_path = match long_name {
+            Some(name) => PathBuf::from(OsString::from_vec(name)),
+            None => entry
+                .path()
+                .map_err(|e| ExtractError::Format(format!("bad entry name: {e}")))?
+                .into_owned(),
+        };
         let shown = raw_path.display().to_string();
         let unsafe_entry = |reason: &str| ExtractError::Unsafe {
             entry: shown.clone(),
@@ -292,6 +372,7 @@ pub fn extract(
             } else {
                 fs::remove_file(&target).map_err(io_err(format!("replace {shown}")))?;
                 files.remove(&comps);
+                symlinks.remove(&comps);
             }
         }
         match kind {
@@ -314,7 +395,7 @@ pub fn extract(
                     .map_err(io_err(format!("create {shown}")))?;
                 // Count what is actually written, whatever the header claimed.
                 let written = io::copy(&mut (&mut entry).take(budget + 1), &mut out)
-                    .map_err(|e| ExtractError::Format(format!("corrupt entry {shown}: {e}")))?;
+                    .map_err(|e| stream_error(&format!("corrupt entry {shown}"), e))?;
                 if written > budget {
                     return Err(too_big(limits));
                 }
@@ -327,21 +408,16 @@ pub fn extract(
                 files.insert(comps);
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| ExtractError::Format(format!("bad link of {shown}: {e}")))?
-                    .ok_or_else(|| unsafe_entry("is a symlink without a target"))?
-                    .into_owned();
+                let link = link_name(&entry, long_link, &shown)?
+                    .ok_or_else(|| unsafe_entry("is a symlink without a target"))?;
                 check_symlink(&comps, &link).map_err(unsafe_entry)?;
                 std::os::unix::fs::symlink(&link, &target)
                     .map_err(io_err(format!("create symlink {shown}")))?;
+                symlinks.insert(comps);
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| ExtractError::Format(format!("bad link of {shown}: {e}")))?
-                    .ok_or_else(|| unsafe_entry("is a hard link without a target"))?
-                    .into_owned();
+                let link = link_name(&entry, long_link, &shown)?
+                    .ok_or_else(|| unsafe_entry("is a hard link without a target"))?;
                 let link_comps = entry_components(&link)
                     .map_err(|_| unsafe_entry("is a hard link to a path outside the archive"))?;
                 if !files.contains(&link_comps) {
@@ -356,7 +432,145 @@ pub fn extract(
             _ => return Err(unsafe_entry("has an unsupported type")),
         }
     }
+    if ext.pending() {
+        return Err(ExtractError::Format(
+            "the archive ends with a long name or pax header that describes no entry".into(),
+        ));
+    }
+    check_symlink_chains(dest, &symlinks)?;
     Ok(stats)
+}
+
+/// Each symlink was checked alone when it was extracted; followed together, links can
+/// still walk out (`x/up -> ..`, then `x/e -> up/..`). The kernel follows every link of
+/// the finished tree with `RESOLVE_BENEATH` and refuses any that leaves it.
+fn check_symlink_chains(
+    dest: &Path,
+    symlinks: &HashSet<Vec<OsString>>,
+) -> Result<(), ExtractError> {
+    let tree = Tree::open(dest).map_err(io_err("open the extracted tree"))?;
+    let mut sorted: Vec<_> = symlinks.iter().collect();
+    sorted.sort();
+    for comps in sorted {
+        let rel: PathBuf = comps.iter().collect();
+        match tree.metadata(&rel) {
+            Err(e) if safe_fs::is_escape(&e) => {
+                return Err(ExtractError::Unsafe {
+                    entry: rel.display().to_string(),
+                    reason: "is a symlink that leads outside the archive through other symlinks"
+                        .into(),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ExtractError::Unsafe {
+                    entry: rel.display().to_string(),
+                    reason: "is part of a symlink loop".into(),
+                })
+            }
+            // Dangling links are harmless: packs are read through the same checks.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The link target of `entry`: a GNU long link or pax `linkpath` if one preceded it.
+fn link_name<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    long_link: Option<Vec<u8>>,
+    shown: &str,
+) -> Result<Option<PathBuf>, ExtractError> {
+    if let Some(bytes) = long_link {
+        return Ok(Some(PathBuf::from(OsString::from_vec(bytes))));
+    }
+    Ok(entry
+        .link_name()
+        .map_err(|e| ExtractError::Format(format!("bad link of {shown}: {e}")))?
+        .map(|l| l.into_owned()))
+}
+
+/// GNU long name / long link and pax headers seen since the last real entry.
+#[derive(Default)]
+struct Extensions {
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    pax_name: Option<Vec<u8>>,
+    pax_link: Option<Vec<u8>>,
+    seen: bool,
+}
+
+impl Extensions {
+    /// Consumes `entry` if it is an extension header; true when it was one.
+    fn take<R: Read>(
+        &mut self,
+        kind: EntryType,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<bool, ExtractError> {
+        let (what, limit) = if kind.is_gnu_longname() {
+            ("GNU long name", MAX_LONG_NAME)
+        } else if kind.is_gnu_longlink() {
+            ("GNU long link", MAX_LONG_NAME)
+        } else if kind.is_pax_local_extensions() {
+            ("pax header", MAX_PAX_HEADER)
+        } else {
+            return Ok(false);
+        };
+        let declared = entry.header().size().unwrap_or(u64::MAX);
+        if declared > limit {
+            return Err(ExtractError::Limit(format!(
+                "it has a {what} of {declared} bytes (at most {limit})"
+            )));
+        }
+        let mut data = Vec::new();
+        (&mut *entry)
+            .take(limit)
+            .read_to_end(&mut data)
+            .map_err(|e| ExtractError::Format(format!("corrupt {what}: {e}")))?;
+        let slot = if kind.is_pax_local_extensions() {
+            for ext in tar::PaxExtensions::new(&data) {
+                let ext = ext.map_err(|e| ExtractError::Format(format!("corrupt {what}: {e}")))?;
+                match ext.key_bytes() {
+                    b"path" => self.pax_name = Some(ext.value_bytes().to_vec()),
+                    b"linkpath" => self.pax_link = Some(ext.value_bytes().to_vec()),
+                    // The content limit is far below what a header's size field holds.
+                    b"size" => {
+                        return Err(ExtractError::Format(
+                            "pax `size` records (entries over 8 GiB) are not supported".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            self.seen = true;
+            return Ok(true);
+        } else if kind.is_gnu_longname() {
+            &mut self.name
+        } else {
+            &mut self.link
+        };
+        if slot.is_some() {
+            return Err(ExtractError::Format(format!(
+                "two {what} entries describe the same entry"
+            )));
+        }
+        // Written NUL-terminated.
+        while data.last() == Some(&0) {
+            data.pop();
+        }
+        *slot = Some(data);
+        self.seen = true;
+        Ok(true)
+    }
+
+    /// Name and link for the entry that follows; GNU records win over pax, like GNU tar.
+    fn finish(&mut self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let done = std::mem::take(self);
+        (done.name.or(done.pax_name), done.link.or(done.pax_link))
+    }
+
+    fn pending(&self) -> bool {
+        self.seen
+    }
 }
 
 fn too_big(limits: Limits) -> ExtractError {

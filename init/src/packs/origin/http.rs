@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
+};
 use reqwest::{redirect, Client, StatusCode, Url};
 
 use super::auth::Credentials;
@@ -25,6 +27,13 @@ const BODY_READ_LIMIT: usize = 4096;
 /// Never from https to http; with credentials attached, only to the same origin
 /// (scheme, host and port), so the `Authorization` header cannot travel elsewhere.
 pub fn redirect_allowed(original: &Url, next: &Url, credentials: bool) -> Result<(), String> {
+    // reqwest would hand back the 302 itself, reported as a plain HTTP error.
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(format!(
+            "redirect to {} refused: only http:// and https:// redirects are followed",
+            redact::url_parsed(next)
+        ));
+    }
     if original.scheme() == "https" && next.scheme() != "https" {
         return Err(format!(
             "redirect from https to {} refused",
@@ -169,23 +178,55 @@ pub struct Request<'a> {
     pub previous: Option<&'a IndexEntry>,
     /// Pack key, for log lines.
     pub pack: &'a str,
+    /// Longest pause between bytes (and connect timeout).
     pub timeout: Duration,
+    /// The whole download, headers and body, must finish within this.
+    pub deadline: Duration,
+    /// Bytes the body may have.
+    pub max_bytes: u64,
 }
 
-/// Sends the (conditional) GET and streams a 200 body into a temp file in the cache.
+/// Sends the (conditional) GET and streams a 200 body into a temp file in the cache,
+/// within `req.deadline` and `req.max_bytes`. On any failure the temp file is removed.
 pub async fn download(
     clients: &Clients,
     cache: &Cache,
     req: Request<'_>,
 ) -> Result<Outcome, HttpFailure> {
+    let deadline = req.deadline;
+    match tokio::time::timeout(deadline, request_and_stream(clients, cache, req)).await {
+        Ok(result) => result,
+        // Dropping the download future dropped its temp file: nothing is left in the cache.
+        Err(_) => Err(HttpFailure::Request(format!(
+            "did not finish within the overall limit of {}s",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+async fn request_and_stream(
+    clients: &Clients,
+    cache: &Cache,
+    req: Request<'_>,
+) -> Result<Outcome, HttpFailure> {
     let shown = redact::url_parsed(req.url);
-    // `user:password@` in the URL is sent as basic auth by reqwest: treat it as credentials.
-    let secret = req
-        .credentials
-        .map(|c| c.secret())
-        .or_else(|| req.url.password());
+    // Everything a server could echo back: the token, or basic auth in both forms;
+    // `user:password@` in the URL is sent as basic auth by reqwest.
+    let mut secrets = redact::Secrets::default();
+    match req.credentials {
+        Some(Credentials::Bearer(token)) => secrets.token(token.expose()),
+        Some(Credentials::Basic { username, password }) => {
+            secrets.basic(username, password.expose())
+        }
+        None => &mut secrets,
+    };
+    if let Some(password) = req.url.password() {
+        secrets.basic(req.url.username(), password);
+        secrets.basic(req.url.username(), &percent_decode(password));
+    }
     let has_userinfo = !req.url.username().is_empty() || req.url.password().is_some();
-    let client = if req.credentials.is_some() || has_userinfo {
+    let has_credentials = req.credentials.is_some() || has_userinfo;
+    let client = if has_credentials {
         &clients.authed
     } else {
         &clients.plain
@@ -206,7 +247,7 @@ pub async fn download(
             builder = builder.header(IF_MODIFIED_SINCE, lm);
         }
     }
-    let scrub = |text: String| redact::scrub(&text, secret);
+    let scrub = |text: String| secrets.scrub(&text);
     let mut resp = builder
         .send()
         .await
@@ -214,6 +255,23 @@ pub async fn download(
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         return Ok(Outcome::NotModified);
+    }
+    if status.is_redirection() {
+        // A redirect reqwest did not follow: one to another scheme (file://, ftp://).
+        let next = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok());
+        let why = match next {
+            Some(next) => redirect_allowed(req.url, &next, has_credentials)
+                .err()
+                .unwrap_or_else(|| {
+                    format!("redirect to {} not followed", redact::url_parsed(&next))
+                }),
+            None => format!("HTTP {status} without a usable Location header"),
+        };
+        return Err(HttpFailure::Request(scrub(why)));
     }
     if !status.is_success() {
         let body = error_body(&mut resp).await.map(scrub);
@@ -231,6 +289,15 @@ pub async fn download(
     let etag = header(ETAG);
     let last_modified = header(LAST_MODIFIED);
     let total = resp.content_length();
+    let too_big = || {
+        HttpFailure::Request(format!(
+            "the archive is larger than the limit of {} bytes",
+            req.max_bytes
+        ))
+    };
+    if total.is_some_and(|t| t > req.max_bytes) {
+        return Err(too_big());
+    }
 
     let (path, file) = cache.temp_blob().map_err(|source| HttpFailure::Io {
         action: "create a temp file in the cache".into(),
@@ -253,6 +320,9 @@ pub async fn download(
             .await
             .map_err(|e| HttpFailure::Request(scrub(describe(e, req.timeout))))?;
         let Some(chunk) = chunk else { break };
+        if out.written() + chunk.len() as u64 > req.max_bytes {
+            return Err(too_big());
+        }
         out.write_all(&chunk).map_err(|source| HttpFailure::Io {
             action: "write the download to the cache".into(),
             source,
@@ -288,6 +358,15 @@ pub async fn download(
         etag,
         last_modified,
     }))
+}
+
+/// A URL's percent-encoded userinfo as the server receives it after decoding.
+fn percent_decode(s: &str) -> String {
+    let query = format!("p={}", s.replace('+', "%2B"));
+    url::form_urlencoded::parse(query.as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// The first ~200 characters of a textual error body, whitespace collapsed.
@@ -346,6 +425,15 @@ mod tests {
     fn redirects_without_credentials_may_change_host() {
         assert!(redirect_allowed(&u("https://a/x"), &u("https://b/y"), false).is_ok());
         assert!(redirect_allowed(&u("http://a/x"), &u("https://b/y"), false).is_ok());
+    }
+
+    #[test]
+    fn redirects_only_to_http_and_https() {
+        let err = redirect_allowed(&u("http://a/x"), &u("file:///etc/passwd"), false).unwrap_err();
+        assert_eq!(
+            err,
+            "redirect to file:///etc/passwd refused: only http:// and https:// redirects are followed"
+        );
     }
 
     #[test]

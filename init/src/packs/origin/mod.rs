@@ -11,7 +11,7 @@ mod cache;
 mod digest;
 mod extract;
 mod http;
-mod redact;
+pub mod redact;
 mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +34,10 @@ pub struct FetchOptions {
     pub max_entries: usize,
     /// Connect timeout, and the longest pause allowed between bytes of a response.
     pub timeout: Duration,
+    /// Time a whole download may take (a server trickling bytes never hits `timeout`).
+    pub download_deadline: Duration,
+    /// Bytes one downloaded archive may have.
+    pub max_download_bytes: u64,
     /// Cache entries the pack set no longer names are removed once unused this long.
     pub cache_min_idle: Duration,
 }
@@ -45,8 +49,40 @@ impl Default for FetchOptions {
             max_unpacked_bytes: 256 * 1024 * 1024,
             max_entries: 10_000,
             timeout: Duration::from_secs(30),
+            download_deadline: Duration::from_secs(600),
+            max_download_bytes: 256 * 1024 * 1024,
             cache_min_idle: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+/// Environment variables that override the download limits (for tests, and for a site
+/// that serves unusually large packs).
+pub const ENV_MAX_DOWNLOAD_BYTES: &str = "NOMADOS_PACK_MAX_DOWNLOAD_BYTES";
+pub const ENV_DOWNLOAD_DEADLINE_SECS: &str = "NOMADOS_PACK_DOWNLOAD_DEADLINE_SECS";
+pub const ENV_IDLE_TIMEOUT_SECS: &str = "NOMADOS_PACK_IDLE_TIMEOUT_SECS";
+
+impl FetchOptions {
+    /// These options with the download limits the environment sets (see `ENV_*`).
+    pub fn with_env_overrides(mut self) -> Result<Self, OriginError> {
+        let read = |var: &str| -> Result<Option<u64>, OriginError> {
+            match std::env::var(var) {
+                Ok(v) => v.trim().parse().map(Some).map_err(|_| OriginError::Client {
+                    message: format!("{var} must be a whole number, got `{}`", v.escape_debug()),
+                }),
+                Err(_) => Ok(None),
+            }
+        };
+        if let Some(n) = read(ENV_MAX_DOWNLOAD_BYTES)? {
+            self.max_download_bytes = n;
+        }
+        if let Some(n) = read(ENV_DOWNLOAD_DEADLINE_SECS)? {
+            self.download_deadline = Duration::from_secs(n);
+        }
+        if let Some(n) = read(ENV_IDLE_TIMEOUT_SECS)? {
+            self.timeout = Duration::from_secs(n);
+        }
+        Ok(self)
     }
 }
 
@@ -367,6 +403,8 @@ impl Fetcher {
                     previous: previous.as_ref(),
                     pack: &ctx.pack,
                     timeout: self.opts.timeout,
+                    deadline: self.opts.download_deadline,
+                    max_bytes: self.opts.max_download_bytes,
                 },
             )
             .await

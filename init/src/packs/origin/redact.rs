@@ -1,5 +1,7 @@
-//! Renders origins for messages and logs with any credentials removed.
+//! The one redaction for messages and logs: URLs lose their credentials, and text (an
+//! echoing server's body, an error) loses every form a secret travels in.
 
+use base64::Engine as _;
 use reqwest::Url;
 
 /// Query parameters whose values are treated as secrets (pre-signed URLs, API keys).
@@ -52,11 +54,47 @@ pub fn url_parsed(parsed: &Url) -> String {
     clean.to_string()
 }
 
-/// Replaces every occurrence of `secret` in `text` (server bodies may echo what they got).
-pub fn scrub(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if !s.is_empty() => text.replace(s, "***"),
-        _ => text.to_string(),
+/// The forms a credential travels in on the wire, to scrub from text: the secret itself
+/// and, for basic auth, the base64 of `user:password` that the `Authorization` header holds.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// A bearer token (or any single secret value).
+    pub fn token(&mut self, token: &str) -> &mut Self {
+        self.push(token.to_string());
+        self
+    }
+
+    /// Basic auth: the password and the header's encoding of `user:password`.
+    pub fn basic(&mut self, user: &str, password: &str) -> &mut Self {
+        self.push(password.to_string());
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        // Servers may echo it URL-safe or without padding too.
+        self.push(encoded.trim_end_matches('=').to_string());
+        self.push(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{user}:{password}")),
+        );
+        self
+    }
+
+    fn push(&mut self, value: String) {
+        // A one-letter "secret" would turn every message into stars.
+        if value.len() >= 3 && !self.0.contains(&value) {
+            self.0.push(value);
+        }
+    }
+
+    /// `text` with every form of every secret replaced by `***`, longest first.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut sorted: Vec<&String> = self.0.iter().collect();
+        sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for s in sorted {
+            out = out.replace(s.as_str(), "***");
+        }
+        out
     }
 }
 
@@ -87,8 +125,24 @@ mod tests {
     }
 
     #[test]
+    fn basic_credentials_are_scrubbed_in_their_encoded_form_too() {
+        let mut secrets = Secrets::default();
+        secrets.basic("alice", "s3cret-pw");
+        // base64("alice:s3cret-pw")
+        let echoed = "got Authorization: Basic YWxpY2U6czNjcmV0LXB3 and s3cret-pw";
+        assert_eq!(
+            secrets.scrub(echoed),
+            "got Authorization: Basic *** and ***"
+        );
+        secrets.token("tok-123");
+        assert_eq!(secrets.scrub("Bearer tok-123"), "Bearer ***");
+    }
+
+    #[test]
     fn scrub_replaces_secret() {
-        assert_eq!(scrub("got s3cr3t!", Some("s3cr3t")), "got ***!");
-        assert_eq!(scrub("same", Some("")), "same");
+        let mut secrets = Secrets::default();
+        secrets.token("s3cr3t").token("");
+        assert_eq!(secrets.scrub("got s3cr3t!"), "got ***!");
+        assert_eq!(Secrets::default().scrub("same"), "same");
     }
 }
