@@ -34,7 +34,7 @@ t_kernel=
         sleep 0.05
     done
 ) && t_kernel=$(date +%s.%N)
-( wait_for "$log" 'packs: [0-9]+ created' 120 ) || exit 1
+( wait_for "$log" 'packs: Apply: [0-9]+ created' 120 ) || exit 1
 t_done=$(date +%s.%N)
 "$REPO/qemu/qmp.py" --wait 5 "$work/qmp" system_powerdown >/dev/null 2>&1 || true
 for _ in $(seq 150); do kill -0 "$VM_PID" 2>/dev/null || break; sleep 0.2; done
@@ -53,7 +53,7 @@ marks = [
     ("PID 1 started", ts(r"nomad-init .* starting")),
     ("first lease", ts(r"eth0: bound ")),
     ("Nomad API healthy", ts(r"nomad API healthy")),
-    ("packs applied", ts(r"packs: [0-9]+ created")),
+    ("packs applied", ts(r"packs: Apply: [0-9]+ created")),
 ]
 print(f"boot timeline (BIOS disk, {accel}), guest CLOCK_MONOTONIC (0 = kernel start):")
 prev_name, prev = "kernel start", 0.0

@@ -78,9 +78,11 @@ assert_appliance_up() {
     grep -qE 'network: first lease after' "$log" || fail_log "$log" "no 'first lease' line"
     grep -qE 'hostname is e2e-node \(from DHCP on eth0\)' "$log" ||
         fail_log "$log" "the lease's hostname (option 12) was not applied"
-    wait_for "$log" 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, [0-9]+ failed' 60
-    grep -qE 'packs: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
+    # The applier is a child process: its report line, then PID 1's word on its exit.
+    wait_for "$log" 'packs: Apply: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, [0-9]+ failed' 60
+    grep -qE 'packs: Apply: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
         fail_log "$log" "the pack set did not apply cleanly"
+    wait_for "$log" 'packs: apply finished in' 30
     local jobs job
     jobs=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/jobs") ||
         fail "GET /v1/jobs over the forwarded port 127.0.0.1:$PORT failed"
