@@ -52,10 +52,13 @@ if ! command -v dpkg-query >/dev/null; then
     exit 1
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+missing_packages() {
+    local p
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+mapfile -t missing < <(missing_packages)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
@@ -64,10 +67,18 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-say "installing ${#missing[@]} missing Debian package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Two passes: installing one package can remove another (on these machines Debian's
+# qemu-system-x86 replaced a backported qemu-utils), and a missing qemu-img would only
+# make the QEMU tiers skip. After the second pass anything still missing is an error.
+for pass in 1 2; do
+    say "installing ${#missing[@]} missing Debian package(s): ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    mapfile -t missing < <(missing_packages)
+    [ ${#missing[@]} -eq 0 ] && break
+    [ $pass = 2 ] && { say "still missing after installing: ${missing[*]}"; exit 1; }
+done
 # The dnsmasq package starts a system-wide server holding port 67; the tests run their own
 # in network namespaces, and an appliance build machine does not want one either.
 if [[ " ${missing[*]} " == *" dnsmasq "* ]] && command -v service >/dev/null 2>&1; then
