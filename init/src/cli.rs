@@ -57,7 +57,7 @@ pub struct PacksArgs {
     /// Owner recorded in managed jobs' meta (overrides the set's `_name`).
     #[arg(long)]
     pub owner: Option<String>,
-    /// Cache for downloaded packs [default: /var/cache/nomados/packs as root,
+    /// Cache for downloaded packs [default: /var/lib/nomad/nomados/packs-cache as root,
     /// else $XDG_CACHE_HOME/nomados/packs or ~/.cache/nomados/packs].
     #[arg(long, env = "NOMADOS_PACK_CACHE")]
     pub cache_dir: Option<PathBuf>,
@@ -181,20 +181,6 @@ pub mod exit {
     pub const CHANGES: i32 = 2;
 }
 
-/// Where downloaded packs are cached when `--cache-dir` is not given: the system cache
-/// for root, the user's own cache otherwise (a user cannot write /var/cache).
-fn default_cache_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/cache/nomados/packs");
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("nomados/packs")
-}
-
 fn run_packs(command: PacksCommand) -> i32 {
     use crate::packs::apply::{self, Mode};
     let (mode, args) = match command {
@@ -207,7 +193,10 @@ fn run_packs(command: PacksCommand) -> i32 {
         set_path: args.path.clone(),
         nomad: args.nomad.settings(),
         owner: args.owner.clone(),
-        cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::packs::origin::default_cache_dir),
         wait: args.wait,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

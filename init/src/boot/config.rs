@@ -13,6 +13,10 @@ use crate::sys::root::Root;
 
 pub const DEFAULT_PATH: &str = "/etc/nomados/nomados.toml";
 
+/// The appliance's pack cache: on the data partition, so it survives reboots and an origin
+/// that is down at boot still has its last download. PID 1 and a root CLI share it.
+pub const PACK_CACHE_DIR: &str = "/var/lib/nomad/nomados/packs-cache";
+
 /// Below this the applier cannot even load a small pack set.
 const MIN_APPLIER_MIB: u64 = 48;
 
@@ -122,7 +126,7 @@ impl Default for PacksConfig {
     fn default() -> Self {
         Self {
             set: "/etc/nomados/packs".into(),
-            cache_dir: "/var/lib/nomad/nomados/packs-cache".into(),
+            cache_dir: PACK_CACHE_DIR.into(),
             interval_secs: 300,
             owner: None,
             token_file: None,

@@ -29,7 +29,7 @@ pub struct Client {
     target: String,
     token: Option<HeaderValue>,
     /// The token's forms to scrub from error bodies (a proxy may echo it back).
-    secrets: crate::packs::origin::redact::Secrets,
+    secrets: crate::redact::Secrets,
     namespace: Option<String>,
     region: Option<String>,
     timeout: Duration,
@@ -49,7 +49,7 @@ impl Client {
     /// Builds a client from `settings`, reading the token and TLS files now.
     pub fn new(settings: &Settings) -> Result<Self> {
         let raw_base = settings.addr.trim_end_matches('/').to_string();
-        let shown = || ApiError::Address(crate::packs::origin::redact::url(&settings.addr));
+        let shown = || ApiError::Address(crate::redact::url(&settings.addr));
         let url = url::Url::parse(&raw_base).map_err(|_| shown())?;
         let https = match url.scheme() {
             "https" => true,
@@ -63,10 +63,10 @@ impl Client {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(shown());
         }
-        let base = crate::packs::origin::redact::url(&raw_base)
+        let base = crate::redact::url(&raw_base)
             .trim_end_matches('/')
             .to_string();
-        let mut secrets = crate::packs::origin::redact::Secrets::default();
+        let mut secrets = crate::redact::Secrets::default();
         let token = match settings.resolve_token()? {
             Some(t) => {
                 secrets.token(t.expose());

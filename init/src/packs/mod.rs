@@ -13,7 +13,6 @@ pub mod extras;
 pub mod model;
 pub mod origin;
 pub mod pack;
-mod pack_files;
 pub mod plan;
 pub mod record;
 pub mod render;

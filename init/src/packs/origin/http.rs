@@ -13,7 +13,7 @@ use reqwest::{redirect, Client, StatusCode, Url};
 use super::auth::Credentials;
 use super::cache::{Cache, IndexEntry};
 use super::digest::HashingWriter;
-use super::redact;
+use crate::redact;
 
 const MAX_REDIRECTS: usize = 10;
 /// How often a long download reports progress.

@@ -11,7 +11,7 @@ mod cache;
 mod digest;
 mod extract;
 mod http;
-pub mod redact;
+pub use crate::redact;
 mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -42,10 +42,24 @@ pub struct FetchOptions {
     pub cache_min_idle: Duration,
 }
 
+/// The one default for the pack cache: PID 1's (`boot::config::PACK_CACHE_DIR`) for root;
+/// a user cannot write there, so `$XDG_CACHE_HOME/nomados/packs` (or `~/.cache/nomados/packs`) otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from(crate::boot::config::PACK_CACHE_DIR);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("nomados/packs")
+}
+
 impl Default for FetchOptions {
     fn default() -> Self {
         Self {
-            cache_dir: PathBuf::from("/var/lib/nomados/packs-cache"),
+            cache_dir: default_cache_dir(),
             max_unpacked_bytes: 256 * 1024 * 1024,
             max_entries: 10_000,
             timeout: Duration::from_secs(30),

@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::pack::{PackError, PackFile};
-use super::safe_fs::{self, Tree};
+use super::{PackError, PackFile};
+use crate::packs::safe_fs::{self, Tree};
 
 /// Bytes one file of a pack may hold. Templates are text of a few KiB; this is far above.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;

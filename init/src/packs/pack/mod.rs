@@ -5,6 +5,8 @@
 //! `pack.toml`. Every template is named by its path inside the pack (`jobs/web.hcl`), which is
 //! also the name `{% include %}` uses.
 
+mod files;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,8 @@ use serde_json::{Map, Value};
 use tera::Tera;
 
 use super::model::JobFormat;
-use super::pack_files::PackFiles;
 use crate::diag::Location;
+use files::PackFiles;
 
 /// A loaded pack, ready to render once per declared job.
 #[derive(Debug, Clone)]
