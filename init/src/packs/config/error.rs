@@ -1,0 +1,142 @@
+//! What a failed load reports: every problem of every file, sorted by place, as one-line
+//! `file:line:column: message` text or with the offending line shown.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::diag::{self, Location, SourceError};
+
+/// Everything wrong with a pack set: all problems of all files, sorted by location.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    problems: Vec<Problem>,
+}
+
+/// One problem of a pack set.
+#[derive(Debug)]
+pub enum Problem {
+    /// A mistake at a place in a file.
+    Source {
+        error: SourceError,
+        /// The offending line and how many characters to mark, for [`ConfigError::render`].
+        /// None when the line may hold a secret (credentials in a URL).
+        excerpt: Option<Excerpt>,
+    },
+    /// A file or directory could not be read.
+    Io { path: PathBuf, error: io::Error },
+    /// A directory was given that holds no `*.toml` file.
+    EmptyDir { dir: PathBuf },
+}
+
+/// The text of the line a [`Problem::Source`] points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    pub line: String,
+    /// Characters to mark from the error's column.
+    pub len: usize,
+}
+
+impl Problem {
+    /// The place the problem is at, for sorting: file, line, column (0, 0 for whole files).
+    fn sort_key(&self) -> (&Path, usize, usize) {
+        match self {
+            Problem::Source { error, .. } => (
+                &error.location.file,
+                error.location.line,
+                error.location.column,
+            ),
+            Problem::Io { path, .. } => (path, 0, 0),
+            Problem::EmptyDir { dir } => (dir, 0, 0),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Source { error, .. } => write!(f, "{error}"),
+            Problem::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Problem::EmptyDir { dir } => write!(f, "no *.toml files in {}", dir.display()),
+        }
+    }
+}
+
+impl ConfigError {
+    pub(super) fn new(mut problems: Vec<Problem>) -> Self {
+        problems.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        Self { problems }
+    }
+
+    /// All problems, sorted by file, line and column.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The problems that point at a place in a file.
+    pub fn source_errors(&self) -> impl Iterator<Item = &SourceError> {
+        self.problems.iter().filter_map(|p| match p {
+            Problem::Source { error, .. } => Some(error),
+            _ => None,
+        })
+    }
+
+    /// Every problem with the source line it points at (plain text, no colours).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for p in &self.problems {
+            match p {
+                Problem::Source { error, excerpt } => {
+                    let (line, len) = excerpt
+                        .as_ref()
+                        .map_or((None, 1), |e| (Some(e.line.as_str()), e.len));
+                    out.push_str(&diag::render_snippet(error, line, len));
+                    out.push('\n');
+                }
+                other => {
+                    out.push_str(&format!("error: {other}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The excerpt of `line` for snippets, unless it holds a URL with credentials
+/// (`https://user:secret@host`): a secret written by mistake is never printed again.
+pub(super) fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
+    let has_credentials = line.match_indices("://").any(|(i, _)| {
+        line[i + 3..]
+            .split(['/', '?', '#', '"', '\'', ' ', '\t'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    });
+    (!has_credentials).then(|| Excerpt {
+        line: line.to_string(),
+        len,
+    })
+}
+
+/// A problem at a location found after merging, with the line it points at.
+pub(super) fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
+    let line = docs
+        .iter()
+        .find(|(f, _)| *f == at.file)
+        .and_then(|(_, text)| text.lines().nth(at.line.saturating_sub(1)));
+    Problem::Source {
+        excerpt: line.and_then(|l| excerpt(l.trim_end_matches('\r'), 1)),
+        error: SourceError::new(at, message),
+    }
+}

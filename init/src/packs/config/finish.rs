@@ -1,0 +1,131 @@
+//! Validating the merge: what only the whole set can tell (missing origins, unique pack
+//! names, settings that do not fit the origin), then building the model.
+
+use std::path::Path;
+
+use super::error::{located, Problem};
+use super::layer::{At, Field, Layer};
+use crate::diag::Location;
+use crate::packs::model::{JobDecl, Origin, PackDecl, PackSet, DEFAULT_OWNER};
+
+/// Checks what only the merged set can tell and builds the model. `complete` is false when
+/// some file was left out (unreadable or broken): a missing `_origin` may be set there.
+pub(super) fn finish(
+    merged: Layer,
+    complete: bool,
+    docs: &[(&Path, &str)],
+    problems: &mut Vec<Problem>,
+) -> PackSet {
+    let name = merged
+        .name
+        .set()
+        .map_or_else(|| DEFAULT_OWNER.to_string(), |n| n.value.clone());
+    let mut packs = Vec::new();
+    let mut names: std::collections::BTreeMap<String, (String, Location)> = Default::default();
+    for pack in merged.packs {
+        let origin = match pack.origin {
+            Field::Set(o) => Some(o),
+            Field::Bad => None,
+            Field::Unset => {
+                if complete {
+                    problems.push(located(
+                        docs,
+                        pack.location.clone(),
+                        format!(
+                            "pack `{}` has no `_origin`; set it to a directory or an http(s) archive URL",
+                            pack.key
+                        ),
+                    ));
+                }
+                None
+            }
+        };
+        let local = matches!(
+            origin,
+            Some(At {
+                value: Origin::Local(_),
+                ..
+            })
+        );
+        if local {
+            if let Some(sha) = pack.sha256.set() {
+                problems.push(located(
+                    docs,
+                    sha.at.clone(),
+                    format!(
+                        "`_sha256` in pack `{}`: _sha256 pins downloaded archives; a local origin cannot be pinned",
+                        pack.key
+                    ),
+                ));
+            }
+            if let Some(auth) = pack.auth.set() {
+                problems.push(located(
+                    docs,
+                    auth.at.clone(),
+                    format!(
+                        "`_auth` in pack `{}`: a local origin needs no credentials; _auth is for http(s) origins",
+                        pack.key
+                    ),
+                ));
+            }
+        }
+        let Some(origin) = origin else { continue };
+        let pack_name = pack
+            .name
+            .set()
+            .map_or_else(|| pack.key.clone(), |n| n.value.clone());
+        // The name marks the jobs a pack owns in Nomad; two packs sharing one would
+        // prune and protect each other's jobs.
+        if let Some((first_key, first_at)) = names.get(&pack_name) {
+            let at = pack.name.set().map_or(&pack.location, |n| &n.at).clone();
+            problems.push(located(
+                docs,
+                at,
+                format!(
+                    "pack `{}` is named `{pack_name}` like pack `{first_key}` ({first_at}); pack names must be unique",
+                    pack.key
+                ),
+            ));
+            continue;
+        }
+        names.insert(pack_name.clone(), (pack.key.clone(), pack.location.clone()));
+        let jobs = pack
+            .jobs
+            .into_iter()
+            .map(|job| JobDecl {
+                name: job.key,
+                vars: job
+                    .vars
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        Field::Set(at) => Some((k, at.value)),
+                        _ => None,
+                    })
+                    .collect(),
+                allow_drivers: job
+                    .allow_drivers
+                    .set()
+                    .map_or_else(Vec::new, |d| d.value.clone()),
+                location: job.location,
+            })
+            .collect();
+        packs.push(PackDecl {
+            name: pack_name,
+            origin_name: pack
+                .origin_name
+                .set()
+                .map_or_else(|| pack.key.clone(), |n| n.value.clone()),
+            sha256: pack.sha256.set().map(|s| s.value.clone()),
+            auth: pack.auth.set().map(|a| a.value.clone()),
+            key: pack.key,
+            origin: origin.value,
+            location: pack.location,
+            jobs,
+        });
+    }
+    PackSet {
+        name,
+        packs,
+        files: docs.iter().map(|(f, _)| f.to_path_buf()).collect(),
+    }
+}
