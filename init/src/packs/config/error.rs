@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::diag::{self, Location, SourceError};
+use crate::diag::{self, SourceError};
 
 /// Everything wrong with a pack set: all problems of all files, sorted by location.
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +114,17 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Longest line shown in a snippet: every problem keeps a copy of its line, and a hostile
+/// file may put megabytes and thousands of mistakes on one line.
+const MAX_EXCERPT_BYTES: usize = 1024;
+
 /// The excerpt of `line` for snippets, unless it holds a URL with credentials
-/// (`https://user:secret@host`): a secret written by mistake is never printed again.
+/// (`https://user:secret@host`): a secret written by mistake is never printed again. Lines
+/// longer than [`MAX_EXCERPT_BYTES`] are not shown either; the place still is.
 pub(super) fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
+    if line.len() > MAX_EXCERPT_BYTES {
+        return None;
+    }
     let has_credentials = line.match_indices("://").any(|(i, _)| {
         line[i + 3..]
             .split(['/', '?', '#', '"', '\'', ' ', '\t'])
@@ -127,16 +135,4 @@ pub(super) fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
         line: line.to_string(),
         len,
     })
-}
-
-/// A problem at a location found after merging, with the line it points at.
-pub(super) fn located(docs: &[(&Path, &str)], at: Location, message: String) -> Problem {
-    let line = docs
-        .iter()
-        .find(|(f, _)| *f == at.file)
-        .and_then(|(_, text)| text.lines().nth(at.line.saturating_sub(1)));
-    Problem::Source {
-        excerpt: line.and_then(|l| excerpt(l.trim_end_matches('\r'), 1)),
-        error: SourceError::new(at, message),
-    }
 }

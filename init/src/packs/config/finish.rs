@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use super::error::{located, Problem};
+use std::collections::HashMap;
+
+use super::error::{excerpt, Problem};
 use super::layer::{At, Field, Layer};
-use crate::diag::Location;
+use super::source::Doc;
+use crate::diag::{Location, SourceError};
 use crate::packs::model::{JobDecl, Origin, PackDecl, PackSet, DEFAULT_OWNER};
 
 /// Checks what only the merged set can tell and builds the model. `complete` is false when
@@ -13,23 +16,24 @@ use crate::packs::model::{JobDecl, Origin, PackDecl, PackSet, DEFAULT_OWNER};
 pub(super) fn finish(
     merged: Layer,
     complete: bool,
-    docs: &[(&Path, &str)],
+    docs: &[Doc<'_>],
     problems: &mut Vec<Problem>,
 ) -> PackSet {
+    let by_file: HashMap<&Path, &Doc<'_>> = docs.iter().map(|d| (d.file, d)).collect();
     let name = merged
         .name
         .set()
         .map_or_else(|| DEFAULT_OWNER.to_string(), |n| n.value.clone());
     let mut packs = Vec::new();
     let mut names: std::collections::BTreeMap<String, (String, Location)> = Default::default();
-    for pack in merged.packs {
+    for (_, pack) in merged.packs {
         let origin = match pack.origin {
             Field::Set(o) => Some(o),
             Field::Bad => None,
             Field::Unset => {
                 if complete {
                     problems.push(located(
-                        docs,
+                        &by_file,
                         pack.location.clone(),
                         format!(
                             "pack `{}` has no `_origin`; set it to a directory or an http(s) archive URL",
@@ -50,7 +54,7 @@ pub(super) fn finish(
         if local {
             if let Some(sha) = pack.sha256.set() {
                 problems.push(located(
-                    docs,
+                    &by_file,
                     sha.at.clone(),
                     format!(
                         "`_sha256` in pack `{}`: _sha256 pins downloaded archives; a local origin cannot be pinned",
@@ -60,7 +64,7 @@ pub(super) fn finish(
             }
             if let Some(auth) = pack.auth.set() {
                 problems.push(located(
-                    docs,
+                    &by_file,
                     auth.at.clone(),
                     format!(
                         "`_auth` in pack `{}`: a local origin needs no credentials; _auth is for http(s) origins",
@@ -79,7 +83,7 @@ pub(super) fn finish(
         if let Some((first_key, first_at)) = names.get(&pack_name) {
             let at = pack.name.set().map_or(&pack.location, |n| &n.at).clone();
             problems.push(located(
-                docs,
+                &by_file,
                 at,
                 format!(
                     "pack `{}` is named `{pack_name}` like pack `{first_key}` ({first_at}); pack names must be unique",
@@ -92,7 +96,7 @@ pub(super) fn finish(
         let jobs = pack
             .jobs
             .into_iter()
-            .map(|job| JobDecl {
+            .map(|(_, job)| JobDecl {
                 name: job.key,
                 vars: job
                     .vars
@@ -126,6 +130,17 @@ pub(super) fn finish(
     PackSet {
         name,
         packs,
-        files: docs.iter().map(|(f, _)| f.to_path_buf()).collect(),
+        files: docs.iter().map(|d| d.file.to_path_buf()).collect(),
+    }
+}
+
+/// A problem at a location found after merging, with the line it points at.
+fn located(by_file: &HashMap<&Path, &Doc<'_>>, at: Location, message: String) -> Problem {
+    let line = by_file
+        .get(at.file.as_path())
+        .map(|doc| doc.line_text(at.line));
+    Problem::Source {
+        excerpt: line.and_then(|l| excerpt(l, 1)),
+        error: SourceError::new(at, message),
     }
 }

@@ -1,5 +1,7 @@
 //! Layers: what one file sets, and merging them key by key (a later file wins).
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::diag::Location;
@@ -41,7 +43,7 @@ impl<T> Field<T> {
 #[derive(Debug, Default)]
 pub(super) struct Layer {
     pub(super) name: Field<String>,
-    pub(super) packs: Vec<PackLayer>,
+    pub(super) packs: Keyed<PackLayer>,
 }
 
 #[derive(Debug)]
@@ -54,7 +56,7 @@ pub(super) struct PackLayer {
     pub(super) name: Field<String>,
     pub(super) sha256: Field<String>,
     pub(super) auth: Field<Auth>,
-    pub(super) jobs: Vec<JobLayer>,
+    pub(super) jobs: Keyed<JobLayer>,
 }
 
 #[derive(Debug)]
@@ -64,45 +66,86 @@ pub(super) struct JobLayer {
     pub(super) location: Location,
     pub(super) allow_drivers: Field<Vec<String>>,
     /// Template variables in order of first declaration.
-    pub(super) vars: Vec<(String, Field<Value>)>,
+    pub(super) vars: Keyed<Field<Value>>,
+}
+
+/// What a later layer does to an earlier setting of the same key.
+pub(super) trait Merge {
+    fn merge(&mut self, later: Self);
+}
+
+impl<T> Merge for Field<T> {
+    fn merge(&mut self, later: Field<T>) {
+        Field::merge(self, later);
+    }
+}
+
+/// Entries in order of first declaration, found by key through a hash index: merging many
+/// packs, jobs or variables stays linear (a scan of the entries per key made it quadratic).
+#[derive(Debug)]
+pub(super) struct Keyed<T> {
+    entries: Vec<(String, T)>,
+    index: HashMap<String, usize>,
+}
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Merge> Keyed<T> {
+    /// Adds `value` under `key`, or merges it into the entry already there.
+    pub(super) fn insert(&mut self, key: String, value: T) {
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1.merge(value),
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+            }
+        }
+    }
+}
+
+impl<T> IntoIterator for Keyed<T> {
+    type Item = (String, T);
+    type IntoIter = std::vec::IntoIter<(String, T)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
 }
 
 impl Layer {
     pub(super) fn merge(&mut self, later: Layer) {
         self.name.merge(later.name);
-        for pack in later.packs {
-            match self.packs.iter_mut().find(|p| p.key == pack.key) {
-                Some(existing) => existing.merge(pack),
-                None => self.packs.push(pack),
-            }
+        for (key, pack) in later.packs {
+            self.packs.insert(key, pack);
         }
     }
 }
 
-impl PackLayer {
-    pub(super) fn merge(&mut self, later: PackLayer) {
+impl Merge for PackLayer {
+    fn merge(&mut self, later: PackLayer) {
         self.origin.merge(later.origin);
         self.origin_name.merge(later.origin_name);
         self.name.merge(later.name);
         self.sha256.merge(later.sha256);
         self.auth.merge(later.auth);
-        for job in later.jobs {
-            match self.jobs.iter_mut().find(|j| j.key == job.key) {
-                Some(existing) => existing.merge(job),
-                None => self.jobs.push(job),
-            }
+        for (key, job) in later.jobs {
+            self.jobs.insert(key, job);
         }
     }
 }
 
-impl JobLayer {
-    pub(super) fn merge(&mut self, later: JobLayer) {
+impl Merge for JobLayer {
+    fn merge(&mut self, later: JobLayer) {
         self.allow_drivers.merge(later.allow_drivers);
         for (key, value) in later.vars {
-            match self.vars.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, existing)) => existing.merge(value),
-                None => self.vars.push((key, value)),
-            }
+            self.vars.insert(key, value);
         }
     }
 }

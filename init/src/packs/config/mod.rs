@@ -114,16 +114,19 @@ fn build(
     mut complete: bool,
     mut problems: Vec<Problem>,
 ) -> Result<PackSet, ConfigError> {
+    let docs: Vec<Doc<'_>> = docs
+        .iter()
+        .map(|(file, text)| Doc::new(file, text))
+        .collect();
     let mut merged = Layer::default();
-    for (file, text) in docs {
-        let doc = Doc { file, text };
-        match parse_layer(&doc, &mut problems) {
+    for doc in &docs {
+        match parse_layer(doc, &mut problems) {
             Some(layer) => merged.merge(layer),
             // A file with syntax errors is left out; what it would have set is unknown.
             None => complete = false,
         }
     }
-    let set = finish(merged, complete, docs, &mut problems);
+    let set = finish(merged, complete, &docs, &mut problems);
     if problems.is_empty() {
         Ok(set)
     } else {

@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::Problem;
 use super::fields::{auth_field, drivers_field, origin_field, string_field, to_json};
-use super::layer::{At, Field, JobLayer, Layer, PackLayer};
+use super::layer::{At, Field, JobLayer, Keyed, Layer, PackLayer};
 use super::source::{entry_span, in_document_order, Doc};
 
 /// Keys that configure a pack (inside a pack table).
@@ -121,13 +121,10 @@ pub(super) fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<
         if let Err(msg) = check_name("pack name", name) {
             problems.push(doc.problem(key.span(), msg));
         }
-        layer.packs.push(parse_pack(
-            doc,
-            name,
-            entry_span(key, value),
-            table,
-            problems,
-        ));
+        layer.packs.insert(
+            name.to_string(),
+            parse_pack(doc, name, entry_span(key, value), table, problems),
+        );
     }
     Some(layer)
 }
@@ -147,7 +144,7 @@ fn parse_pack(
         name: Field::Unset,
         sha256: Field::Unset,
         auth: Field::Unset,
-        jobs: Vec::new(),
+        jobs: Keyed::default(),
     };
     for (key, value) in in_document_order(table) {
         let name = key.get_ref().as_ref();
@@ -202,14 +199,10 @@ fn parse_pack(
                 if let Err(msg) = check_name("job name", name) {
                     problems.push(doc.problem(key.span(), msg));
                 }
-                out.jobs.push(parse_job(
-                    doc,
-                    pack,
-                    name,
-                    entry_span(key, value),
-                    job,
-                    problems,
-                ));
+                out.jobs.insert(
+                    name.to_string(),
+                    parse_job(doc, pack, name, entry_span(key, value), job, problems),
+                );
             }
         }
     }
@@ -228,7 +221,7 @@ fn parse_job(
         key: job.to_string(),
         location: doc.loc(&span),
         allow_drivers: Field::Unset,
-        vars: Vec::new(),
+        vars: Keyed::default(),
     };
     for (key, value) in in_document_order(table) {
         let name = key.get_ref().as_ref();
@@ -250,7 +243,7 @@ fn parse_job(
                 }),
                 None => Field::Bad,
             };
-            out.vars.push((name.to_string(), field));
+            out.vars.insert(name.to_string(), field);
         }
     }
     out

@@ -519,3 +519,100 @@ fn render_shows_the_offending_line() {
     assert!(out.contains("^^^^"), "{out}");
     assert!(out.contains("/etc/nomados/packs.toml:3:1"), "{out}");
 }
+
+thread_local! {
+    /// Bytes the line index counted to place something, for the linearity test.
+    static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+pub(super) fn note_scanned(bytes: usize) {
+    SCANNED.with(|s| s.set(s.get() + bytes));
+}
+
+/// `packs` packs with two jobs and a few variables each.
+fn generated_set(packs: usize) -> String {
+    (0..packs)
+        .map(|i| {
+            format!(
+                "[p{i}]\n_origin = \"packs\"\n[p{i}.a]\nport = {i}\ntags = [\"x\", \"é\"]\n\
+                 [p{i}.b]\ntls = {{ on = true }}\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn placing_a_key_costs_the_same_in_small_and_large_sets() {
+    // Bytes scanned per located key must not grow with the file: with a scan from the start of
+    // the text for each key, 4x the packs meant 16x the bytes.
+    let scanned = |packs| {
+        SCANNED.with(|s| s.set(0));
+        let set = ok(&generated_set(packs));
+        assert_eq!(set.packs.len(), packs);
+        SCANNED.with(|s| s.get())
+    };
+    let small = scanned(500);
+    let large = scanned(2000);
+    assert!(small > 0);
+    assert!(
+        large <= small * 5,
+        "4x the packs scanned {large} bytes against {small}"
+    );
+}
+
+#[test]
+fn many_packs_jobs_and_variables_across_files_merge_in_order() {
+    let first = generated_set(300);
+    let second: String = (0..300)
+        .rev()
+        .map(|i| format!("[p{i}.a]\nport = {}\nnew = 1\n[p{i}.c]\n", i + 1))
+        .collect();
+    let set = build(
+        &[
+            (Path::new("/p/10.toml"), first.as_str()),
+            (Path::new("/p/20.toml"), second.as_str()),
+        ],
+        true,
+        Vec::new(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.packs.len(), 300);
+    for (i, pack) in set.packs.iter().enumerate() {
+        assert_eq!(pack.key, format!("p{i}"));
+        let jobs: Vec<_> = pack.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(jobs, ["a", "b", "c"]);
+        let a = &pack.jobs[0];
+        assert_eq!(a.vars["port"], serde_json::json!(i + 1));
+        assert_eq!(a.vars["new"], serde_json::json!(1));
+        assert_eq!(a.vars["tags"], serde_json::json!(["x", "é"]));
+        assert_eq!(
+            a.location.to_string(),
+            format!("/p/10.toml:{}:1", 7 * i + 3)
+        );
+    }
+}
+
+#[test]
+fn locations_match_a_plain_scan_across_index_blocks() {
+    use crate::diag::Location;
+
+    // Multi-byte characters straddling the index's block boundaries, long and short lines.
+    let text = format!(
+        "a = 1\n{}\n\n{}é\r\nz",
+        "é€😀x".repeat(150),
+        "ab".repeat(300)
+    );
+    let file = Path::new("/f.toml");
+    let doc = source::Doc::new(file, &text);
+    for offset in 0..=text.len() + 2 {
+        assert_eq!(
+            doc.loc(&(offset..offset)),
+            Location::from_offset(file, &text, offset),
+            "offset {offset}"
+        );
+    }
+    assert_eq!(doc.line_text(4), format!("{}é", "ab".repeat(300)));
+    assert_eq!(doc.line_text(5), "z");
+    assert_eq!(doc.line_text(6), "");
+    assert_eq!(doc.line_text(0), "");
+}
