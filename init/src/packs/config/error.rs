@@ -27,6 +27,8 @@ pub enum Problem {
     Io { path: PathBuf, error: io::Error },
     /// A directory was given that holds no `*.toml` file.
     EmptyDir { dir: PathBuf },
+    /// The files declare no pack and do not say `_empty = true`.
+    EmptySet { files: Vec<PathBuf> },
 }
 
 /// The text of the line a [`Problem::Source`] points at.
@@ -48,6 +50,7 @@ impl Problem {
             ),
             Problem::Io { path, .. } => (path, 0, 0),
             Problem::EmptyDir { dir } => (dir, 0, 0),
+            Problem::EmptySet { files } => (files.first().map_or(Path::new(""), |f| f), 0, 0),
         }
     }
 }
@@ -58,6 +61,15 @@ impl fmt::Display for Problem {
             Problem::Source { error, .. } => write!(f, "{error}"),
             Problem::Io { path, error } => write!(f, "{}: {error}", path.display()),
             Problem::EmptyDir { dir } => write!(f, "no *.toml files in {}", dir.display()),
+            Problem::EmptySet { files } => {
+                let files: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+                write!(
+                    f,
+                    "{}: the pack set declares no packs; applying it would stop every job it \
+                     manages. If that is meant, set `_empty = true` at the top level",
+                    files.join(", ")
+                )
+            }
         }
     }
 }
@@ -81,21 +93,30 @@ impl ConfigError {
         })
     }
 
-    /// Every problem with the source line it points at (plain text, no colours).
+    /// A header counting the problems, then every problem as its one-line
+    /// `file:line:column: message` followed by the source line it points at with the place
+    /// marked (plain text, no colours).
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        let n = self.problems.len();
+        let mut out = format!(
+            "error: the pack set has {n} problem{}\n",
+            if n == 1 { "" } else { "s" }
+        );
         for p in &self.problems {
-            match p {
-                Problem::Source { error, excerpt } => {
-                    let (line, len) = excerpt
-                        .as_ref()
-                        .map_or((None, 1), |e| (Some(e.line.as_str()), e.len));
-                    out.push_str(&diag::render_snippet(error, line, len));
-                    out.push('\n');
-                }
-                other => {
-                    out.push_str(&format!("error: {other}\n"));
-                }
+            out.push_str(&format!("{p}\n"));
+            if let Problem::Source {
+                error,
+                excerpt: Some(excerpt),
+            } = p
+            {
+                let snippet = diag::render_snippet(error, Some(&excerpt.line), excerpt.len);
+                // The snippet's title repeats the message the one-line form just gave.
+                let body = snippet
+                    .split_once('\n')
+                    .filter(|(title, _)| title.starts_with("error: "))
+                    .map_or(snippet.as_str(), |(_, body)| body);
+                out.push_str(body);
+                out.push('\n');
             }
         }
         out

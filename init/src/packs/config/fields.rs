@@ -18,6 +18,28 @@ const AUTH_KEYS: &[&str] = &["type", "file", "env", "username"];
 /// Archive suffixes an http(s) origin may end with.
 const ARCHIVE_SUFFIXES: &[&str] = &[".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar"];
 
+/// A boolean setting; a wrong type is reported at the value.
+pub(super) fn bool_field(
+    doc: &Doc<'_>,
+    value: &Spanned<DeValue<'_>>,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Field<bool> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Field::Set(At {
+            value: *b,
+            at: doc.loc(&value.span()),
+        }),
+        other => {
+            problems.push(doc.problem(
+                value.span(),
+                format!("{what} must be a boolean, found {}", other.type_str()),
+            ));
+            Field::Bad
+        }
+    }
+}
+
 /// A string setting checked by `check`; type and check failures are reported at the value.
 pub(super) fn string_field<T>(
     doc: &Doc<'_>,

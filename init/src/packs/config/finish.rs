@@ -24,6 +24,7 @@ pub(super) fn finish(
         .name
         .set()
         .map_or_else(|| DEFAULT_OWNER.to_string(), |n| n.value.clone());
+    check_empty(&merged, complete, docs, &by_file, problems);
     let mut packs = Vec::new();
     let mut names: std::collections::BTreeMap<String, (String, Location)> = Default::default();
     for (_, pack) in merged.packs {
@@ -142,5 +143,33 @@ fn located(by_file: &HashMap<&Path, &Doc<'_>>, at: Location, message: String) ->
     Problem::Source {
         excerpt: line.and_then(|l| excerpt(l, 1)),
         error: SourceError::new(at, message),
+    }
+}
+
+/// A set without packs makes the applier stop every job it manages, which a truncated or
+/// emptied file must not do by accident: it has to be said with `_empty = true`.
+fn check_empty(
+    merged: &Layer,
+    complete: bool,
+    docs: &[Doc<'_>],
+    by_file: &HashMap<&Path, &Doc<'_>>,
+    problems: &mut Vec<Problem>,
+) {
+    match (&merged.empty, merged.packs.is_empty()) {
+        // A left-out file may declare packs, and a key that failed to be a pack (or a mistyped
+        // `_empty`) is already reported: the emptiness may be that mistake's doing.
+        (Field::Unset | Field::Set(At { value: false, .. }), true)
+            if complete && problems.is_empty() =>
+        {
+            problems.push(Problem::EmptySet {
+                files: docs.iter().map(|d| d.file.to_path_buf()).collect(),
+            });
+        }
+        (Field::Set(At { value: true, at }), false) => problems.push(located(
+            by_file,
+            at.clone(),
+            "`_empty = true` but the set declares packs; remove `_empty` or the packs".to_string(),
+        )),
+        _ => {}
     }
 }

@@ -43,6 +43,8 @@ impl<T> Field<T> {
 #[derive(Debug, Default)]
 pub(super) struct Layer {
     pub(super) name: Field<String>,
+    /// `_empty = true`: a set without packs is meant, not an accident.
+    pub(super) empty: Field<bool>,
     pub(super) packs: Keyed<PackLayer>,
 }
 
@@ -110,6 +112,12 @@ impl<T: Merge> Keyed<T> {
     }
 }
 
+impl<T> Keyed<T> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 impl<T> IntoIterator for Keyed<T> {
     type Item = (String, T);
     type IntoIter = std::vec::IntoIter<(String, T)>;
@@ -122,6 +130,7 @@ impl<T> IntoIterator for Keyed<T> {
 impl Layer {
     pub(super) fn merge(&mut self, later: Layer) {
         self.name.merge(later.name);
+        self.empty.merge(later.empty);
         for (key, pack) in later.packs {
             self.packs.insert(key, pack);
         }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use super::error::Problem;
-use super::fields::{auth_field, drivers_field, origin_field, string_field, to_json};
+use super::fields::{auth_field, bool_field, drivers_field, origin_field, string_field, to_json};
 use super::layer::{At, Field, JobLayer, Keyed, Layer, PackLayer};
 use super::source::{entry_span, in_document_order, Doc};
 
@@ -14,7 +14,7 @@ const PACK_KEYS: &[&str] = &["_origin", "_origin-name", "_name", "_sha256", "_au
 /// Keys that configure a job (inside a job table).
 const JOB_KEYS: &[&str] = &["_allow-drivers"];
 /// Keys of the top level that are not packs.
-const TOP_KEYS: &[&str] = &["_name"];
+const TOP_KEYS: &[&str] = &["_name", "_empty"];
 
 /// "known keys: ..." for unknown-key messages, led by the likely intended key if any.
 pub(super) fn known_keys(unknown: &str, keys: &[&str]) -> String {
@@ -97,6 +97,8 @@ pub(super) fn parse_layer(doc: &Doc<'_>, problems: &mut Vec<Problem>) -> Option<
                 layer.name = string_field(doc, value, "top-level `_name`", problems, |s| {
                     check_name("top-level `_name`", s).map(|()| s.to_string())
                 });
+            } else if name == "_empty" {
+                layer.empty = bool_field(doc, value, "top-level `_empty`", problems);
             } else {
                 problems.push(doc.problem(
                     key.span(),

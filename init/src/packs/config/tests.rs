@@ -515,9 +515,68 @@ fn broken_input_never_panics() {
 fn render_shows_the_offending_line() {
     let e = parse("[redis]\n_origin = \"r\"\nport = 5\n").unwrap_err();
     let out = e.render();
-    assert!(out.contains("3 | port = 5"), "{out}");
-    assert!(out.contains("^^^^"), "{out}");
-    assert!(out.contains("/etc/nomados/packs.toml:3:1"), "{out}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("error: the pack set has 1 problem"),
+        "{out}"
+    );
+    // The one-line form first, as docs/pack-set.md shows it, then the snippet.
+    assert_eq!(
+        lines.next(),
+        Some("/etc/nomados/packs.toml:3:1: `port` in pack `redis` must be a job table (`[redis.port]`), found integer"),
+        "{out}"
+    );
+    let snippet: Vec<_> = lines.collect();
+    assert!(snippet.iter().any(|l| l.ends_with("3 | port = 5")), "{out}");
+    assert!(
+        snippet.iter().any(|l| l.trim_end().ends_with("| ^^^^")),
+        "{out}"
+    );
+    // The message is not repeated in the snippet's title.
+    assert_eq!(out.matches("must be a job table").count(), 1, "{out}");
+}
+
+#[test]
+fn render_without_a_shown_line_gives_the_one_line_form_only() {
+    let e = parse("[a]\n_origin = \"https://u:hunter2@h/p.tgz\"\n").unwrap_err();
+    let out = e.render();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("/etc/nomados/packs.toml:2:11: ")),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}
+
+#[test]
+fn an_empty_set_must_be_said_explicitly() {
+    for text in ["", "# nothing yet\n", "_name = \"edge\"\n"] {
+        let e = err(text);
+        assert_eq!(
+            e,
+            "/etc/nomados/packs.toml: the pack set declares no packs; applying it would stop \
+             every job it manages. If that is meant, set `_empty = true` at the top level",
+            "{text:?}"
+        );
+    }
+    assert!(err("_empty = false\n").contains("declares no packs"));
+    let set = ok("_empty = true\n_name = \"edge\"\n");
+    assert!(set.packs.is_empty());
+    assert_eq!(set.name, "edge");
+    assert_eq!(
+        err("_empty = 1\n"),
+        "/etc/nomados/packs.toml:1:10: top-level `_empty` must be a boolean, found integer"
+    );
+    assert_eq!(
+        err("_empty = true\n[a]\n_origin = \"p\"\n"),
+        "/etc/nomados/packs.toml:1:10: `_empty = true` but the set declares packs; remove `_empty` or the packs"
+    );
+    // A broken file may hold the packs: only the syntax error is reported.
+    let e = err("[a\n");
+    assert!(!e.contains("declares no packs"), "{e}");
 }
 
 thread_local! {
