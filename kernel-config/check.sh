@@ -15,6 +15,29 @@ final=$1
 shift
 [ -r "$final" ] || { echo "check.sh: cannot read $final" >&2; exit 2; }
 
+# Drivers each target platform cannot boot or reach the network without. Checked against the
+# final .config whatever the fragments say, so deleting a line from a fragment fails here
+# instead of on a cloud. (Dependencies such as PCI_MSI are covered by the fragment check.)
+platforms=(
+    "QEMU/KVM: CONFIG_VIRTIO_PCI CONFIG_VIRTIO_NET CONFIG_VIRTIO_BLK CONFIG_SCSI_VIRTIO CONFIG_E1000 CONFIG_SATA_AHCI"
+    "GCE: CONFIG_GVE CONFIG_VIRTIO_NET CONFIG_SCSI_VIRTIO CONFIG_BLK_DEV_NVME"
+    "EC2 Nitro: CONFIG_ENA_ETHERNET CONFIG_BLK_DEV_NVME"
+    "EC2 Xen: CONFIG_XEN CONFIG_XEN_PVHVM_GUEST CONFIG_XEN_BLKDEV_FRONTEND CONFIG_XEN_NETDEV_FRONTEND CONFIG_IXGBEVF"
+    "Azure/Hyper-V: CONFIG_HYPERV CONFIG_HYPERV_UTILS CONFIG_HYPERV_BALLOON CONFIG_HYPERV_NET CONFIG_HYPERV_STORAGE CONFIG_HYPERV_KEYBOARD CONFIG_PCI_HYPERV CONFIG_MLX4_EN CONFIG_MLX5_CORE CONFIG_MLX5_CORE_EN CONFIG_MICROSOFT_MANA CONFIG_BLK_DEV_NVME"
+    "VMware: CONFIG_VMXNET3 CONFIG_VMWARE_PVSCSI CONFIG_E1000E CONFIG_FUSION_SPI CONFIG_FUSION_SAS"
+)
+missing=0
+for entry in "${platforms[@]}"; do
+    platform=${entry%%:*}
+    for sym in ${entry#*:}; do
+        if ! grep -qx "$sym=y" "$final"; then
+            got=$(grep -E "^$sym=|^# $sym is not set" "$final" || true)
+            echo "check.sh: $platform needs $sym=y built in, final .config has ${got:-nothing}" >&2
+            missing=$((missing + 1))
+        fi
+    done
+done
+
 awk '
     # Pass 1: final .config (first file). Record every symbol value; "is not set" -> "n".
     FNR == NR {
@@ -58,4 +81,8 @@ awk '
         }
         printf "check.sh: all %d requested symbols have their requested value\n", n
     }
-' "$final" "$@" >&2
+' "$final" "$@" >&2 || missing=$((missing + 1))
+if [ "$missing" -gt 0 ]; then
+    exit 1
+fi
+echo "check.sh: every platform's required drivers are built in" >&2

@@ -314,7 +314,7 @@ fn foreign_and_other_owners_jobs_are_never_touched() {
         "echo by hand; sleep 3600"
     );
     // Removing everything from our set deletes only our jobs.
-    ws.write("set.toml", "_name = \"test-set\"\n");
+    ws.write("set.toml", "_name = \"test-set\"\n_empty = true\n");
     let out = packs("apply", &set, &nomad, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(nomad.job_ids(), ["theirs", "web-a"]);
@@ -527,7 +527,7 @@ fn variables_and_policies_are_reconciled_with_acls_on() {
         .get_with_token("/v1/acl/policy/cache-read", &token)
         .is_err());
     // Dropping every variable deletes them and the owner's registry.
-    ws.write("set.toml", "_name = \"test-set\"\n");
+    ws.write("set.toml", "_name = \"test-set\"\n_empty = true\n");
     let out = run("apply");
     let t = text(&out);
     assert!(out.status.success(), "{t}");

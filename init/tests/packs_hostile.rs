@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -364,6 +364,41 @@ fn a_huge_file_in_a_pack_is_refused() {
         t.contains("files/big: the file is larger than the limit of 16777216 bytes"),
         "{t}"
     );
+}
+
+#[test]
+fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let fifo = ws.path("set-fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let huge = ws.path("huge.toml");
+    // Sparse: 17 MiB on paper, nothing on disk.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(17 * 1024 * 1024)
+        .unwrap();
+    for (set, says) in [
+        (
+            PathBuf::from("/dev/zero"),
+            "/dev/zero: a character device is not a regular file",
+        ),
+        (fifo.clone(), "set-fifo.toml: a FIFO is not a regular file"),
+        (
+            huge.clone(),
+            "huge.toml: the file is larger than the limit of 16777216 bytes",
+        ),
+    ] {
+        let (out, killed) = packs_bounded("validate", &set, &nomad.addr, &[], &[], QUICK);
+        let t = text(&out);
+        assert!(
+            !killed,
+            "reading {} must not hang or eat memory: {t}",
+            set.display()
+        );
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains(says), "{t}");
+    }
 }
 
 #[test]

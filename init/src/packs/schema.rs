@@ -28,13 +28,21 @@ pub fn json_schema() -> Value {
                 "description": "Owner recorded in the meta of every managed job (default \
                     `nomados`). Two pack sets with different names never prune each other's jobs.",
                 "$ref": "#/$defs/name"
+            },
+            "_empty": {
+                "title": "Empty on purpose",
+                "description": "`true` says a set without packs is meant: applying it stops \
+                    every job the set manages. Without it a set that declares no packs is an \
+                    error, so an emptied file cannot do that by accident. Not allowed together \
+                    with packs.",
+                "type": "boolean"
             }
         },
         "propertyNames": {
-            "description": "`_name`, or a pack name (letters, digits, `_`, `.`, `-`; not \
-                starting with `_`).",
+            "description": "`_name`, `_empty`, or a pack name (letters, digits, `_`, `.`, `-`; \
+                not starting with `_`).",
             "anyOf": [
-                { "const": "_name" },
+                { "enum": ["_name", "_empty"] },
                 { "pattern": TABLE_KEY_PATTERN }
             ]
         },

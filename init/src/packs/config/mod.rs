@@ -1,0 +1,139 @@
+//! Reads the pack-set TOML (one file, or a directory of `*.toml` files merged in lexical order)
+//! into a checked [`PackSet`]. The format is described in `docs/pack-set.md`.
+//!
+//! Three steps, all pure except for reading the files: each file is parsed into a [`Layer`]
+//! (types checked, values located), the layers are merged key by key (last one wins), and the
+//! merged layer is validated into the model. Every problem found on the way is collected, so a
+//! single run reports all of them, sorted by location.
+//!
+//! Layout: [`error`] holds what a run reports, [`source`] turns byte spans of one file into
+//! places, [`parse`] reads one file into a [`layer::Layer`] with the value checks of
+//! [`fields`], [`layer`] merges layers, and [`finish`] validates the merge into the model.
+
+mod error;
+mod fields;
+mod finish;
+mod layer;
+mod parse;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use crate::packs::model::PackSet;
+
+pub use error::{ConfigError, Excerpt, Problem};
+use finish::finish;
+use layer::Layer;
+use parse::parse_layer;
+use source::Doc;
+
+/// Bytes one pack-set file may hold: far above any real set (a 10 MB set loads in well
+/// under a second), far below what would hurt the machine.
+pub const MAX_SET_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads the pack set at `path`: one TOML file, or a directory whose `*.toml` files (regular
+/// files, not hidden, not recursive) are merged in lexical order of their names.
+pub fn load(path: &Path) -> Result<PackSet, ConfigError> {
+    let (files, mut problems) = list_files(path);
+    if files.is_empty() && problems.is_empty() {
+        problems.push(Problem::EmptyDir {
+            dir: path.to_path_buf(),
+        });
+    }
+    let mut sources = Vec::new();
+    for file in files {
+        match crate::fsutil::read_bounded_to_string(&file, MAX_SET_FILE_BYTES) {
+            Ok(text) => sources.push((file, text)),
+            Err(error) => problems.push(Problem::Io { path: file, error }),
+        }
+    }
+    if sources.is_empty() {
+        return Err(ConfigError::new(problems));
+    }
+    let read_all = problems.is_empty();
+    let docs: Vec<(&Path, &str)> = sources
+        .iter()
+        .map(|(f, t)| (f.as_path(), t.as_str()))
+        .collect();
+    build(&docs, read_all, problems)
+}
+
+/// Parses one pack-set file from `text`; relative paths resolve against `file`'s directory.
+pub fn parse_str(file: &Path, text: &str) -> Result<PackSet, ConfigError> {
+    build(&[(file, text)], true, Vec::new())
+}
+
+/// The files making up the pack set at `path`, in merge order, and the entries that could
+/// not be looked at.
+fn list_files(path: &Path) -> (Vec<PathBuf>, Vec<Problem>) {
+    use std::os::unix::ffi::OsStrExt;
+
+    let io_err = |error| Problem::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let entries = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => return (vec![path.to_path_buf()], Vec::new()),
+        Ok(_) => std::fs::read_dir(path),
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(error) => return (Vec::new(), vec![io_err(error)]),
+    };
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                problems.push(io_err(error));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        // What the shell glob `*.toml` matches: hidden files (editor leftovers) do not count.
+        if name.starts_with(b".") || !name.ends_with(b".toml") {
+            continue;
+        }
+        let file = entry.path();
+        // Follows symlinks: a link to a file counts, a dangling one is reported.
+        match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => files.push(file),
+            Ok(_) => {}
+            Err(error) => problems.push(Problem::Io { path: file, error }),
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    (files, problems)
+}
+
+/// Parses, merges and validates `docs` (in merge order). `complete` is false when some file
+/// could not be read: then checks that need every file (a missing `_origin`) are skipped.
+fn build(
+    docs: &[(&Path, &str)],
+    mut complete: bool,
+    mut problems: Vec<Problem>,
+) -> Result<PackSet, ConfigError> {
+    let docs: Vec<Doc<'_>> = docs
+        .iter()
+        .map(|(file, text)| Doc::new(file, text))
+        .collect();
+    let mut merged = Layer::default();
+    for doc in &docs {
+        match parse_layer(doc, &mut problems) {
+            Some(layer) => merged.merge(layer),
+            // A file with syntax errors is left out; what it would have set is unknown.
+            None => complete = false,
+        }
+    }
+    let set = finish(merged, complete, &docs, &mut problems);
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigError::new(problems))
+    }
+}
