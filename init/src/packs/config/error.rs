@@ -157,3 +157,37 @@ pub(super) fn excerpt(line: &str, len: usize) -> Option<Excerpt> {
         len,
     })
 }
+
+/// "known keys: ..." for unknown-key messages, led by the likely intended key if any.
+pub(super) fn known_keys(unknown: &str, keys: &[&str]) -> String {
+    let list = keys
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match keys
+        .iter()
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, k)) => format!("did you mean `{k}`? known keys: {list}"),
+        None => format!("known keys: {list}"),
+    }
+}
+
+/// Levenshtein distance, for typo suggestions on short keys.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}

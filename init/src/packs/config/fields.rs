@@ -7,9 +7,8 @@ use serde_json::Value;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::error::Problem;
+use super::error::{known_keys, Problem};
 use super::layer::{At, Field};
-use super::parse::known_keys;
 use super::source::{in_document_order, Doc};
 use crate::packs::model::{Auth, AuthScheme, Origin, SecretSource};
 

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
-use super::error::Problem;
+use super::error::{known_keys, Problem};
 use super::fields::{auth_field, bool_field, drivers_field, origin_field, string_field, to_json};
 use super::layer::{At, Field, JobLayer, Keyed, Layer, PackLayer};
 use super::source::{entry_span, in_document_order, Doc};
@@ -15,40 +15,6 @@ const PACK_KEYS: &[&str] = &["_origin", "_origin-name", "_name", "_sha256", "_au
 const JOB_KEYS: &[&str] = &["_allow-drivers"];
 /// Keys of the top level that are not packs.
 const TOP_KEYS: &[&str] = &["_name", "_empty"];
-
-/// "known keys: ..." for unknown-key messages, led by the likely intended key if any.
-pub(super) fn known_keys(unknown: &str, keys: &[&str]) -> String {
-    let list = keys
-        .iter()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    match keys
-        .iter()
-        .map(|k| (edit_distance(unknown, k), k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-    {
-        Some((_, k)) => format!("did you mean `{k}`? known keys: {list}"),
-        None => format!("known keys: {list}"),
-    }
-}
-
-/// Levenshtein distance, for typo suggestions on short keys.
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
 
 /// Names end up in Nomad job IDs and meta: keep them to a safe alphabet.
 fn check_name(what: &str, name: &str) -> Result<(), String> {

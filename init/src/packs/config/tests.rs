@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::parse::edit_distance;
+use super::error::edit_distance;
 use super::*;
 use crate::packs::model::{Auth, AuthScheme, Origin, SecretSource, DEFAULT_OWNER};
 
