@@ -72,7 +72,7 @@ pub fn read_open_bounded(file: File, cap: u64) -> std::io::Result<Vec<u8>> {
     let flags = rustix::fs::fcntl_getfl(&file)?;
     rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
     // The size may change while reading (a file being written): count what is read.
-    let mut out = Vec::with_capacity(meta.len() as usize);
+    let mut out = Vec::with_capacity(usize::try_from(meta.len()).map_err(|_| too_big())?);
     file.take(cap + 1).read_to_end(&mut out)?;
     if out.len() as u64 > cap {
         return Err(too_big());

@@ -5,6 +5,18 @@
 //! core is unit tested without a machine and the effects are tested for real.
 //!
 //! Raw system calls live in [`sys`]; every other module denies `unsafe` code.
+//!
+//! PID 1 must never exit: outside tests nothing may unwrap, expect or panic. Casts that
+//! may truncate or change sign are spelled out as checked or saturating conversions.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![deny(missing_debug_implementations)]
+#![deny(
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation
+)]
 
 #[deny(unsafe_code)]
 pub mod boot;

@@ -84,7 +84,10 @@ fn idle_with_signals(root: &Root) -> ! {
     loop {
         reap_all();
         if let Some(Ok(Some(info))) = fd.as_ref().map(|fd| fd.read_signal()) {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+            if let Some(sig) = i32::try_from(info.ssi_signo)
+                .ok()
+                .and_then(|n| Signal::try_from(n).ok())
+            {
                 if let Some(Event::Power(action)) = crate::power::event_for(sig) {
                     let _ = catch_unwind(|| {
                         crate::sys::process::signal_all(Signal::SIGTERM).ok();

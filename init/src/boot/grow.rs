@@ -53,7 +53,9 @@ impl Gpt {
     fn entry_bytes(&self, i: u64) -> Option<&[u8]> {
         let size = u64::from(self.header.entry_size);
         let start = usize::try_from(i.checked_mul(size)?).ok()?;
-        self.entries.get(start..)?.get(..size as usize)
+        self.entries
+            .get(start..)?
+            .get(..usize::try_from(size).ok()?)
     }
 
     /// (first LBA, last LBA) of entry `i`, `None` when unused or past the array.
@@ -129,10 +131,14 @@ pub struct Rewrite {
     pub mbr_size: [u8; 4],
 }
 
-pub fn rewrite(gpt: &Gpt, p: &Plan) -> Rewrite {
+pub fn rewrite(gpt: &Gpt, p: &Plan) -> anyhow::Result<Rewrite> {
     let mut entries = gpt.entries.clone();
     let esize = gpt.header.entry_size as usize;
-    let slot = &mut entries[p.index as usize * esize..][..esize];
+    let index = usize::try_from(p.index).context("partition index out of range")?;
+    let sector = usize::try_from(gpt.sector).context("sector size out of range")?;
+    let pad = usize::try_from(gpt.array_sectors() * gpt.sector)
+        .context("GPT entry array size out of range")?;
+    let slot = &mut entries[index * esize..][..esize];
     if let Some(mut entry) = Entry::decode(slot) {
         entry.last_lba = p.new_last;
         entry.encode_into(slot);
@@ -149,21 +155,20 @@ pub fn rewrite(gpt: &Gpt, p: &Plan) -> Rewrite {
             entries_crc: array_crc,
             ..gpt.header.clone()
         }
-        .encode(gpt.sector as usize)
+        .encode(sector)
     };
     let mut primary = header(1, last, 2);
-    let pad = (gpt.array_sectors() * gpt.sector) as usize;
     let mut array = entries;
     array.resize(pad, 0);
     primary.extend_from_slice(&array);
     let mut backup = array;
     backup.extend_from_slice(&header(last, 1, backup_array));
-    Rewrite {
+    Ok(Rewrite {
         primary,
         backup,
         backup_offset: backup_array * gpt.sector,
         mbr_size: nomados_gpt::protective_mbr_size(p.disk_sectors),
-    }
+    })
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -225,11 +230,13 @@ pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<
     let bytes = block::size_bytes(&disk).context("BLKGETSIZE64")?;
     let disk_sectors = bytes / sector;
 
-    let mut header = vec![0u8; sector as usize];
+    let mut header = vec![0u8; usize::try_from(sector).context("sector size out of range")?];
     disk.seek(SeekFrom::Start(sector))?;
     disk.read_exact(&mut header)?;
     let header = Header::parse(&header).map_err(anyhow::Error::msg)?;
-    let mut entries = vec![0u8; header.array_bytes() as usize];
+    let array_bytes =
+        usize::try_from(header.array_bytes()).context("GPT entry array size out of range")?;
+    let mut entries = vec![0u8; array_bytes];
     disk.seek(SeekFrom::Start(header.entries_lba * sector))?;
     disk.read_exact(&mut entries)?;
     let gpt = Gpt::parse(sector, header, entries)?;
@@ -237,7 +244,7 @@ pub fn grow_partition(device: &Path, sys_block: &Path) -> anyhow::Result<Option<
     let Some(p) = plan(&gpt, index, disk_sectors)? else {
         return Ok(None);
     };
-    let w = rewrite(&gpt, &p);
+    let w = rewrite(&gpt, &p)?;
     // Backup first: until the primary is written, the old table stays self-consistent.
     disk.seek(SeekFrom::Start(w.backup_offset))?;
     disk.write_all(&w.backup)?;
@@ -284,6 +291,8 @@ pub fn grow_filesystem(device: &Path, mount_point: &Path) -> anyhow::Result<Opti
 }
 
 #[cfg(test)]
+// Fixtures are small constants (512-byte sectors, three partitions, a 1.2 GiB disk).
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
@@ -395,7 +404,7 @@ mod tests {
         let g = image();
         let disk = 1254 * MIB;
         let p = plan(&g, 2, disk).unwrap().unwrap();
-        let w = rewrite(&g, &p);
+        let w = rewrite(&g, &p).unwrap();
         // Primary: header sector + 32 sectors of entries.
         assert_eq!(w.primary.len(), 33 * S as usize);
         let (ph, pe) = w.primary.split_at(S as usize);

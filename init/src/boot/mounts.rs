@@ -8,6 +8,7 @@ use nix::mount::MsFlags;
 use crate::sys::mount::{mount_idempotent, MountOutcome};
 use crate::sys::root::Root;
 
+#[derive(Debug)]
 pub struct MountSpec {
     pub source: &'static str,
     pub target: &'static str,

@@ -18,7 +18,7 @@ pub struct LinkFacts {
 }
 
 /// A netlink connection (its I/O task runs on the current tokio runtime).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
 }

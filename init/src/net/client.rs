@@ -19,11 +19,13 @@ pub enum Change {
     Lost(Lease),
 }
 
+#[derive(Debug)]
 pub enum Input {
     Packet(Message),
     Timeout,
 }
 
+#[derive(Debug)]
 pub struct Client {
     pub name: String,
     index: u32,
@@ -38,6 +40,7 @@ pub struct Client {
     original_mtu: Option<u32>,
 }
 
+#[derive(Debug)]
 pub struct ClientOptions {
     pub settings: Settings,
     pub remembered: Option<Ipv4Addr>,
@@ -220,6 +223,6 @@ fn seed() -> u64 {
     }
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     t ^ (u64::from(std::process::id()) << 32)
 }

@@ -32,6 +32,7 @@ pub struct RunOptions {
 }
 
 /// Handle on the running service.
+#[derive(Debug)]
 pub struct NetHandle {
     leases: watch::Receiver<Leases>,
     stop: watch::Sender<bool>,

@@ -20,6 +20,15 @@ pub struct DhcpSocket {
     buf: Vec<u8>,
 }
 
+// The receive buffer is scratch space: show the socket only.
+impl std::fmt::Debug for DhcpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhcpSocket")
+            .field("sock", &self.sock)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DhcpSocket {
     pub fn bind(interface: &str) -> Result<DhcpSocket, NetError> {
         let err = |call: &'static str| {

@@ -162,7 +162,7 @@ impl Client {
     pub async fn drain(&self, id: &str, deadline: Duration) -> Result<()> {
         let body = json!({
             "NodeID": id,
-            "DrainSpec": { "Deadline": deadline.as_nanos() as u64, "IgnoreSystemJobs": false },
+            "DrainSpec": { "Deadline": u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX), "IgnoreSystemJobs": false },
             "Meta": { "message": DRAIN_MESSAGE },
         });
         self.post(&format!("/v1/node/{}/drain", encode(id)), &body)

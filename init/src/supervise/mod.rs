@@ -45,7 +45,10 @@ async fn signal_loop(reaper: Arc<Reaper>, events: mpsc::UnboundedSender<Event>) 
                 loop {
                     match guard.get_inner().read_signal() {
                         Ok(Some(info)) => {
-                            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                            let sig = i32::try_from(info.ssi_signo).ok();
+                            let Some(sig) = sig.and_then(|n| Signal::try_from(n).ok()) else {
+                                continue;
+                            };
                             if sig == Signal::SIGCHLD {
                                 reaper.reap();
                             } else if let Some(ev) = event_for(sig) {
@@ -109,8 +112,8 @@ fn emergency_shell(reaper: &Arc<Reaper>, root: &crate::sys::root::Root) {
         cmd.stdin(Stdio::null());
     }
     match reaper.spawn(&mut cmd) {
-        Ok((child, exited)) => {
-            crate::warn!("emergency shell on the console (pid {})", child.id());
+        Ok((_child, pid, exited)) => {
+            crate::warn!("emergency shell on the console (pid {pid})");
             tokio::spawn(async move {
                 if let Ok(status) = exited.await {
                     crate::info!("emergency shell ended with {status}");

@@ -15,7 +15,7 @@ use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::NomadConfig;
 use crate::nomad::{self as api, Eligibility};
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Supervisor {
     pub config: NomadConfig,
     /// How to reach the agent's API (address, token file, TLS).
@@ -57,8 +57,7 @@ impl Supervisor {
             }
             let started = Instant::now();
             let outcome = match self.reaper.spawn(&mut command(&self.config)) {
-                Ok((mut child, exited)) => {
-                    let pid = child.id() as i32;
+                Ok((mut child, pid, exited)) => {
                     crate::info!(
                         "started {} agent -config={} (pid {pid})",
                         self.config.binary.display(),

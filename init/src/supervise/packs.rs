@@ -28,7 +28,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything an apply run needs from PID 1.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Applier {
     pub config: PacksConfig,
     /// How to reach Nomad (address, token file, TLS); handed to the child as Nomad's own
@@ -148,14 +148,13 @@ impl Applier {
                 return RunEnd::Lost(e.to_string());
             }
         };
-        let (mut child, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
+        let (mut child, pid, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
             Ok(spawned) => spawned,
             Err(e) => {
                 crate::error!("packs: cannot start {}: {e}", self.program.display());
                 return RunEnd::Lost(e.to_string());
             }
         };
-        let pid = child.id() as i32;
         let mut drained = Vec::new();
         if let Some(out) = child.stdout.take() {
             drained.extend(pump("packs", "stdout", out, Filter::All(Level::Info)));

@@ -45,7 +45,7 @@ impl fmt::Display for ExitStatus {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Reaper {
     waiters: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
     orphans: AtomicU64,
@@ -63,10 +63,11 @@ impl Reaper {
 
     /// Spawns `cmd` cleanly (see `sys::process::spawn_clean`) and registers a waiter for it.
     /// Do not call `wait` on the returned `Child`: its status arrives on the receiver.
+    /// The `i32` is the child's pid as the kernel's `pid_t`.
     pub fn spawn(
         &self,
         cmd: &mut Command,
-    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    ) -> std::io::Result<(Child, i32, oneshot::Receiver<ExitStatus>)> {
         self.spawn_limited(cmd, crate::sys::process::ChildLimits::default())
     }
 
@@ -75,12 +76,20 @@ impl Reaper {
         &self,
         cmd: &mut Command,
         limits: crate::sys::process::ChildLimits,
-    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    ) -> std::io::Result<(Child, i32, oneshot::Receiver<ExitStatus>)> {
         let mut waiters = self.lock();
         let child = crate::sys::process::spawn_limited(cmd, limits)?;
+        // Linux pids stay below pid_max (at most 2^22); should one not fit, the child
+        // is collected as an orphan by `reap`.
+        let pid = i32::try_from(child.id()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("child pid {} does not fit pid_t", child.id()),
+            )
+        })?;
         let (tx, rx) = oneshot::channel();
-        waiters.insert(child.id() as i32, tx);
-        Ok((child, rx))
+        waiters.insert(pid, tx);
+        Ok((child, pid, rx))
     }
 
     /// Number of orphans reaped so far.

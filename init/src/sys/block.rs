@@ -61,6 +61,9 @@ struct BlkpgPartition {
     devname: [libc::c_char; 64],
     volname: [libc::c_char; 64],
 }
+// A compile-time FFI size (152 bytes), far inside c_int.
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+const BLKPG_PARTITION_LEN: libc::c_int = std::mem::size_of::<BlkpgPartition>() as libc::c_int;
 #[repr(C)]
 struct BlkpgIoctlArg {
     op: libc::c_int,
@@ -104,7 +107,7 @@ pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -
     let arg = BlkpgIoctlArg {
         op: BLKPG_RESIZE_PARTITION,
         flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        datalen: BLKPG_PARTITION_LEN,
         data: (&mut part as *mut BlkpgPartition).cast(),
     };
     // SAFETY: `arg` points at `part`; both outlive the call and match the kernel's

@@ -82,22 +82,24 @@ fn c_string(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// The CTRL_CMD_GETFAMILY request for `name`.
-pub fn getfamily_request(name: &str, seq: u32) -> Vec<u8> {
+/// The CTRL_CMD_GETFAMILY request for `name`; `None` when the name is too long for a
+/// netlink attribute.
+pub fn getfamily_request(name: &str, seq: u32) -> Option<Vec<u8>> {
     let attr_len = 4 + name.len() + 1;
     let len = NLMSG_HDRLEN + GENL_HDRLEN + align4(attr_len);
+    let attr_len = u16::try_from(attr_len).ok()?;
     let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&u32::try_from(len).ok()?.to_ne_bytes());
     m.extend_from_slice(&GENL_ID_CTRL.to_ne_bytes());
     m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&[CTRL_CMD_GETFAMILY, 1, 0, 0]);
-    m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    m.extend_from_slice(&attr_len.to_ne_bytes());
     m.extend_from_slice(&CTRL_ATTR_FAMILY_NAME.to_ne_bytes());
     m.extend_from_slice(name.as_bytes());
     m.resize(len, 0);
-    m
+    Some(m)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +169,12 @@ pub fn parse_family_reply(name: &str, buf: &[u8]) -> Result<Family, GenlError> {
     Err(GenlError::Malformed(name.into()))
 }
 
+// A compile-time FFI size (4), far inside socklen_t.
+#[allow(clippy::cast_possible_truncation)]
+const U32_LEN: libc::socklen_t = std::mem::size_of::<u32>() as libc::socklen_t;
+
 /// A generic netlink socket.
+#[derive(Debug)]
 pub struct GenlSocket {
     fd: OwnedFd,
 }
@@ -192,7 +199,12 @@ impl GenlSocket {
 
     /// Asks the controller for family `name` (ids are assigned at runtime).
     pub fn resolve(&self, name: &str) -> Result<Family, GenlError> {
-        let req = getfamily_request(name, 1);
+        let req = getfamily_request(name, 1).ok_or_else(|| {
+            GenlError::Family(
+                name.into(),
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long"),
+            )
+        })?;
         // SAFETY: req is a valid buffer of req.len() bytes; the kernel is the destination
         // because an unbound netlink socket sends to pid 0 by default.
         let sent = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
@@ -211,7 +223,7 @@ impl GenlSocket {
                 libc::SOL_NETLINK,
                 libc::NETLINK_ADD_MEMBERSHIP,
                 (&group as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
+                U32_LEN,
             )
         };
         if rc < 0 {
@@ -227,8 +239,8 @@ impl GenlSocket {
             // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
             let n =
                 unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n >= 0 {
-                buf.truncate(n as usize);
+            if let Ok(n) = usize::try_from(n) {
+                buf.truncate(n);
                 return Ok(buf);
             }
             let e = std::io::Error::last_os_error();
@@ -245,7 +257,7 @@ mod tests {
 
     #[test]
     fn request_is_a_well_formed_getfamily() {
-        let m = getfamily_request("acpi_event", 7);
+        let m = getfamily_request("acpi_event", 7).unwrap();
         assert_eq!(m.len() % 4, 0);
         let msgs = messages(&m);
         assert_eq!(msgs.len(), 1);

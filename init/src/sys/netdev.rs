@@ -15,6 +15,10 @@ pub enum NetdevError {
     Name(String),
 }
 
+// IFF_UP is 1: a compile-time flag that fits the short ifru_flags field.
+#[allow(clippy::cast_possible_truncation)]
+const IFF_UP_FLAG: libc::c_short = libc::IFF_UP as libc::c_short;
+
 /// Sets IFF_UP on interface `name` (used for `lo`) with the classic ioctl pair.
 pub fn link_up(name: &str) -> Result<(), NetdevError> {
     // SAFETY: plain socket(2) call; the returned descriptor is owned below.
@@ -30,7 +34,7 @@ pub fn link_up(name: &str) -> Result<(), NetdevError> {
         return Err(NetdevError::Name(name.to_string()));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([src]);
     }
     // SAFETY: req is a valid ifreq with a NUL-terminated name; the kernel fills ifru_flags.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
@@ -41,7 +45,7 @@ pub fn link_up(name: &str) -> Result<(), NetdevError> {
     }
     // SAFETY: SIOCGIFFLAGS succeeded, so the flags member of the union is the one set.
     unsafe {
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        req.ifr_ifru.ifru_flags |= IFF_UP_FLAG;
     }
     // SAFETY: same valid ifreq, now with IFF_UP added to the flags the kernel returned.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {

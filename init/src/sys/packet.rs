@@ -5,18 +5,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
+#[derive(Debug)]
 pub struct PacketSocket {
     fd: AsyncFd<OwnedFd>,
-    ifindex: u32,
+    ifindex: i32,
     ethertype: u16,
 }
 
-fn sockaddr(ifindex: u32, ethertype: u16, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
+fn sockaddr(ifindex: i32, ethertype: u16, dest: Option<[u8; 6]>) -> libc::sockaddr_ll {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_family = AF_PACKET_FAMILY;
     sa.sll_protocol = ethertype.to_be();
-    sa.sll_ifindex = ifindex as i32;
+    sa.sll_ifindex = ifindex;
     if let Some(mac) = dest {
         sa.sll_halen = 6;
         sa.sll_addr[..6].copy_from_slice(&mac);
@@ -24,12 +25,23 @@ fn sockaddr(ifindex: u32, ethertype: u16, dest: Option<[u8; 6]>) -> libc::sockad
     sa
 }
 
+// Compile-time FFI constants: AF_PACKET is 17 and sockaddr_ll is 20 bytes, both far
+// inside the kernel field types.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const AF_PACKET_FAMILY: libc::sa_family_t = libc::AF_PACKET as libc::sa_family_t;
+#[allow(clippy::cast_possible_truncation)]
 const SOCKADDR_LL_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_ll>() as _;
 
 impl PacketSocket {
     /// Opens a non-blocking socket bound to interface `ifindex` receiving `ethertype`
     /// frames. Needs CAP_NET_RAW and a tokio runtime.
     pub fn bind(ifindex: u32, ethertype: u16) -> std::io::Result<PacketSocket> {
+        let ifindex = i32::try_from(ifindex).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("interface index {ifindex} out of range"),
+            )
+        })?;
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe {
             libc::socket(
@@ -98,8 +110,8 @@ impl PacketSocket {
                     0,
                 )
             };
-            if n >= 0 {
-                return Ok(n as usize);
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(n);
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::WouldBlock {

@@ -113,7 +113,8 @@ pub fn signal_all(sig: Signal) -> nix::Result<()> {
 
 /// Process ids (other than our own and kernel threads) listed in `proc_dir`.
 pub fn user_processes(proc_dir: &std::path::Path) -> Vec<i32> {
-    let me = std::process::id() as i32;
+    // A pid past i32::MAX cannot exist (pid_max ≤ 2^22); -1 then matches no entry.
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
     let Ok(dir) = std::fs::read_dir(proc_dir) else {
         return Vec::new();
     };

@@ -187,7 +187,8 @@ impl Lease {
 pub fn mask_to_prefix(mask: Ipv4Addr) -> Option<u8> {
     let m = u32::from(mask);
     let ones = m.leading_ones();
-    (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
+    let prefix = u8::try_from(ones).ok()?;
+    (m.checked_shl(ones).unwrap_or(0) == 0).then_some(prefix)
 }
 
 fn classful_prefix(addr: Ipv4Addr) -> u8 {

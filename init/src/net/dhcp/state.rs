@@ -420,8 +420,9 @@ impl Machine {
     /// RFC 2131 4.1: 4 s, 8 s, ... capped at 64 s, each ±1 s at random.
     fn backoff(&mut self, attempt: u32) -> Duration {
         let base_ms = 4000u64 << attempt.min(4);
-        let jitter = (self.next_rand() % 2001) as i64 - 1000;
-        Duration::from_millis((base_ms as i64 + jitter) as u64)
+        // base_ms ≥ 4000 and the jitter is within ±1000, so this never underflows.
+        let jitter = self.next_rand() % 2001;
+        Duration::from_millis(base_ms + jitter - 1000)
     }
 
     /// RFC 2131 4.4.5: in RENEWING/REBINDING wait half the time left until
