@@ -133,7 +133,7 @@ fn newline_offsets(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
 
 /// Characters in UTF-8 `bytes`: every byte that does not continue a character starts one.
 fn count_chars(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|b| (**b as i8) >= -0x40).count()
+    bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count()
 }
 
 /// `offset` moved back to the start of the character it falls in (spans of broken input may
