@@ -168,7 +168,7 @@ say "configuring: allnoconfig + kvm_guest.config + $(for f in "${fragments[@]}";
 # modules).
 (cd "$src" && ./scripts/kconfig/merge_config.sh -n -O "$obj" "$kvm_guest" "${fragments[@]}") \
     >"$work/config.log" 2>&1 || { tail -n 30 "$work/config.log" >&2; die "kernel configuration failed"; }
-"$here/check.sh" "$obj/.config" "${fragments[@]}" || die "config fragments do not hold in the final .config (see above)"
+"$here/check.sh" --platforms "$obj/.config" "${fragments[@]}" || die "config fragments do not hold in the final .config (see above)"
 
 if [ "$mode" = check ]; then
     cp "$obj/.config" "$work/../.last-check.config"

@@ -102,10 +102,7 @@ pub(super) fn finish(
                 vars: job
                     .vars
                     .into_iter()
-                    .filter_map(|(k, v)| match v {
-                        Field::Set(at) => Some((k, at.value)),
-                        _ => None,
-                    })
+                    .filter_map(|(k, v)| Some((k, v?)))
                     .collect(),
                 allow_drivers: job
                     .allow_drivers

@@ -68,7 +68,9 @@ pub(super) struct JobLayer {
     pub(super) location: Location,
     pub(super) allow_drivers: Field<Vec<String>>,
     /// Template variables in order of first declaration.
-    pub(super) vars: Keyed<Field<Value>>,
+    /// None for a value already reported as wrong. No location: nothing checks a variable
+    /// after merging, and placing hundreds of thousands of them is most of a large load.
+    pub(super) vars: Keyed<Option<Value>>,
 }
 
 /// What a later layer does to an earlier setting of the same key.
@@ -79,6 +81,13 @@ pub(super) trait Merge {
 impl<T> Merge for Field<T> {
     fn merge(&mut self, later: Field<T>) {
         Field::merge(self, later);
+    }
+}
+
+/// A later variable replaces the earlier one whole, a wrong one included.
+impl Merge for Option<Value> {
+    fn merge(&mut self, later: Self) {
+        *self = later;
     }
 }
 

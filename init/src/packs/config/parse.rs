@@ -6,7 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{known_keys, Problem};
 use super::fields::{auth_field, bool_field, drivers_field, origin_field, string_field, to_json};
-use super::layer::{At, Field, JobLayer, Keyed, Layer, PackLayer};
+use super::layer::{Field, JobLayer, Keyed, Layer, PackLayer};
 use super::source::{entry_span, in_document_order, Doc};
 
 /// Keys that configure a pack (inside a pack table).
@@ -204,14 +204,8 @@ fn parse_job(
                 ),
             ));
         } else {
-            let field = match to_json(doc, value, problems) {
-                Some(v) => Field::Set(At {
-                    value: v,
-                    at: doc.loc(&value.span()),
-                }),
-                None => Field::Bad,
-            };
-            out.vars.insert(name.to_string(), field);
+            out.vars
+                .insert(name.to_string(), to_json(doc, value, problems));
         }
     }
     out
