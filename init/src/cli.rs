@@ -214,14 +214,13 @@ fn run_packs(command: PacksCommand) -> i32 {
         Ok(outcome) if outcome.summary.failed > 0 => exit::FAILED,
         Ok(outcome) if args.detailed_exitcode && outcome.has_changes => exit::CHANGES,
         Ok(_) => exit::OK,
-        Err(e) => {
-            // Config errors arrive rendered with their own `error:` headers.
-            let msg = format!("{e:#}");
-            if msg.starts_with("error") {
-                eprintln!("{msg}");
-            } else {
-                eprintln!("error: {msg}");
-            }
+        // A broken pack set renders its own `error:` header and snippets.
+        Err(apply::RunError::Config(e)) => {
+            eprintln!("{}", e.render().trim_end());
+            exit::FAILED
+        }
+        Err(apply::RunError::Other(e)) => {
+            eprintln!("error: {e:#}");
             exit::FAILED
         }
     }

@@ -112,22 +112,37 @@ impl Prepared {
     }
 }
 
-/// Applies the pack set once (the PID 1 entry point). Errors only when nothing could
-/// be attempted (config broken, Nomad unreachable); per-pack failures are counted.
-pub async fn apply(opts: &Options) -> anyhow::Result<Summary> {
-    let mut out = std::io::stdout();
-    run(opts, Mode::Apply, &mut out).await.map(|o| o.summary)
+/// Why a run could not be attempted at all (per-pack failures are counted, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pack set itself is broken; rendered as `file:line:column` problems with snippets.
+    #[error("{}", .0.render().trim_end())]
+    Config(config::ConfigError),
+    /// Anything else: Nomad unreachable, the cache unusable...
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
-/// Runs the applier in `mode`, writing the human-readable report to `out`.
+/// Runs the applier in `mode`, writing the human-readable report to `out`. Errors only
+/// when nothing could be attempted; per-pack failures are counted in the outcome.
 pub async fn run(
     opts: &Options,
     mode: Mode,
     out: &mut (dyn Write + Send),
+) -> Result<Outcome, RunError> {
+    let client = Client::new(&opts.nomad).map_err(anyhow::Error::from)?;
+    let set = config::load(&opts.set_path).map_err(RunError::Config)?;
+    Ok(run_set(&set, opts, mode, out, &client).await?)
+}
+
+async fn run_set(
+    set: &PackSet,
+    opts: &Options,
+    mode: Mode,
+    out: &mut (dyn Write + Send),
+    client: &Client,
 ) -> anyhow::Result<Outcome> {
-    let client = Client::new(&opts.nomad)?;
-    let set = config::load(&opts.set_path).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
-    let prepared = prepare(&set, opts, &client).await?;
+    let prepared = prepare(set, opts, client).await?;
     for f in &prepared.failures {
         for r in &f.reasons {
             writeln!(out, "! pack `{}` failed: {r}", f.pack)?;
@@ -165,7 +180,7 @@ pub async fn run(
         Mode::Plan | Mode::Apply => {}
     }
 
-    let live = live_jobs(&client, &prepared).await?;
+    let live = live_jobs(client, &prepared).await?;
     let steps = plan::plan(
         &prepared.owner,
         &prepared.desired,
@@ -174,11 +189,11 @@ pub async fn run(
     );
     let record_path = record::path(&opts.cache_dir, &opts.nomad.addr, &prepared.owner);
     let mut record = Record::load(&record_path);
-    let (steps, mut drift_plans) = check_drift(&client, steps, &mut record, out).await?;
+    let (steps, mut drift_plans) = check_drift(client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);
 
     let extras = extras::reconcile(
-        &client,
+        client,
         &prepared.agent,
         &prepared.owner,
         &prepared.policies,
@@ -218,16 +233,16 @@ pub async fn run(
         });
     }
 
-    let changed = execute(&client, &prepared, steps, &mut summary, &mut record, out).await?;
+    let changed = execute(client, &prepared, steps, &mut summary, &mut record, out).await?;
     if let Err(e) = record.save(&record_path) {
         // Only costs dry runs next time: every job is then checked again.
         writeln!(out, "! cannot save {}: {e}", record_path.display())?;
     }
     if opts.wait && !changed.is_empty() {
-        let failed = wait_for_allocations(&client, &changed, Duration::from_secs(300), out).await?;
+        let failed = wait_for_allocations(client, &changed, Duration::from_secs(300), out).await?;
         summary.failed += failed;
     }
-    collect_cache_garbage(&set, &prepared, out)?;
+    collect_cache_garbage(set, &prepared, out)?;
     writeln!(out, "Apply: {summary}.")?;
     Ok(Outcome {
         summary,
