@@ -1426,7 +1426,18 @@ async fn concurrent_fetches_share_one_cache() {
 #[test]
 fn default_options() {
     let o = FetchOptions::default();
-    assert_eq!(o.cache_dir, PathBuf::from("/var/lib/nomados/packs-cache"));
+    // One default: PID 1's cache on the data partition for root, the user's own otherwise.
+    assert_eq!(o.cache_dir, nomad_init::packs::origin::default_cache_dir());
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(
+            o.cache_dir,
+            PathBuf::from(nomad_init::boot::config::PACK_CACHE_DIR)
+        );
+        assert_eq!(
+            nomad_init::boot::config::PacksConfig::default().cache_dir,
+            o.cache_dir
+        );
+    }
     assert_eq!(o.max_unpacked_bytes, 256 * 1024 * 1024);
     assert_eq!(o.max_entries, 10_000);
     assert_eq!(o.max_download_bytes, 256 * 1024 * 1024);
