@@ -95,16 +95,41 @@ nomados_base_args() {
         "${CONSOLE_ARGS[@]}" "${NET_ARGS[@]}")
 }
 
+# A built image is never booted in place by default: a booted machine writes its identity
+# (Nomad's node ID, Raft state, later ACL secrets) to the data partition, and the image is
+# what gets uploaded to clouds and copied to every machine. Prints the path of
+# `<image>.run.qcow2`, a copy-on-write overlay backed by the image, made anew when the image
+# is newer (rebuilt) and kept otherwise, so a machine keeps its state between runs.
+nomados_overlay() {
+    local image=$1 fmt=$2 overlay=$1.run.qcow2
+    if [ ! -f "$overlay" ] || [ "$image" -nt "$overlay" ]; then
+        rm -f "$overlay"
+        qemu-img create -q -f qcow2 -b "$(realpath "$image")" -F "$fmt" "$overlay" >&2 ||
+            nomados_die "cannot create the overlay $overlay (qemu-img, from qemu-utils)"
+        echo "$(basename "$0"): booting a new copy-on-write overlay $overlay; $image stays as built" >&2
+    else
+        echo "$(basename "$0"): booting the overlay $overlay (delete it for a fresh machine); $image stays as built" >&2
+    fi
+    printf '%s\n' "$overlay"
+}
+
 # Sets DISK_ARGS for an image file: virtio (default), nvme, ahci, scsi (virtio-scsi) or pvscsi
-# via DISK_IF. The format comes from the file name unless DISK_FORMAT says. SNAPSHOT=1 discards
-# guest writes.
+# via DISK_IF. The format comes from the file name unless DISK_FORMAT says. DISK_MODE says
+# what the guest's writes do: overlay (default, see nomados_overlay), snapshot (discarded at
+# exit; SNAPSHOT=1 means the same) or in-place (written to the image itself).
 nomados_disk_args() {
-    local disk=$1 fmt
+    local disk=$1 fmt mode=${DISK_MODE:-overlay}
     [ -f "$disk" ] || nomados_die "disk image '$disk' not found"
     case "$disk" in *.qcow2) fmt=qcow2 ;; *) fmt=raw ;; esac
     fmt=${DISK_FORMAT:-$fmt}
+    [ "${SNAPSHOT:-0}" = 1 ] && mode=snapshot
+    case "$mode" in
+        overlay) disk=$(nomados_overlay "$disk" "$fmt") || exit 1; fmt=qcow2 ;;
+        snapshot | in-place) ;;
+        *) nomados_die "DISK_MODE must be overlay, snapshot or in-place, got '$mode'" ;;
+    esac
     local drive="file=$disk,format=$fmt,if=none,id=d0"
-    [ "${SNAPSHOT:-0}" = 1 ] && drive+=",snapshot=on"
+    [ "$mode" = snapshot ] && drive+=",snapshot=on"
     case "${DISK_IF:-virtio}" in
         virtio) DISK_ARGS=(-drive "$drive" -device virtio-blk-pci,drive=d0,bootindex=1) ;;
         nvme) DISK_ARGS=(-drive "$drive" -device nvme,drive=d0,serial=nomados0,bootindex=1) ;;

@@ -57,9 +57,16 @@ fi
 
 test_bios() {
     cp "$disk" "$work/bios.qcow2"
-    start_vm "$work/bios.log" "$work/bios.qmp" "$REPO/qemu/run-bios.sh" "$work/bios.qcow2"
+    local before after
+    before=$(sha256sum <"$work/bios.qcow2")
+    # What `make run` does: the image is booted through a copy-on-write overlay.
+    DISK_MODE=overlay start_vm "$work/bios.log" "$work/bios.qmp" "$REPO/qemu/run-bios.sh" "$work/bios.qcow2"
     assert_appliance_up "$work/bios.log"
     assert_powerdown "$work/bios.log" "$work/bios.qmp"
+    after=$(sha256sum <"$work/bios.qcow2")
+    [ "$before" = "$after" ] || fail "booting changed the image itself (the overlay default did not hold)"
+    [ -f "$work/bios.qcow2.run.qcow2" ] || fail "no overlay $work/bios.qcow2.run.qcow2 was made"
+    note "the image is unchanged; the machine's writes are in bios.qcow2.run.qcow2"
 }
 
 test_uefi() {

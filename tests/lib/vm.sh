@@ -5,6 +5,10 @@
 # long output). Sourced by tests/boot/lib.sh and tests/e2e/lib.sh.
 # Contract of a test: exit 0 = pass, 77 = skip (reason on stderr), anything else = fail.
 
+# Tests boot scratch copies and some need one disk across boots (the reboot test): in place,
+# unless a test asks for the users' default (the e2e BIOS boot checks the overlay).
+export DISK_MODE=${DISK_MODE:-in-place}
+
 skip() { echo "SKIP: $*" >&2; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "  $*" >&2; }
