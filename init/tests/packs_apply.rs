@@ -720,3 +720,99 @@ fn apply_collects_cached_downloads_the_set_no_longer_uses() {
     let out = packs("apply", &set, &nomad, &[]);
     assert!(!text(&out).contains("Cache:"), "{}", text(&out));
 }
+
+/// A proxy in front of the double that never answers the registration of job `slow`.
+fn proxy_holding_job(
+    upstream: String,
+    held: &'static str,
+) -> (String, std::thread::JoinHandle<()>) {
+    use axum::body::Bytes;
+    use axum::http::{Method, StatusCode, Uri};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = reqwest::Client::new();
+            let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
+                let client = client.clone();
+                let upstream = upstream.clone();
+                async move {
+                    if method == Method::POST && uri.path() == "/v1/jobs" {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        if v["Job"]["ID"] == held {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    let url = format!(
+                        "{upstream}{}",
+                        uri.path_and_query().map_or("", |p| p.as_str())
+                    );
+                    let resp = client
+                        .request(method, url)
+                        .header("Content-Type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                    (status, resp.bytes().await.unwrap())
+                }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (addr, handle)
+}
+
+/// An apply interrupted while a write hangs has already reported the writes that were done.
+#[test]
+fn every_write_is_reported_as_it_completes() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("p");
+    ws.write(
+        "set.toml",
+        "[p]\n_origin = \"packs\"\n[p.a-fast]\n[p.slow]\n",
+    );
+    let (proxy, _server) = proxy_holding_job(nomad.addr.clone(), "slow");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .args(["packs", "apply"])
+        .arg(ws.path("set.toml"))
+        .args(["--nomad-addr", &proxy, "--cache-dir"])
+        .arg(ws.path(".cache"))
+        .env_remove("NOMAD_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `a-fast` is registered at once (the double has it); `slow` hangs in the proxy.
+    let start = std::time::Instant::now();
+    while !nomad.job_ids().contains(&"a-fast".to_string()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "a-fast never registered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("+ create    a-fast"),
+        "the finished write was not reported:\n{t}"
+    );
+    assert!(!t.contains("slow (pack"), "{t}");
+}

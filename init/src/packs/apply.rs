@@ -595,7 +595,8 @@ enum Done {
     Failed(String),
 }
 
-/// Performs the changing steps (a few at a time) and reports each in plan order.
+/// Performs the changing steps (a few at a time) and reports each in plan order as it
+/// completes.
 /// Returns the jobs that were created or updated.
 async fn execute(
     client: &Client,
@@ -607,16 +608,16 @@ async fn execute(
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
     let owner = prepared.owner.as_str();
-    let results: Vec<(Step, Done)> = stream::iter(steps)
+    // Each step is reported as soon as it and every step before it are done (in plan
+    // order), so an apply that is interrupted has already said what it wrote.
+    let mut results = stream::iter(steps)
         .map(|step| async move {
             let done = perform(client, owner, &step, use_submission).await;
             (step, done)
         })
-        .buffered(8)
-        .collect()
-        .await;
+        .buffered(8);
     let mut changed = Vec::new();
-    for (step, done) in results {
+    while let Some((step, done)) = results.next().await {
         match done {
             Done::Created(d, index) => {
                 summary.created += 1;
