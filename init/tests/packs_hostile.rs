@@ -348,6 +348,31 @@ fn a_fifo_in_a_pack_is_refused_without_blocking() {
 }
 
 #[test]
+fn a_template_that_renders_too_much_fails_alone() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("good");
+    // 5 MiB of rendered text from a few bytes of template.
+    ws.write(
+        "packs/big/jobs/main.hcl",
+        "{% for i in range(end=5242880) %}x{% endfor %}",
+    );
+    ws.write(
+        "set.toml",
+        "[good]\n_origin = \"packs\"\n[good.good]\n[big]\n_origin = \"packs\"\n[big.big]\n",
+    );
+    let (out, killed) = packs_bounded("apply", &ws.path("set.toml"), &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("pack `big`, jobs/main.hcl: rendered to 5242880 bytes, more than the limit of 4194304 bytes"),
+        "{t}"
+    );
+    assert_eq!(nomad.job_ids(), ["good"], "{t}");
+}
+
+#[test]
 fn a_huge_file_in_a_pack_is_refused() {
     let nomad = Nomad::double(DoubleConfig::default());
     let ws = Workspace::new();

@@ -40,6 +40,10 @@ pub enum RenderError {
     },
 }
 
+/// Bytes one rendered file may have: real jobs are a few KiB; Nomad's own request limit is
+/// far below what a runaway template can produce.
+pub const MAX_RENDERED_BYTES: usize = 4 * 1024 * 1024;
+
 /// Renders every template of `pack` for the declared `job`, in file order.
 pub fn render(pack: &Pack, job: &JobDecl, ctx: &RenderContext) -> Result<Rendered, RenderError> {
     if job.vars.contains_key(JOBNAME) {
@@ -144,14 +148,27 @@ impl Renderer<'_> {
     }
 
     fn template(&self, name: &str) -> Result<String, RenderError> {
-        self.pack
+        let text = self
+            .pack
             .templates
             .tera
             .render(name, &self.context)
             .map_err(|e| {
                 let (at, message) = explain(self.pack, name, &e);
                 self.error(at, message)
-            })
+            })?;
+        // Tera cannot be bounded while it renders (the applier process's memory limit does
+        // that); what it produced is bounded before it goes any further, to Nomad included.
+        if text.len() > MAX_RENDERED_BYTES {
+            return Err(self.error(
+                PackFile::new(name),
+                format!(
+                    "rendered to {} bytes, more than the limit of {MAX_RENDERED_BYTES} bytes for one file",
+                    text.len()
+                ),
+            ));
+        }
+        Ok(text)
     }
 }
 
