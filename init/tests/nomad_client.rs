@@ -68,68 +68,33 @@ impl Pki {
     }
 }
 
-/// The double on a free loopback port, in a thread of its own; stopped on drop.
-struct Double {
-    addr: std::net::SocketAddr,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The double on a free loopback port (see `common::Nomad::double`), with or without TLS
+/// and ACLs (management token [`TOKEN`]).
+struct Double(common::Nomad);
 
 const TOKEN: &str = "management-s3cret";
 
 impl Double {
     fn start(tls: Option<nomad_double::TlsFiles>, acl: bool) -> Self {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let config = nomad_double::AgentConfig {
-                    acl_enabled: acl,
-                    raw_exec_enabled: true,
-                    ..nomad_double::AgentConfig::default()
-                };
-                let mut opts = nomad_double::Options::new(config);
-                opts.alloc_delay = Duration::from_millis(50);
-                opts.management_token = acl.then(|| TOKEN.to_string());
-                opts.tls = tls;
-                let stop = async move {
-                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                };
-                nomad_double::serve_with_shutdown(listener, opts, stop)
-                    .await
-                    .unwrap();
-            });
-        });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Self {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        Double(common::Nomad::double(common::DoubleConfig {
+            acl,
+            token: TOKEN.into(),
+            tls,
+            ..common::DoubleConfig::default()
+        }))
+    }
+
+    /// The double's host and port.
+    fn host_port(&self) -> &str {
+        self.0.addr.split_once("://").map_or("", |(_, hp)| hp)
     }
 
     fn https(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.host_port())
     }
 
     fn http(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Double {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        format!("http://{}", self.host_port())
     }
 }
 

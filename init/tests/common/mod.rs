@@ -49,6 +49,8 @@ pub struct DoubleConfig {
     pub token: String,
     /// Namespaces besides `default`.
     pub namespaces: Vec<String>,
+    /// Serve https with these files (the address is then `https://`).
+    pub tls: Option<nomad_double::TlsFiles>,
 }
 
 impl Default for DoubleConfig {
@@ -58,6 +60,7 @@ impl Default for DoubleConfig {
             acl: false,
             token: "management-token".into(),
             namespaces: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -65,6 +68,7 @@ impl Default for DoubleConfig {
 impl Nomad {
     /// Starts the in-process test double on a free loopback port.
     pub fn double(cfg: DoubleConfig) -> Self {
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -86,6 +90,7 @@ impl Nomad {
                 opts.alloc_delay = Duration::from_millis(50);
                 opts.management_token = cfg.acl.then_some(cfg.token);
                 opts.namespaces.extend(cfg.namespaces);
+                opts.tls = cfg.tls;
                 let stop = async move {
                     let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 };
@@ -95,7 +100,7 @@ impl Nomad {
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Self {
-            addr: format!("http://{addr}"),
+            addr: format!("{scheme}://{addr}"),
             kind: Kind::Double(stop_tx, Some(thread)),
         }
     }
