@@ -679,6 +679,8 @@ fn a_runaway_apply_is_killed_at_its_deadline_and_the_next_one_runs() {
     }
     let ns = boot_with_pack(ENDLESS_TEMPLATE, "deadline_secs = 2");
     let init = ns.init_pid();
+    // The stand-in's /v1/agent/self says ACLs are off: the console says so, loudly.
+    ns.wait_for("NOMAD ACLs ARE OFF: anyone who can reach http://127.0.0.1:4646 can run any command as root");
     ns.wait_for("ran past its deadline of 2 s");
     let start = Instant::now();
     while !processes_running(init, "packs apply").is_empty() {

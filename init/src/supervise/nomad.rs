@@ -136,6 +136,7 @@ impl Supervisor {
                     announced = true;
                     crate::info!("nomad API healthy at {}", self.api.addr);
                     let _ = self.healthy.send(true);
+                    tokio::spawn(warn_if_acls_off(self.api.clone()));
                     if !eligible_done.load(Ordering::SeqCst) {
                         // A task of its own: the API calls must not delay noticing an exit.
                         tokio::spawn(make_eligible(self.api.clone(), eligible_done.clone()));
@@ -184,6 +185,32 @@ async fn wait_healthy(settings: &api::Settings) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Says so, loudly, whenever Nomad comes up without ACLs: then anyone who reaches its API
+/// can run any command as root on this machine (raw_exec). With ACLs on, the anonymous
+/// `/v1/agent/self` is refused, which says the same.
+async fn warn_if_acls_off(settings: api::Settings) {
+    let anonymous = api::Settings {
+        token: api::TokenSource::None,
+        ..settings
+    };
+    let info = match api::Client::new(&anonymous) {
+        Ok(client) => client.agent_info().await,
+        Err(e) => Err(e),
+    };
+    match info {
+        Ok(info) if !info.acl_enabled => crate::warn!(
+            "NOMAD ACLs ARE OFF: anyone who can reach {} can run any command as root on this \
+             machine; enable them in the agent config (acl {{ enabled = true }})",
+            anonymous.addr
+        ),
+        Ok(_) => crate::info!("nomad ACLs are enabled"),
+        Err(e) if e.status() == Some(reqwest::StatusCode::FORBIDDEN) => {
+            crate::info!("nomad ACLs are enabled")
+        }
+        Err(e) => crate::debug!("cannot tell whether nomad's ACLs are on: {e}"),
     }
 }
 
