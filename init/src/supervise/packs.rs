@@ -137,6 +137,8 @@ impl Applier {
                 })
                 .ok()
         });
+        // memory.events counts since the cgroup was made: compare with what it said before.
+        let oom_kills_before = cgroup.as_ref().map_or(0, AppliedCgroup::oom_kills);
         let limits = ChildLimits {
             cgroup_procs: cgroup.as_ref().and_then(|c| c.procs_for_writing()),
             data_bytes: Some(self.config.memory_max_mib * 1024 * 1024),
@@ -212,7 +214,7 @@ impl Applier {
             RunEnd::Exited(status) => {
                 let limit = self.config.memory_max_mib;
                 let why = match cgroup.as_ref().map(AppliedCgroup::oom_kills) {
-                    Some(n) if n > 0 => {
+                    Some(n) if n > oom_kills_before => {
                         format!("was killed by its memory limit of {limit} MiB (packs.memory_max_mib)")
                     }
                     _ => format!(
