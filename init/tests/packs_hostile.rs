@@ -654,3 +654,39 @@ fn a_nomad_address_with_a_query_is_refused() {
         "{t}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Checks that look at what Nomad will run: JSON keys without regard to case.
+
+#[test]
+fn json_jobs_are_checked_as_nomad_decodes_them() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("good");
+    // Nomad would take the last `type`: a service job.
+    ws.write(
+        "packs/twins/jobs/a.json",
+        r#"{"ID": "twins", "Type": "system", "type": "service", "TaskGroups": []}"#,
+    );
+    // Nomad would read the lowercase key as the task groups: a docker task.
+    ws.write(
+        "packs/lower/jobs/a.json",
+        r#"{"ID": "lower", "Type": "system", "taskgroups": [{"Name": "g", "Tasks": [{"Name": "t", "driver": "docker", "Config": {"image": "x"}}]}]}"#,
+    );
+    ws.write(
+        "set.toml",
+        "[good]\n_origin = \"packs\"\n[good.good]\n\
+         [twins]\n_origin = \"packs\"\n[twins.twins]\n\
+         [lower]\n_origin = \"packs\"\n[lower.lower]\n",
+    );
+    let (out, killed) = packs_bounded("apply", &ws.path("set.toml"), &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the job has both `Type` and `type`"), "{t}");
+    assert!(
+        t.contains("job `lower`, group `g`, task `t` uses driver `docker`"),
+        "{t}"
+    );
+    assert_eq!(nomad.job_ids(), ["good"], "{t}");
+}

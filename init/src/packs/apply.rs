@@ -455,13 +455,17 @@ async fn desired_job(
             Ok(job) => (job, "hcl2"),
             Err(e) => return Err(at(e.body().map_or(e.to_string(), str::to_string))),
         },
+        // Checked as Nomad will decode it (keys without regard to case).
         JobFormat::Json => match serde_json::from_str::<Value>(&rj.text) {
-            Ok(mut v) => {
-                if v.get("Job").is_some() {
-                    v = v["Job"].take();
+            Ok(v) => match super::json_job::canonicalize(v) {
+                Ok(job) => (job, "json"),
+                Err(problems) => {
+                    return Err(problems
+                        .into_iter()
+                        .map(|p| format!("{}: {p}", rj.source))
+                        .collect())
                 }
-                (v, "json")
-            }
+            },
             Err(e) => return Err(at(format!("invalid JSON: {e}"))),
         },
     };

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod config;
 pub mod extras;
+pub mod json_job;
 pub mod model;
 pub mod origin;
 pub mod pack;
