@@ -50,8 +50,8 @@ pub enum RunEnd {
     DeadlinePassed,
     /// The machine is shutting down: stopped.
     Stopped,
-    /// Could not be started, or its status was lost.
-    Lost(String),
+    /// Could not be started, or its status was lost (logged where it happened).
+    Lost,
 }
 
 /// Waits for triggers and applies, one run at a time, until `stop` turns true.
@@ -147,14 +147,14 @@ impl Applier {
             Ok(cmd) => cmd,
             Err(e) => {
                 crate::error!("packs: cannot apply: {e}");
-                return RunEnd::Lost(e.to_string());
+                return RunEnd::Lost;
             }
         };
         let (mut child, pid, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
             Ok(spawned) => spawned,
             Err(e) => {
                 crate::error!("packs: cannot start {}: {e}", self.program.display());
-                return RunEnd::Lost(e.to_string());
+                return RunEnd::Lost;
             }
         };
         let mut drained = Vec::new();
@@ -223,7 +223,7 @@ impl Applier {
                 };
                 crate::error!("packs: after {secs:.1} s the apply {why}; nothing else is affected")
             }
-            RunEnd::DeadlinePassed | RunEnd::Stopped | RunEnd::Lost(_) => {}
+            RunEnd::DeadlinePassed | RunEnd::Stopped | RunEnd::Lost => {}
         }
         end
     }
@@ -234,7 +234,7 @@ async fn wait_status(exited: oneshot::Receiver<ExitStatus>) -> RunEnd {
         Ok(status) => RunEnd::Exited(status),
         Err(_) => {
             crate::error!("packs: the applier's exit status was lost");
-            RunEnd::Lost("exit status lost".into())
+            RunEnd::Lost
         }
     }
 }

@@ -69,8 +69,13 @@ impl Store {
     /// The management token an operator configured (`NOMAD_DOUBLE_MANAGEMENT_TOKEN`): the
     /// cluster counts as bootstrapped with it.
     pub(super) fn preset_management_token(&mut self, secret: &str, now: i64) {
+        self.bootstrap_token(Some(secret), now);
+    }
+
+    /// Makes the bootstrap (management) token and marks the cluster bootstrapped.
+    fn bootstrap_token(&mut self, secret: Option<&str>, now: i64) -> Value {
         let t = self.new_token(
-            Some(secret),
+            secret,
             "Bootstrap Token",
             "management",
             Value::Null,
@@ -78,6 +83,7 @@ impl Store {
             now,
         );
         self.acl.bootstrap_index = t["CreateIndex"].as_u64();
+        t
     }
 
     /// `POST /v1/acl/bootstrap`. `secret` (`BootstrapSecret`) becomes the SecretID from
@@ -91,16 +97,7 @@ impl Store {
         }
         let secret =
             secret.filter(|s| !s.is_empty() && self.settings.version.has_bootstrap_secret());
-        let t = self.new_token(
-            secret,
-            "Bootstrap Token",
-            "management",
-            Value::Null,
-            true,
-            now,
-        );
-        self.acl.bootstrap_index = t["CreateIndex"].as_u64();
-        Ok(t)
+        Ok(self.bootstrap_token(secret, now))
     }
 
     /// Who `secret` is; `None` for an unknown token.
