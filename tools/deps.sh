@@ -69,6 +69,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+installing=("${missing[@]}")
 # Two passes: installing one package can remove another (on these machines Debian's
 # qemu-system-x86 replaced a backported qemu-utils), and a missing qemu-img would only
 # make the QEMU tiers skip. After the second pass anything still missing is an error.
@@ -81,7 +82,7 @@ for pass in 1 2; do
 done
 # The dnsmasq package starts a system-wide server holding port 67; the tests run their own
 # in network namespaces, and an appliance build machine does not want one either.
-if [[ " ${missing[*]} " == *" dnsmasq "* ]] && command -v service >/dev/null 2>&1; then
+if [[ " ${installing[*]} " == *" dnsmasq "* ]] && command -v service >/dev/null 2>&1; then
     service dnsmasq stop >/dev/null 2>&1 || true
 fi
 say "done"
