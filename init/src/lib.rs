@@ -29,6 +29,8 @@ pub mod fsutil;
 #[deny(unsafe_code)]
 pub mod log;
 #[deny(unsafe_code)]
+pub mod machine;
+#[deny(unsafe_code)]
 pub mod net;
 #[deny(unsafe_code)]
 pub mod nomad;
