@@ -1,12 +1,175 @@
-//! Cloud metadata services (EC2, GCE, Azure, OpenStack), each behind one small interface.
-//! Filled in by issue 10's provider work; until then no provider answers.
+//! Cloud metadata services (EC2, GCE, Azure, OpenStack), each behind one small interface:
+//! a module with `fetch(&Endpoint) -> Result<Found, FetchError>`. [`discover`] asks only the
+//! platforms the firmware's DMI strings name ([`detect`]), so a machine of no cloud waits on
+//! nothing; on Azure it also sends the wireserver's "ready" report ([`wireserver`]).
+//!
+//! Everything a service answers is treated as hostile: bounded in time ([`http`]) and size
+//! (the caps below), facts filtered ([`facts`]), errors naming provider and URL only.
 
-use std::time::Duration;
+mod azure;
+pub mod detect;
+mod ec2;
+mod facts;
+mod gce;
+mod http;
+#[cfg(test)]
+mod mock;
+mod openstack;
+mod wireserver;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::found::Found;
+pub use http::{FetchError, Problem};
 
-/// Asks each metadata service in turn, within `deadline` in all; the first that answers wins.
+/// User data larger than this is refused. Every platform's own limit is far below it (EC2
+/// 16 KiB, Azure 64 KiB, OpenStack 64 KiB, GCE 256 KiB per metadata value), so 1 MiB never
+/// refuses what a platform accepts, and bounds what the child holds and validates.
+pub const USER_DATA_CAP: usize = 1024 * 1024;
+/// A metadata document (OpenStack's meta_data.json, Azure's instance document without its
+/// user data, a goal state): a few KiB in practice.
+pub const DOCUMENT_CAP: usize = 256 * 1024;
+/// One value (an instance ID, a zone, a token).
+pub const VALUE_CAP: usize = 4 * 1024;
+
+/// A cloud with a metadata service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Ec2,
+    Gce,
+    Azure,
+    OpenStack,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 4] = [
+        Platform::Ec2,
+        Platform::Gce,
+        Platform::Azure,
+        Platform::OpenStack,
+    ];
+
+    /// The name used in logs, in [`Found::source`] and by an operator's override.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Ec2 => "ec2",
+            Platform::Gce => "gce",
+            Platform::Azure => "azure",
+            Platform::OpenStack => "openstack",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Where to look; [`Settings::default`] is a real machine. Base URLs end with `/`. Tests point the URLs at their own
+/// servers and the sysfs root at a directory of their own.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sysfs_root: PathBuf,
+    /// Ask these platforms without looking at DMI (an operator who knows better than the
+    /// firmware, or a test).
+    pub only: Option<Vec<Platform>>,
+    pub ec2: String,
+    pub gce: String,
+    pub azure_imds: String,
+    pub azure_wireserver: String,
+    pub openstack: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            sysfs_root: PathBuf::from("/sys"),
+            only: None,
+            ec2: "http://169.254.169.254/".to_string(),
+            // The address rather than metadata.google.internal: no DNS needed this early.
+            gce: "http://169.254.169.254/computeMetadata/v1/".to_string(),
+            azure_imds: "http://169.254.169.254/".to_string(),
+            azure_wireserver: "http://168.63.129.16/".to_string(),
+            openstack: "http://169.254.169.254/".to_string(),
+        }
+    }
+}
+
+/// Asks each detected metadata service in turn, within `deadline` in all; the first that
+/// answers wins. `None` off the cloud, or when every detected service failed (logged).
 pub async fn discover(deadline: Duration) -> Option<Found> {
-    let _ = deadline;
+    discover_with(&Settings::default(), deadline).await
+}
+
+/// [`discover`] with the places to look given.
+pub async fn discover_with(settings: &Settings, deadline: Duration) -> Option<Found> {
+    let end = Instant::now() + deadline;
+    let platforms = match &settings.only {
+        Some(only) => only.clone(),
+        None => detect::platforms(&detect::Dmi::read(&settings.sysfs_root)),
+    };
+    if platforms.is_empty() {
+        crate::info!("no cloud platform in the DMI strings: no metadata service asked");
+        return None;
+    }
+    for platform in platforms {
+        match ask(settings, platform, end).await {
+            Ok(found) => {
+                crate::info!("{}", provided(&found));
+                return Some(found);
+            }
+            Err(e) => crate::warn!("{e}"),
+        }
+    }
     None
+}
+
+async fn ask(settings: &Settings, platform: Platform, end: Instant) -> Result<Found, FetchError> {
+    let name = platform.name();
+    match platform {
+        Platform::Ec2 => ec2::fetch(&http::Endpoint::new(name, &settings.ec2, end)?).await,
+        Platform::Gce => gce::fetch(&http::Endpoint::new(name, &settings.gce, end)?).await,
+        Platform::OpenStack => {
+            openstack::fetch(&http::Endpoint::new(name, &settings.openstack, end)?).await
+        }
+        Platform::Azure => {
+            let imds = http::Endpoint::new(name, &settings.azure_imds, end)?;
+            let wire = http::Endpoint::new("azure-wireserver", &settings.azure_wireserver, end)?;
+            // Side by side: the ready report is owed even when the IMDS fails or is slow.
+            let (found, ready) = tokio::join!(azure::fetch(&imds), wireserver::report_ready(&wire));
+            match ready {
+                Ok(()) => crate::info!("azure: reported ready to the wireserver"),
+                Err(e) => crate::error!(
+                    "{e}; without the ready report Azure marks this VM as failed to provision"
+                ),
+            }
+            found
+        }
+    }
+}
+
+/// What a provider handed over, for the log: which parts, never their contents.
+fn provided(found: &Found) -> String {
+    let mut parts = Vec::new();
+    match &found.user_data {
+        Some(data) => parts.push(format!("user data ({} bytes)", data.len())),
+        None => parts.push("no user data".to_string()),
+    }
+    let facts = &found.facts;
+    for (name, value) in [
+        ("instance id", &facts.instance_id),
+        ("hostname", &facts.hostname),
+        ("region", &facts.region),
+        ("zone", &facts.zone),
+        ("instance type", &facts.instance_type),
+    ] {
+        if value.is_some() {
+            parts.push(name.to_string());
+        }
+    }
+    format!(
+        "{}: metadata service provided {}",
+        found.source,
+        parts.join(", ")
+    )
 }
