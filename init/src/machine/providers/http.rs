@@ -22,8 +22,10 @@ const MAX_REDIRECTS: usize = 3;
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    /// Connection refused, reset, a refused redirect, a broken stream.
+    /// Connection refused, reset, a broken stream.
     Transport(String),
+    /// A redirect elsewhere than the metadata address (or too many): not asked again.
+    Redirect(String),
     /// The deadline passed before an answer came.
     TimedOut,
     /// A status that is neither 2xx nor 404 (404 is handed to the caller as "absent").
@@ -37,7 +39,7 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Transport(why) => write!(f, "{why}"),
+            Problem::Transport(why) | Problem::Redirect(why) => write!(f, "{why}"),
             Problem::TimedOut => write!(f, "no answer before the deadline"),
             Problem::Status(code) => write!(f, "answered HTTP {code}"),
             Problem::TooLarge { cap } => write!(f, "answer larger than the {cap}-byte cap"),
@@ -212,7 +214,7 @@ fn transient(problem: &Problem) -> bool {
     match problem {
         Problem::Transport(_) | Problem::TimedOut => true,
         Problem::Status(code) => matches!(code, 410 | 429 | 500..=599),
-        Problem::TooLarge { .. } | Problem::Invalid(_) => false,
+        Problem::Redirect(_) | Problem::TooLarge { .. } | Problem::Invalid(_) => false,
     }
 }
 
@@ -378,6 +380,7 @@ fn transport(err: reqwest::Error) -> Problem {
     if err.is_timeout() {
         return Problem::TimedOut;
     }
+    let redirect = err.is_redirect();
     let err = err.without_url();
     let mut text = if err.is_connect() {
         "cannot connect".to_string()
@@ -393,5 +396,156 @@ fn transport(err: reqwest::Error) -> Problem {
         }
         source = s.source();
     }
-    Problem::Transport(text)
+    if redirect {
+        Problem::Redirect(text)
+    } else {
+        Problem::Transport(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+    use axum::Router;
+
+    use super::*;
+    use crate::machine::providers::mock;
+
+    /// A route that answers `status` the first `failures` times, then 200 "ok".
+    fn flaky(status: StatusCode, failures: usize) -> (Router, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let router = Router::new().route(
+            "/value",
+            get(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < failures {
+                        status.into_response()
+                    } else {
+                        "ok".into_response()
+                    }
+                }
+            }),
+        );
+        (router, calls)
+    }
+
+    async fn get_value(router: Router, deadline: Duration) -> Result<Option<Answer>, FetchError> {
+        let base = mock::serve(router).await;
+        mock::endpoint("test", &base, deadline)
+            .request(Method::GET, "value", VALUE_CAP)
+            .send()
+            .await
+    }
+
+    const VALUE_CAP: usize = 16;
+
+    #[tokio::test]
+    async fn transient_failures_are_retried() {
+        let (router, calls) = flaky(StatusCode::SERVICE_UNAVAILABLE, 2);
+        let answer = get_value(router, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.body, b"ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_not_retried() {
+        let (router, calls) = flaky(StatusCode::FORBIDDEN, 1);
+        let err = get_value(router, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(err.problem, Problem::Status(403));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_absent_not_an_error() {
+        let (router, calls) = flaky(StatusCode::NOT_FOUND, 1);
+        assert!(get_value(router, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_past_the_cap_is_refused() {
+        // No Content-Length: the cap must hold while reading.
+        let router = Router::new().route(
+            "/value",
+            get(|| async {
+                let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8]));
+                Body::from_stream(futures::stream::iter(chunks))
+            }),
+        );
+        let err = get_value(router, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(err.problem, Problem::TooLarge { cap: VALUE_CAP });
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_on_the_metadata_address() {
+        let elsewhere = mock::serve(Router::new().fallback(|| async { "elsewhere" })).await;
+        let target = elsewhere.join("value").unwrap().to_string();
+        let router = Router::new().route(
+            "/value",
+            get(move || async move { Redirect::temporary(&target) }),
+        );
+        let started = Instant::now();
+        let err = get_value(router, Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not asked again"
+        );
+        assert!(matches!(err.problem, Problem::Redirect(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("redirect off the metadata address refused"),
+            "{err}"
+        );
+
+        let router = Router::new()
+            .route("/value", get(|| async { Redirect::temporary("/moved") }))
+            .route("/moved", get(|| async { "here" }));
+        let answer = get_value(router, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.body, b"here");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_service_is_retried_until_the_deadline() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let started = Instant::now();
+        let err = mock::endpoint("test", &base, Duration::from_millis(700))
+            .request(Method::GET, "value", VALUE_CAP)
+            .send()
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(300),
+            "retried: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        assert!(
+            err.to_string().starts_with("test: GET http://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cannot connect"), "{err}");
+    }
 }

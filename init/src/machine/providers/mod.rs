@@ -173,3 +173,163 @@ fn provided(found: &Found) -> String {
         parts.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use axum::Router;
+
+    use super::*;
+    use crate::machine::found::Facts;
+
+    /// A server that counts every request and answers none usefully.
+    async fn counting() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        let router = Router::new().fallback(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+        });
+        (mock::serve(router).await.to_string(), hits)
+    }
+
+    fn sysfs(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        root
+    }
+
+    fn settings_at(root: &std::path::Path, url: &str) -> Settings {
+        Settings {
+            sysfs_root: root.to_path_buf(),
+            only: None,
+            ec2: url.to_string(),
+            gce: url.to_string(),
+            azure_imds: url.to_string(),
+            azure_wireserver: url.to_string(),
+            openstack: url.to_string(),
+        }
+    }
+
+    const AZURE_TAG: (&str, &str) = (
+        "class/dmi/id/chassis_asset_tag",
+        "7783-7084-3265-9085-8269-3286-77\n",
+    );
+
+    #[tokio::test]
+    async fn off_the_cloud_no_service_is_asked_and_nothing_waits() {
+        let (url, hits) = counting().await;
+        let root = sysfs(&[("class/dmi/id/sys_vendor", "QEMU\n")]);
+        let started = Instant::now();
+        let found = discover_with(&settings_at(root.path(), &url), Duration::from_secs(30)).await;
+        assert_eq!(found, None);
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_detected_platform_is_asked() {
+        let (url, hits) = counting().await;
+        let root = sysfs(&[("class/dmi/id/product_name", "OpenStack Nova\n")]);
+        let found =
+            discover_with(&settings_at(root.path(), &url), Duration::from_millis(600)).await;
+        assert_eq!(found, None, "the service only fails");
+        assert!(hits.load(Ordering::SeqCst) >= 2, "asked, and asked again");
+    }
+
+    #[tokio::test]
+    async fn the_override_skips_detection() {
+        let router = Router::new()
+            .route(
+                "/openstack/latest/meta_data.json",
+                get(|| async { r#"{"uuid": "abc-1", "availability_zone": "az1"}"# }),
+            )
+            .route("/openstack/latest/user_data", get(|| async { "data" }));
+        let url = mock::serve(router).await.to_string();
+        let root = sysfs(&[]);
+        let mut settings = settings_at(root.path(), &url);
+        settings.only = Some(vec![Platform::from_name("openstack").unwrap()]);
+        let found = discover_with(&settings, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            Found {
+                source: "openstack",
+                user_data: Some(b"data".to_vec()),
+                facts: Facts {
+                    instance_id: Some("abc-1".into()),
+                    zone: Some("az1".into()),
+                    ..Facts::default()
+                },
+            }
+        );
+    }
+
+    fn azure_imds(document: &'static str) -> Router {
+        Router::new().route("/metadata/instance", get(move || async move { document }))
+    }
+
+    #[tokio::test]
+    async fn on_azure_the_ready_report_goes_with_the_user_data() {
+        let imds = azure_imds(r#"{"compute": {"vmId": "vm-1", "userData": "aGVsbG8="}}"#);
+        let wire = mock::wire::Wire::default();
+        let wire_url = mock::serve(mock::wire::router(wire.clone())).await;
+        let root = sysfs(&[AZURE_TAG]);
+        let mut settings = settings_at(root.path(), mock::serve(imds).await.as_str());
+        settings.azure_wireserver = wire_url.to_string();
+        let found = discover_with(&settings, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(found.source, "azure");
+        assert_eq!(found.user_data.as_deref(), Some(&b"hello"[..]));
+        let reports = wire.reports.lock().unwrap();
+        assert_eq!(reports.len(), 1);
+        mock::wire::assert_ready_report(&reports[0]);
+    }
+
+    #[tokio::test]
+    async fn on_azure_the_ready_report_goes_even_when_the_imds_fails() {
+        let imds = azure_imds("not json");
+        let wire = mock::wire::Wire::default();
+        let wire_url = mock::serve(mock::wire::router(wire.clone())).await;
+        let root = sysfs(&[AZURE_TAG]);
+        let mut settings = settings_at(root.path(), mock::serve(imds).await.as_str());
+        settings.azure_wireserver = wire_url.to_string();
+        let found = discover_with(&settings, Duration::from_secs(5)).await;
+        assert_eq!(found, None);
+        assert_eq!(wire.reports.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_log_line_names_what_was_provided_not_its_contents() {
+        let found = Found {
+            source: "ec2",
+            user_data: Some(b"secret = 1".to_vec()),
+            facts: Facts {
+                instance_id: Some("i-1".into()),
+                zone: Some("z".into()),
+                ..Facts::default()
+            },
+        };
+        assert_eq!(
+            provided(&found),
+            "ec2: metadata service provided user data (10 bytes), instance id, zone"
+        );
+    }
+
+    #[test]
+    fn platform_names_round_trip() {
+        for platform in Platform::ALL {
+            assert_eq!(Platform::from_name(platform.name()), Some(platform));
+        }
+        assert_eq!(Platform::from_name("digitalocean"), None);
+    }
+}
