@@ -137,15 +137,50 @@ async fn ask(settings: &Settings, platform: Platform, end: Instant) -> Result<Fo
             let wire = http::Endpoint::new("azure-wireserver", &settings.azure_wireserver, end)?;
             // Side by side: the ready report is owed even when the IMDS fails or is slow.
             let (found, ready) = tokio::join!(azure::fetch(&imds), wireserver::report_ready(&wire));
-            match ready {
-                Ok(()) => crate::info!("azure: reported ready to the wireserver"),
-                Err(e) => crate::error!(
-                    "{e}; without the ready report Azure marks this VM as failed to provision"
-                ),
-            }
+            log_ready(&ready);
             found
         }
     }
+}
+
+fn log_ready(ready: &Result<(), FetchError>) {
+    match ready {
+        Ok(()) => crate::info!("azure: reported ready to the wireserver"),
+        Err(e) => crate::error!(
+            "{e}; without the ready report Azure marks this VM as failed to provision"
+        ),
+    }
+}
+
+fn on_azure(settings: &Settings) -> bool {
+    match &settings.only {
+        Some(only) => only.contains(&Platform::Azure),
+        None => {
+            detect::platforms(&detect::Dmi::read(&settings.sysfs_root)).contains(&Platform::Azure)
+        }
+    }
+}
+
+/// Azure's ready report alone, for a boot whose configuration came from a source found
+/// before the metadata services (a config URL, a config drive): the report is owed on every
+/// boot on Azure, and [`discover`] sends it only when it runs. Off Azure it does nothing.
+/// Returns whether a report was accepted.
+pub async fn report_ready_if_azure(deadline: Duration) -> bool {
+    report_ready_if_azure_with(&Settings::default(), deadline).await
+}
+
+/// [`report_ready_if_azure`] with the places to look given.
+pub async fn report_ready_if_azure_with(settings: &Settings, deadline: Duration) -> bool {
+    if !on_azure(settings) {
+        return false;
+    }
+    let end = Instant::now() + deadline;
+    let ready = match http::Endpoint::new("azure-wireserver", &settings.azure_wireserver, end) {
+        Ok(wire) => wireserver::report_ready(&wire).await,
+        Err(e) => Err(e),
+    };
+    log_ready(&ready);
+    ready.is_ok()
 }
 
 /// What a provider handed over, for the log: which parts, never their contents.
@@ -306,6 +341,23 @@ mod tests {
         let found = discover_with(&settings, Duration::from_secs(5)).await;
         assert_eq!(found, None);
         assert_eq!(wire.reports.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_ready_report_alone_goes_only_on_azure() {
+        let wire = mock::wire::Wire::default();
+        let wire_url = mock::serve(mock::wire::router(wire.clone())).await;
+        let elsewhere = sysfs(&[("class/dmi/id/sys_vendor", "Amazon EC2\n")]);
+        let settings = settings_at(elsewhere.path(), wire_url.as_str());
+        assert!(!report_ready_if_azure_with(&settings, Duration::from_secs(5)).await);
+        assert!(wire.reports.lock().unwrap().is_empty());
+
+        let azure = sysfs(&[AZURE_TAG]);
+        let settings = settings_at(azure.path(), wire_url.as_str());
+        assert!(report_ready_if_azure_with(&settings, Duration::from_secs(5)).await);
+        let reports = wire.reports.lock().unwrap();
+        assert_eq!(reports.len(), 1);
+        mock::wire::assert_ready_report(&reports[0]);
     }
 
     #[test]
