@@ -303,8 +303,7 @@ impl Request<'_> {
                 Err(_) => Err(Problem::TimedOut),
             };
             match outcome {
-                Ok(Some(body)) => {
-                    let (headers, body) = body;
+                Ok(Some((headers, body))) => {
                     return Ok(Some(Answer {
                         headers,
                         body,
