@@ -48,6 +48,10 @@ enum PacksCommand {
     Plan(PacksArgs),
     /// Make Nomad run exactly the declared set.
     Apply(PacksArgs),
+    /// Internal: load and render one pack (request on stdin, answer on stdout); the
+    /// applier runs this as a bounded child so that a runaway template fails only its pack.
+    #[command(hide = true)]
+    RenderChild,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -188,6 +192,7 @@ fn run_packs(command: PacksCommand) -> i32 {
         PacksCommand::Render(a) => (Mode::Render, a),
         PacksCommand::Plan(a) => (Mode::Plan, a),
         PacksCommand::Apply(a) => (Mode::Apply, a),
+        PacksCommand::RenderChild => return crate::packs::render_child::serve(),
     };
     let opts = apply::Options {
         set_path: args.path.clone(),

@@ -15,7 +15,7 @@ use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVari
 use super::plan::{self, DesiredJob, LiveJob, Step};
 use super::record::{self, Record};
 use super::validate::{self, JobKey};
-use super::{config, extras, origin, pack, render, report};
+use super::{config, extras, origin, render, render_child, report};
 use crate::nomad::{self, AgentInfo, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
@@ -299,6 +299,11 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
     let ctx = render::RenderContext {
         datacenters: vec![agent.datacenter.clone()],
     };
+    let exe = std::env::current_exe()
+        .context("cannot find this program's own path to render packs in child processes")?;
+    let render_limits = render_child::Limits::default()
+        .with_env_overrides()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Futures are built up front: a `map` closure over borrowed packs would not be
     // `Send`, and PID 1 runs the applier on a spawned task.
@@ -325,10 +330,17 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
                 continue;
             }
         };
-        let loaded = match pack::load(&decl.name, &dir) {
-            Ok(p) => p,
+        // Loaded and rendered in a bounded child: whatever the templates do fails this pack only.
+        let request = render_child::Request::new(decl, &dir, &ctx);
+        let (exe, limits) = (exe.clone(), render_limits.clone());
+        let outcomes =
+            tokio::task::spawn_blocking(move || render_child::render(&exe, &limits, &request))
+                .await
+                .unwrap_or_else(|e| Err(format!("the render task failed: {e}")));
+        let outcomes = match outcomes {
+            Ok(o) => o,
             Err(e) => {
-                failures.push(fail(e.to_string()));
+                failures.push(fail(e));
                 continue;
             }
         };
@@ -336,11 +348,11 @@ async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Resu
         let mut pack_jobs = Vec::new();
         let mut pack_policies = Vec::new();
         let mut pack_variables = Vec::new();
-        for job_decl in &decl.jobs {
-            let rendered = match render::render(&loaded, job_decl, &ctx) {
+        for (job_decl, outcome) in decl.jobs.iter().zip(outcomes) {
+            let rendered = match outcome {
                 Ok(r) => r,
                 Err(e) => {
-                    reasons.push(e.to_string());
+                    reasons.push(e);
                     continue;
                 }
             };
