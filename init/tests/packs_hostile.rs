@@ -356,7 +356,10 @@ fn a_template_that_renders_too_much_fails_alone() {
     // itself take more than the render process's memory limit).
     ws.write(
         "packs/big/jobs/main.hcl",
-        &format!("{{% for i in range(end=5120) %}}{}{{% endfor %}}", "x".repeat(1024)),
+        &format!(
+            "{{% for i in range(end=5120) %}}{}{{% endfor %}}",
+            "x".repeat(1024)
+        ),
     );
     ws.write(
         "set.toml",

@@ -567,6 +567,10 @@ mod tests {
         let mut noisy = vec![7u8; 10000];
         noisy.extend_from_slice(b"last words");
         let tail = read_tail(&noisy[..], 100);
-        assert!(tail.len() <= 200 && tail.ends_with(b"last words"), "{}", tail.len());
+        assert!(
+            tail.len() <= 200 && tail.ends_with(b"last words"),
+            "{}",
+            tail.len()
+        );
     }
 }
