@@ -483,6 +483,32 @@ fn a_template_that_aborts_or_runs_away_fails_only_its_pack() {
 }
 
 #[test]
+fn a_pack_with_too_many_files_is_refused_early_and_alone() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("good");
+    ws.system_pack("crowded");
+    let files = ws.path("packs/crowded/files/many");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..20_000 {
+        std::fs::File::create(files.join(format!("f{i}"))).unwrap();
+    }
+    ws.write(
+        "set.toml",
+        "[crowded]\n_origin = \"packs\"\n[crowded.crowded]\n[good]\n_origin = \"packs\"\n[good.good]\n",
+    );
+    let (out, killed) = packs_bounded("apply", &ws.path("set.toml"), &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("! pack `crowded` failed: pack `crowded`, files/many: the pack has more than 10000 files and directories; refused"),
+        "{t}"
+    );
+    assert_eq!(nomad.job_ids(), ["good"], "{t}");
+}
+
+#[test]
 fn a_huge_file_in_a_pack_is_refused() {
     let nomad = Nomad::double(DoubleConfig::default());
     let ws = Workspace::new();
@@ -534,6 +560,41 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
         assert_eq!(out.status.code(), Some(1), "{t}");
         assert!(t.contains(says), "{t}");
     }
+}
+
+#[test]
+fn a_pack_set_directory_with_too_many_or_too_large_files_is_refused() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let many = ws.path("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..1001 {
+        std::fs::write(many.join(format!("{i:04}.toml")), "").unwrap();
+    }
+    let (out, killed) = packs_bounded("validate", &many, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("the directory has more than 1000 *.toml files"),
+        "{t}"
+    );
+
+    // Each file under its own limit, together over the set's.
+    let large = ws.path("large");
+    std::fs::create_dir_all(&large).unwrap();
+    let comment = format!("# {}\n", "x".repeat(1022)).repeat(12 * 1024);
+    for name in ["a.toml", "b.toml", "c.toml"] {
+        std::fs::write(large.join(name), &comment).unwrap();
+    }
+    let (out, killed) = packs_bounded("validate", &large, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("c.toml: the pack-set files add up to more than the limit of 33554432 bytes"),
+        "{t}"
+    );
 }
 
 #[test]
