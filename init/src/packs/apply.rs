@@ -3,7 +3,6 @@
 //! applied before stay exactly as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+use super::events::{Event, Sink};
 use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source};
 use super::plan::{self, DesiredJob, LiveJob, Step};
 use super::record::{self, Record};
@@ -125,11 +125,7 @@ pub enum RunError {
 
 /// Runs the applier in `mode`, writing the human-readable report to `out`. Errors only
 /// when nothing could be attempted; per-pack failures are counted in the outcome.
-pub async fn run(
-    opts: &Options,
-    mode: Mode,
-    out: &mut (dyn Write + Send),
-) -> Result<Outcome, RunError> {
+pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Sink) -> Result<Outcome, RunError> {
     let client = Client::new(&opts.nomad).map_err(anyhow::Error::from)?;
     let set = config::load(&opts.set_path).map_err(RunError::Config)?;
     Ok(run_set(&set, opts, mode, out, &client).await?)
@@ -139,13 +135,16 @@ async fn run_set(
     set: &PackSet,
     opts: &Options,
     mode: Mode,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
     client: &Client,
 ) -> anyhow::Result<Outcome> {
     let prepared = prepare(set, opts, client).await?;
     for f in &prepared.failures {
         for r in &f.reasons {
-            writeln!(out, "! pack `{}` failed: {r}", f.pack)?;
+            out.emit(&Event::PackFailed {
+                pack: &f.pack,
+                reason: r,
+            })?;
         }
     }
     let mut summary = Summary {
@@ -154,14 +153,13 @@ async fn run_set(
     };
     match mode {
         Mode::Validate => {
-            let ok_packs = set.packs.len() - prepared.failures.len();
-            writeln!(
-                out,
-                "Validate: {} from {} valid, {} failed.",
-                plural(prepared.desired.len(), "job"),
-                plural(ok_packs, "pack"),
-                plural(prepared.failures.len(), "pack"),
-            )?;
+            out.emit(&Event::Summary {
+                mode,
+                counts: &summary,
+                jobs: prepared.desired.len(),
+                packs_ok: set.packs.len() - prepared.failures.len(),
+                packs_failed: prepared.failures.len(),
+            })?;
             return Ok(Outcome {
                 summary,
                 has_changes: false,
@@ -169,8 +167,10 @@ async fn run_set(
         }
         Mode::Render => {
             for job in &prepared.rendered {
-                writeln!(out, "# {}", job.source)?;
-                writeln!(out, "{}", job.text.trim_end())?;
+                out.emit(&Event::Rendered {
+                    source: &job.source,
+                    text: &job.text,
+                })?;
             }
             return Ok(Outcome {
                 summary,
@@ -207,7 +207,7 @@ async fn run_set(
 
     if mode == Mode::Plan {
         for step in &steps {
-            report::write_step(out, step)?;
+            out.emit(&Event::Step(step))?;
             if let Step::Update { desired, .. } = step {
                 // A drifted job's dry run already happened in check_drift.
                 let planned = match drift_plans.remove(&desired.key) {
@@ -215,18 +215,32 @@ async fn run_set(
                     None => client.plan(&desired.job).await,
                 };
                 match planned {
-                    Ok(resp) => report::write_diff(out, &resp["Diff"], "    ")?,
-                    Err(e) => writeln!(out, "    (Nomad could not plan this job: {e})")?,
+                    Ok(resp) => out.emit(&Event::Diff {
+                        job: &desired.key,
+                        lines: report::diff_lines(&resp["Diff"]),
+                    })?,
+                    Err(e) => out.emit(&Event::Note(&format!(
+                        "    (Nomad could not plan this job: {e})"
+                    )))?,
                 }
             }
         }
         let c = plan::count(&steps);
         summary.failed += c.foreign;
-        writeln!(
-            out,
-            "Plan: {} to create, {} to update, {} unchanged, {} to delete, {} failed.",
-            c.create, c.update, c.unchanged, c.delete, summary.failed
-        )?;
+        let planned = Summary {
+            created: c.create,
+            updated: c.update,
+            unchanged: c.unchanged,
+            deleted: c.delete,
+            failed: summary.failed,
+        };
+        out.emit(&Event::Summary {
+            mode,
+            counts: &planned,
+            jobs: prepared.desired.len(),
+            packs_ok: set.packs.len() - prepared.failures.len(),
+            packs_failed: prepared.failures.len(),
+        })?;
         return Ok(Outcome {
             summary,
             has_changes,
@@ -236,14 +250,23 @@ async fn run_set(
     let changed = execute(client, &prepared, steps, &mut summary, &mut record, out).await?;
     if let Err(e) = record.save(&record_path) {
         // Only costs dry runs next time: every job is then checked again.
-        writeln!(out, "! cannot save {}: {e}", record_path.display())?;
+        out.emit(&Event::Problem {
+            subject: &format!("cannot save {}", record_path.display()),
+            message: &e.to_string(),
+        })?;
     }
     if opts.wait && !changed.is_empty() {
         let failed = wait_for_allocations(client, &changed, Duration::from_secs(300), out).await?;
         summary.failed += failed;
     }
     collect_cache_garbage(set, &prepared, out)?;
-    writeln!(out, "Apply: {summary}.")?;
+    out.emit(&Event::Summary {
+        mode,
+        counts: &summary,
+        jobs: prepared.desired.len(),
+        packs_ok: set.packs.len() - prepared.failures.len(),
+        packs_failed: prepared.failures.len(),
+    })?;
     Ok(Outcome {
         summary,
         has_changes,
@@ -255,31 +278,27 @@ async fn run_set(
 fn collect_cache_garbage(
     set: &PackSet,
     prepared: &Prepared,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> std::io::Result<()> {
     match prepared
         .fetcher
         .collect_garbage(&set.packs, &prepared.used_digests)
     {
         // Index entries alone are a few hundred bytes: not worth a line.
-        Ok(r) if r.archives > 0 => writeln!(
-            out,
+        Ok(r) if r.archives > 0 => out.emit(&Event::Note(&format!(
             "Cache: removed {} the pack set no longer uses ({:.1} MiB).",
             plural(r.archives, "downloaded archive"),
             r.freed_bytes as f64 / (1024.0 * 1024.0)
-        ),
+        ))),
         Ok(_) => Ok(()),
-        Err(e) => writeln!(out, "! cache: could not remove unused entries: {e}"),
+        Err(e) => out.emit(&Event::Problem {
+            subject: "cache",
+            message: &format!("could not remove unused entries: {e}"),
+        }),
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
+use super::events::plural;
 
 /// Fetches, renders, parses and validates every pack. Packs fail independently.
 async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Result<Prepared> {
@@ -552,7 +571,7 @@ async fn check_drift(
     client: &Client,
     steps: Vec<Step>,
     record: &mut Record,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<(Vec<Step>, BTreeMap<JobKey, Value>)> {
     let asks: Vec<(usize, Value)> = plan::drift_suspects(&steps, record)
         .into_iter()
@@ -576,14 +595,14 @@ async fn check_drift(
                 record.set(&live.key, live.job_modify_index)
             }
             Ok(resp) => {
+                out.emit(&Event::Drift { job: &live.key })?;
                 drifted.insert(i, resp);
             }
             // Left unchanged and unrecorded: the next run asks again.
-            Err(e) => writeln!(
-                out,
-                "! {}: could not check for changes made outside the pack set: {e}",
-                live.key
-            )?,
+            Err(e) => out.emit(&Event::Problem {
+                subject: &live.key.to_string(),
+                message: &format!("could not check for changes made outside the pack set: {e}"),
+            })?,
         }
     }
     let mut plans = BTreeMap::new();
@@ -620,7 +639,7 @@ async fn execute(
     steps: Vec<Step>,
     summary: &mut Summary,
     record: &mut Record,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
     let owner = prepared.owner.as_str();
@@ -637,13 +656,13 @@ async fn execute(
         match done {
             Done::Created(d, index) => {
                 summary.created += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
                 record.set(&d.key, index);
                 changed.push(d);
             }
             Done::Updated(d, index) => {
                 summary.updated += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
                 record.set(&d.key, index);
                 changed.push(d);
             }
@@ -651,12 +670,15 @@ async fn execute(
             Done::Deleted => {
                 record.remove(step.key());
                 summary.deleted += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
             }
-            Done::Kept => report::write_step(out, &step)?,
+            Done::Kept => out.emit(&Event::Step(&step))?,
             Done::Failed(why) => {
                 summary.failed += 1;
-                writeln!(out, "! {}: {why}", step.key())?;
+                out.emit(&Event::Problem {
+                    subject: &step.key().to_string(),
+                    message: &why,
+                })?;
             }
         }
     }
@@ -724,20 +746,26 @@ async fn wait_for_allocations(
     client: &Client,
     jobs: &[DesiredJob],
     timeout: Duration,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut pending: BTreeMap<JobKey, &DesiredJob> =
         jobs.iter().map(|d| (d.key.clone(), d)).collect();
     let mut failed = 0;
-    writeln!(out, "Waiting for {} jobs to run...", pending.len())?;
+    out.emit(&Event::Note(&format!(
+        "Waiting for {} jobs to run...",
+        pending.len()
+    )))?;
     while !pending.is_empty() {
         let mut settled = Vec::new();
         for key in pending.keys() {
             let version = match client.read_job(&key.namespace, &key.id).await? {
                 Some(job) => job["Version"].as_u64().unwrap_or(0),
                 None => {
-                    writeln!(out, "! {key}: the job disappeared while waiting")?;
+                    out.emit(&Event::Problem {
+                        subject: &key.to_string(),
+                        message: "the job disappeared while waiting",
+                    })?;
                     settled.push((key.clone(), false));
                     continue;
                 }
@@ -745,13 +773,16 @@ async fn wait_for_allocations(
             let allocs = client.allocations(&key.namespace, &key.id).await?;
             match report::alloc_state(&allocs, version) {
                 report::AllocState::Running(n) => {
-                    writeln!(out, "  {key}: {n} allocations running")?;
+                    out.emit(&Event::Note(&format!("  {key}: {n} allocations running")))?;
                     settled.push((key.clone(), true));
                 }
                 report::AllocState::Failed(events) => {
-                    writeln!(out, "! {key}: allocation failed")?;
+                    out.emit(&Event::Problem {
+                        subject: &key.to_string(),
+                        message: "allocation failed",
+                    })?;
                     for e in events {
-                        writeln!(out, "    {e}")?;
+                        out.emit(&Event::Note(&format!("    {e}")))?;
                     }
                     settled.push((key.clone(), false));
                 }
@@ -769,11 +800,10 @@ async fn wait_for_allocations(
         }
         if Instant::now() >= deadline {
             for key in pending.keys() {
-                writeln!(
-                    out,
-                    "! {key}: allocations not running after {}s",
-                    timeout.as_secs()
-                )?;
+                out.emit(&Event::Problem {
+                    subject: &key.to_string(),
+                    message: &format!("allocations not running after {}s", timeout.as_secs()),
+                })?;
             }
             failed += pending.len();
             break;

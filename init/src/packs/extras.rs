@@ -8,11 +8,11 @@
 //! `<pack> <hash>`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::events::{Event, ExtraAction, ExtraKind, Sink};
 use super::model::{RenderedPolicy, RenderedVariable};
 use crate::nomad::{encode, AgentInfo, Client};
 
@@ -86,7 +86,7 @@ pub async fn reconcile(
     variables: &[RenderedVariable],
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<ExtrasSummary> {
     let mut sum = ExtrasSummary::default();
     if agent.acl_enabled {
@@ -101,11 +101,10 @@ pub async fn reconcile(
         )
         .await?;
     } else if !policies.is_empty() {
-        writeln!(
-            out,
+        out.emit(&Event::Note(&format!(
             "note: {} ACL policies not applied: ACLs are disabled on this Nomad agent",
             policies.len()
-        )?;
+        )))?;
     }
     if agent.version.supports_variables() {
         variables_reconcile(
@@ -119,12 +118,11 @@ pub async fn reconcile(
         )
         .await?;
     } else if !variables.is_empty() {
-        writeln!(
-            out,
+        out.emit(&Event::Note(&format!(
             "note: {} variables not applied: Nomad {} has no Variables (they arrived in 1.4)",
             variables.len(),
             agent.version
-        )?;
+        )))?;
     }
     Ok(sum)
 }
@@ -136,7 +134,7 @@ async fn policies_reconcile(
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
     sum: &mut ExtrasSummary,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<()> {
     let listed = client.get("/v1/acl/policies").await?;
     let mut ours: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -158,28 +156,28 @@ async fn policies_reconcile(
         let hash = policy_hash(p);
         if foreign.contains(&p.name) {
             sum.failed += 1;
-            writeln!(
-                out,
-                "! policy `{}` ({}): exists and is not managed by `{owner}`; refusing to overwrite it",
-                p.name, p.source
-            )?;
+            out.emit(&Event::Problem {
+                subject: &format!("policy `{}` ({})", p.name, p.source),
+                message: &format!(
+                    "exists and is not managed by `{owner}`; refusing to overwrite it"
+                ),
+            })?;
             continue;
         }
         if ours.get(&p.name).is_some_and(|(_, h)| h == &hash) {
             sum.unchanged += 1;
             continue;
         }
-        let verb = if ours.contains_key(&p.name) {
-            "update"
+        let action = if ours.contains_key(&p.name) {
+            ExtraAction::Update
         } else {
-            "create"
+            ExtraAction::Create
         };
-        writeln!(
-            out,
-            "{} {verb:<9} policy {}",
-            if verb == "create" { "+" } else { "~" },
-            p.name
-        )?;
+        out.emit(&Event::Extra {
+            kind: ExtraKind::Policy,
+            action,
+            name: &p.name,
+        })?;
         if dry_run {
             continue;
         }
@@ -195,7 +193,10 @@ async fn policies_reconcile(
             Ok(_) => sum.written += 1,
             Err(e) => {
                 sum.failed += 1;
-                writeln!(out, "! policy `{}`: {e}", p.name)?;
+                out.emit(&Event::Problem {
+                    subject: &format!("policy `{}`", p.name),
+                    message: &e.to_string(),
+                })?;
             }
         }
     }
@@ -203,7 +204,11 @@ async fn policies_reconcile(
         if declared.contains(name) || failed_packs.contains(pack) {
             continue;
         }
-        writeln!(out, "- delete    policy {name}")?;
+        out.emit(&Event::Extra {
+            kind: ExtraKind::Policy,
+            action: ExtraAction::Delete,
+            name,
+        })?;
         if dry_run {
             continue;
         }
@@ -214,7 +219,10 @@ async fn policies_reconcile(
             Ok(_) => sum.deleted += 1,
             Err(e) => {
                 sum.failed += 1;
-                writeln!(out, "! policy `{name}`: {e}")?;
+                out.emit(&Event::Problem {
+                    subject: &format!("policy `{name}`"),
+                    message: &e.to_string(),
+                })?;
             }
         }
     }
@@ -228,7 +236,7 @@ async fn variables_reconcile(
     failed_packs: &BTreeSet<String>,
     dry_run: bool,
     sum: &mut ExtrasSummary,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<()> {
     let reg_path = registry_path(owner);
     let registry = client
@@ -270,11 +278,12 @@ async fn variables_reconcile(
         let owned = old.contains_key(&key);
         if live.is_some() && !owned {
             sum.failed += 1;
-            writeln!(
-                out,
-                "! variable `{ns}:{}` ({}): exists and is not managed by `{owner}`; refusing to overwrite it",
-                v.path, v.source
-            )?;
+            out.emit(&Event::Problem {
+                subject: &format!("variable `{ns}:{}` ({})", v.path, v.source),
+                message: &format!(
+                    "exists and is not managed by `{owner}`; refusing to overwrite it"
+                ),
+            })?;
             continue;
         }
         new.insert(key.clone(), format!("{} {hash}", v.source.pack));
@@ -282,13 +291,16 @@ async fn variables_reconcile(
             sum.unchanged += 1;
             continue;
         }
-        let verb = if live.is_some() { "update" } else { "create" };
-        writeln!(
-            out,
-            "{} {verb:<9} variable {ns}:{}",
-            if live.is_some() { "~" } else { "+" },
-            v.path
-        )?;
+        let action = if live.is_some() {
+            ExtraAction::Update
+        } else {
+            ExtraAction::Create
+        };
+        out.emit(&Event::Extra {
+            kind: ExtraKind::Variable,
+            action,
+            name: &format!("{ns}:{}", v.path),
+        })?;
         if dry_run {
             continue;
         }
@@ -301,7 +313,10 @@ async fn variables_reconcile(
             Ok(_) => sum.written += 1,
             Err(e) => {
                 sum.failed += 1;
-                writeln!(out, "! variable `{ns}:{}`: {e}", v.path)?;
+                out.emit(&Event::Problem {
+                    subject: &format!("variable `{ns}:{}`", v.path),
+                    message: &e.to_string(),
+                })?;
             }
         }
     }
@@ -315,7 +330,11 @@ async fn variables_reconcile(
             continue;
         }
         let (ns, path) = key.split_once(':').unwrap_or(("default", key));
-        writeln!(out, "- delete    variable {ns}:{path}")?;
+        out.emit(&Event::Extra {
+            kind: ExtraKind::Variable,
+            action: ExtraAction::Delete,
+            name: &format!("{ns}:{path}"),
+        })?;
         new.remove(key);
         if dry_run {
             continue;
@@ -329,7 +348,10 @@ async fn variables_reconcile(
             Err(e) => {
                 sum.failed += 1;
                 new.insert(key.clone(), val.clone());
-                writeln!(out, "! variable `{ns}:{path}`: {e}")?;
+                out.emit(&Event::Problem {
+                    subject: &format!("variable `{ns}:{path}`"),
+                    message: &e.to_string(),
+                })?;
             }
         }
     }

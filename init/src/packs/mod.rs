@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod events;
 pub mod extras;
 pub mod json_job;
 pub mod model;
