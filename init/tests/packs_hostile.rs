@@ -537,7 +537,7 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
     // Sparse: 17 MiB on paper, nothing on disk.
     std::fs::File::create(&huge)
         .unwrap()
-        .set_len(17 * 1024 * 1024)
+        .set_len(11 * 1024 * 1024)
         .unwrap();
     for (set, says) in [
         (
@@ -547,7 +547,7 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
         (fifo.clone(), "set-fifo.toml: a FIFO is not a regular file"),
         (
             huge.clone(),
-            "huge.toml: the file is larger than the limit of 16777216 bytes",
+            "huge.toml: the file is larger than the limit of 10485760 bytes",
         ),
     ] {
         let (out, killed) = packs_bounded("validate", &set, &nomad.addr, &[], &[], QUICK);
@@ -583,7 +583,7 @@ fn a_pack_set_directory_with_too_many_or_too_large_files_is_refused() {
     // Each file under its own limit, together over the set's.
     let large = ws.path("large");
     std::fs::create_dir_all(&large).unwrap();
-    let comment = format!("# {}\n", "x".repeat(1022)).repeat(12 * 1024);
+    let comment = format!("# {}\n", "x".repeat(1022)).repeat(4 * 1024);
     for name in ["a.toml", "b.toml", "c.toml"] {
         std::fs::write(large.join(name), &comment).unwrap();
     }
@@ -592,7 +592,7 @@ fn a_pack_set_directory_with_too_many_or_too_large_files_is_refused() {
     assert!(!killed, "{t}");
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("c.toml: the pack-set files add up to more than the limit of 33554432 bytes"),
+        t.contains("c.toml: the pack-set files add up to more than the limit of 10485760 bytes"),
         "{t}"
     );
 }

@@ -160,6 +160,9 @@ fn run_child(exe: &Path, limits: &Limits, request: &Request) -> Result<Reply, St
         .map_err(|e| format!("cannot encode the render request: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["packs", "render-child"])
+        // An abort is expected; a backtrace would map the binary's debug info (tens of
+        // MiB in a debug build) just to print it.
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
