@@ -1,22 +1,22 @@
-//! The applier: fetch and render every pack, compare with what this owner runs in
-//! Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
+//! The applier: fetch and render every pack ([`super::prepare`]), compare with what this
+//! owner runs in Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
 //! applied before stay exactly as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::events::{Event, Sink};
-use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source};
+use super::model::PackSet;
 use super::plan::{self, DesiredJob, LiveJob, Step};
+use super::prepare::{prepare, Prepared};
 use super::record::{self, Record};
-use super::validate::{self, JobKey};
-use super::{config, extras, origin, render, render_child, report};
-use crate::nomad::{self, AgentInfo, Client};
+use super::validate::JobKey;
+use super::{config, extras, origin, report};
+use crate::nomad::{self, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
 #[derive(Debug, Clone)]
@@ -45,71 +45,13 @@ impl Options {
     }
 }
 
-/// Per-job outcome counts; printed as the one-line summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub created: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-    pub deleted: usize,
-    pub failed: usize,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} created, {} updated, {} unchanged, {} deleted, {} failed",
-            self.created, self.updated, self.unchanged, self.deleted, self.failed
-        )
-    }
-}
-
-/// How far a run goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Fetch, render, parse and check; no state read, nothing written.
-    Validate,
-    /// Print what the packs render to.
-    Render,
-    /// Show the reconcile plan with Nomad's diffs; nothing written.
-    Plan,
-    /// Make it so.
-    Apply,
-}
+pub use super::model::{Mode, Summary};
 
 /// Result of a run: the summary and whether the plan had changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub summary: Summary,
     pub has_changes: bool,
-}
-
-/// A pack that could not be used this run, and why.
-#[derive(Debug, Clone)]
-struct PackFailure {
-    pack: String,
-    reasons: Vec<String>,
-}
-
-/// Everything rendered and parsed, ready to diff.
-struct Prepared {
-    owner: String,
-    agent: AgentInfo,
-    desired: Vec<DesiredJob>,
-    rendered: Vec<RenderedJob>,
-    policies: Vec<RenderedPolicy>,
-    variables: Vec<RenderedVariable>,
-    failures: Vec<PackFailure>,
-    fetcher: origin::Fetcher,
-    /// Archive digests the packs came from this run (kept by the cache collection).
-    used_digests: Vec<String>,
-}
-
-impl Prepared {
-    fn failed_packs(&self) -> BTreeSet<String> {
-        self.failures.iter().map(|f| f.pack.clone()).collect()
-    }
 }
 
 /// Why a run could not be attempted at all (per-pack failures are counted, not errors).
@@ -138,7 +80,7 @@ async fn run_set(
     out: &mut dyn Sink,
     client: &Client,
 ) -> anyhow::Result<Outcome> {
-    let prepared = prepare(set, opts, client).await?;
+    let prepared = prepare(set, opts.owner.as_deref(), &opts.cache_dir, client).await?;
     for f in &prepared.failures {
         for r in &f.reasons {
             out.emit(&Event::PackFailed {
@@ -300,227 +242,10 @@ fn collect_cache_garbage(
 
 use super::events::plural;
 
-/// Fetches, renders, parses and validates every pack. Packs fail independently.
-async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Result<Prepared> {
-    let owner = opts.owner.clone().unwrap_or_else(|| set.name.clone());
-    check_owner(&owner)?;
-    let agent = client
-        .agent_info()
-        .await
-        .with_context(|| format!("cannot reach the Nomad agent at {}", client.address()))?;
-    let fetch_options = origin::FetchOptions {
-        cache_dir: opts.cache_dir.clone(),
-        ..origin::FetchOptions::default()
-    }
-    .with_env_overrides()
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fetcher = origin::Fetcher::new(fetch_options).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ctx = render::RenderContext {
-        datacenters: vec![agent.datacenter.clone()],
-    };
-    let exe = std::env::current_exe()
-        .context("cannot find this program's own path to render packs in child processes")?;
-    let render_limits = render_child::Limits::default()
-        .with_env_overrides()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    // Futures are built up front: a `map` closure over borrowed packs would not be
-    // `Send`, and PID 1 runs the applier on a spawned task.
-    let fetches: Vec<_> = set.packs.iter().map(|decl| fetcher.fetch(decl)).collect();
-    let fetched = stream::iter(fetches).buffered(4).collect::<Vec<_>>().await;
-
-    let mut failures = Vec::new();
-    let mut used_digests = Vec::new();
-    let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
-    let mut policies: Vec<RenderedPolicy> = Vec::new();
-    let mut variables: Vec<RenderedVariable> = Vec::new();
-    for (decl, fetched) in set.packs.iter().zip(fetched) {
-        let fail = |reason: String| PackFailure {
-            pack: decl.name.clone(),
-            reasons: vec![reason],
-        };
-        let dir = match fetched {
-            Ok(f) => {
-                used_digests.extend(f.digest);
-                f.dir
-            }
-            Err(e) => {
-                failures.push(fail(e.to_string()));
-                continue;
-            }
-        };
-        // Loaded and rendered in a bounded child: whatever the templates do fails this pack only.
-        let request = render_child::Request::new(decl, &dir, &ctx);
-        let (exe, limits) = (exe.clone(), render_limits.clone());
-        let outcomes =
-            tokio::task::spawn_blocking(move || render_child::render(&exe, &limits, &request))
-                .await
-                .unwrap_or_else(|e| Err(format!("the render task failed: {e}")));
-        let outcomes = match outcomes {
-            Ok(o) => o,
-            Err(e) => {
-                failures.push(fail(e));
-                continue;
-            }
-        };
-        let mut reasons = Vec::new();
-        let mut pack_jobs = Vec::new();
-        let mut pack_policies = Vec::new();
-        let mut pack_variables = Vec::new();
-        for (job_decl, outcome) in decl.jobs.iter().zip(outcomes) {
-            let rendered = match outcome {
-                Ok(r) => r,
-                Err(e) => {
-                    reasons.push(e);
-                    continue;
-                }
-            };
-            pack_policies.extend(rendered.policies);
-            pack_variables.extend(rendered.variables);
-            for rj in rendered.jobs {
-                match desired_job(client, &owner, &rj, &job_decl.allow_drivers).await {
-                    Ok(d) => pack_jobs.push((d, rj)),
-                    Err(problems) => reasons.extend(problems),
-                }
-            }
-        }
-        if reasons.is_empty() {
-            candidates.extend(pack_jobs);
-            policies.extend(pack_policies);
-            variables.extend(pack_variables);
-        } else {
-            failures.push(PackFailure {
-                pack: decl.name.clone(),
-                reasons,
-            });
-        }
-    }
-
-    // Rendered IDs must be unique across the whole output; a clash fails both packs.
-    let mut clashes: Vec<(String, Source, Source)> = Vec::new();
-    for (key, a, b) in validate::find_clashes(candidates.iter().map(|(d, _)| (&d.key, &d.source))) {
-        clashes.push((format!("job ID `{key}`"), a, b));
-    }
-    let policy_keys: Vec<JobKey> = policies.iter().map(|p| JobKey::named(&p.name)).collect();
-    for (key, a, b) in
-        validate::find_clashes(policy_keys.iter().zip(policies.iter().map(|p| &p.source)))
-    {
-        clashes.push((format!("ACL policy `{}`", key.id), a, b));
-    }
-    let var_keys: Vec<JobKey> = variables
-        .iter()
-        .map(|v| JobKey {
-            namespace: v.namespace.clone().unwrap_or_else(|| "default".into()),
-            id: v.path.clone(),
-        })
-        .collect();
-    for (key, a, b) in
-        validate::find_clashes(var_keys.iter().zip(variables.iter().map(|v| &v.source)))
-    {
-        clashes.push((format!("variable `{key}`"), a, b));
-    }
-    for (what, first, second) in &clashes {
-        let reason = format!("{what} is rendered twice: by {first} and by {second}");
-        for pack in [&first.pack, &second.pack] {
-            match failures.iter_mut().find(|f| &f.pack == pack) {
-                Some(f) if !f.reasons.contains(&reason) => f.reasons.push(reason.clone()),
-                Some(_) => {}
-                None => failures.push(PackFailure {
-                    pack: pack.clone(),
-                    reasons: vec![reason.clone()],
-                }),
-            }
-        }
-    }
-    let failed: BTreeSet<&String> = failures.iter().map(|f| &f.pack).collect();
-    let (desired, rendered) = candidates
-        .into_iter()
-        .filter(|(d, _)| !failed.contains(&d.source.pack))
-        .unzip();
-    policies.retain(|p| !failed.contains(&p.source.pack));
-    variables.retain(|v| !failed.contains(&v.source.pack));
-    Ok(Prepared {
-        owner,
-        agent,
-        desired,
-        rendered,
-        policies,
-        variables,
-        failures,
-        fetcher,
-        used_digests,
-    })
-}
-
-/// The owner ends up in job meta and Nomad filter expressions: the alphabet of a pack
-/// set's `_name`, as `--owner` can set it to anything.
-fn check_owner(owner: &str) -> anyhow::Result<()> {
-    let ok = !owner.is_empty()
-        && owner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    anyhow::ensure!(
-        ok,
-        "owner `{}` is not a valid name: use 1 or more letters, digits, `_`, `.` and `-` (like a pack set's `_name`)",
-        owner.escape_debug()
-    );
-    Ok(())
-}
-
 /// `s` as a quoted string of Nomad's filter language (Go string syntax, which JSON's is
 /// a subset of).
 fn bexpr_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// Parses one rendered job, checks it and stamps the ownership meta.
-async fn desired_job(
-    client: &Client,
-    owner: &str,
-    rj: &RenderedJob,
-    allow_drivers: &[String],
-) -> Result<DesiredJob, Vec<String>> {
-    let at = |msg: String| vec![format!("{}: {msg}", rj.source)];
-    let (mut job, tag) = match rj.format {
-        JobFormat::Hcl => match client.parse_hcl(&rj.text).await {
-            Ok(job) => (job, "hcl2"),
-            Err(e) => return Err(at(e.body().map_or(e.to_string(), str::to_string))),
-        },
-        // Checked as Nomad will decode it (keys without regard to case).
-        JobFormat::Json => match serde_json::from_str::<Value>(&rj.text) {
-            Ok(v) => match super::json_job::canonicalize(v) {
-                Ok(job) => (job, "json"),
-                Err(problems) => {
-                    return Err(problems
-                        .into_iter()
-                        .map(|p| format!("{}: {p}", rj.source))
-                        .collect())
-                }
-            },
-            Err(e) => return Err(at(format!("invalid JSON: {e}"))),
-        },
-    };
-    let problems = validate::check_job(&job, allow_drivers);
-    if !problems.is_empty() {
-        return Err(problems
-            .into_iter()
-            .map(|p| format!("{}: {p}", rj.source))
-            .collect());
-    }
-    let key = JobKey::of(&job).ok_or_else(|| at("the job has no ID".into()))?;
-    let hash = plan::hash_rendered(tag, &rj.text);
-    plan::stamp(&mut job, owner, &rj.source, &hash);
-    let submission = Some(json!({
-        "Source": rj.text,
-        "Format": tag,
-    }));
-    Ok(DesiredJob {
-        key,
-        source: rj.source.clone(),
-        hash,
-        job,
-        submission,
-    })
 }
 
 /// The owner's managed jobs, plus whatever exists under the declared IDs.

@@ -6,8 +6,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use super::apply::{Mode, Summary};
-use super::model::Source;
+use super::model::{Mode, Source, Summary};
 use super::plan::{self, Step};
 use super::report;
 use super::validate::JobKey;

@@ -16,6 +16,7 @@ pub mod model;
 pub mod origin;
 pub mod pack;
 pub mod plan;
+mod prepare;
 pub mod record;
 pub mod render;
 pub mod render_child;

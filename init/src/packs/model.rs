@@ -169,3 +169,36 @@ pub struct Rendered {
     pub variables: Vec<RenderedVariable>,
     pub policies: Vec<RenderedPolicy>,
 }
+
+/// Per-job outcome counts; printed as the one-line summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} updated, {} unchanged, {} deleted, {} failed",
+            self.created, self.updated, self.unchanged, self.deleted, self.failed
+        )
+    }
+}
+
+/// How far a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, render, parse and check; no state read, nothing written.
+    Validate,
+    /// Print what the packs render to.
+    Render,
+    /// Show the reconcile plan with Nomad's diffs; nothing written.
+    Plan,
+    /// Make it so.
+    Apply,
+}
