@@ -11,6 +11,7 @@ pub mod apply;
 pub mod config;
 pub mod events;
 pub mod extras;
+pub mod extras_plan;
 pub mod json_job;
 pub mod model;
 pub mod origin;
