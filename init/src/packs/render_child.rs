@@ -175,9 +175,16 @@ fn run_child(exe: &Path, limits: &Limits, request: &Request) -> Result<Reply, St
         .map_err(|e| format!("cannot start the render process {}: {e}", exe.display()))?;
 
     let too_big = Arc::new(AtomicBool::new(false));
+    // Says when the answer is complete (the child closed its stdout: it is exiting), so the
+    // wait below ends at once instead of at its next poll.
+    let (answered_tx, answered) = std::sync::mpsc::channel::<()>();
     let stdout = child.stdout.take().map(|out| {
         let too_big = Arc::clone(&too_big);
-        std::thread::spawn(move || read_capped(out, MAX_REPLY_BYTES, &too_big))
+        std::thread::spawn(move || {
+            let reply = read_capped(out, MAX_REPLY_BYTES, &too_big);
+            let _ = answered_tx.send(());
+            reply
+        })
     });
     let stderr = child
         .stderr
@@ -191,6 +198,7 @@ fn run_child(exe: &Path, limits: &Limits, request: &Request) -> Result<Reply, St
 
     let started = Instant::now();
     let mut stopped: Option<Stop> = None;
+    let mut output_closed = false;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -211,7 +219,16 @@ fn run_child(exe: &Path, limits: &Limits, request: &Request) -> Result<Reply, St
                 let _ = child.kill();
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if output_closed {
+            std::thread::sleep(Duration::from_micros(200));
+        } else {
+            match answered.recv_timeout(Duration::from_millis(5)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    output_closed = true
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
     };
     let reply = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
     let tail = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
