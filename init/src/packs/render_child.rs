@@ -31,6 +31,9 @@ use crate::diag::Location;
 /// Environment variable that overrides [`Limits::deadline`] (whole seconds).
 pub const ENV_RENDER_DEADLINE_SECS: &str = "NOMADOS_PACK_RENDER_DEADLINE_SECS";
 
+/// Set by the parent to its own pid: the child dies with the parent (see [`serve`]).
+const ENV_PARENT_PID: &str = "NOMADOS_RENDER_PARENT_PID";
+
 /// Bytes the child's answer may have. One rendered file is at most
 /// [`MAX_RENDERED_BYTES`]; JSON escaping may double it; a few files fit.
 pub const MAX_REPLY_BYTES: usize = 24 * 1024 * 1024;
@@ -160,6 +163,7 @@ fn run_child(exe: &Path, limits: &Limits, request: &Request) -> Result<Reply, St
         .map_err(|e| format!("cannot encode the render request: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["packs", "render-child"])
+        .env(ENV_PARENT_PID, std::process::id().to_string())
         // An abort is expected; a backtrace would map the binary's debug info (tens of
         // MiB in a debug build) just to print it.
         .env("RUST_BACKTRACE", "0")
@@ -398,6 +402,16 @@ pub fn serve() -> i32 {
         maximum: Some(0),
     };
     let _ = rustix::process::setrlimit(rustix::process::Resource::Core, no_core);
+    // An applier killed at its deadline takes its render child with it, instead of leaving
+    // an orphan that renders on until its own deadline. The parent may already be gone
+    // by now: then the parent pid is no longer the one it passed.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent = std::env::var(ENV_PARENT_PID).ok();
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get().to_string());
+    if parent.is_some() && parent != ppid {
+        eprintln!("nomad-init render-child: the applier that started it is gone");
+        return 1;
+    }
 
     let mut body = Vec::new();
     if let Err(e) = std::io::stdin()
