@@ -61,6 +61,7 @@ e2e:
 bench:
 	$(CARGO) build --release -p nomad-init -p nomad-double
 	python3 init/benches/apply_bench.py target/release/nomad-init target/release/nomad-double
+	python3 init/benches/hostile_bench.py target/release/nomad-init target/release/nomad-double
 	$(CARGO) bench -p nomad-init --bench pack_render
 	init/benches/pid1_figures.sh
 	init/benches/dhcp_vs_udhcpc.sh

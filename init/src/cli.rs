@@ -48,6 +48,10 @@ enum PacksCommand {
     Plan(PacksArgs),
     /// Make Nomad run exactly the declared set.
     Apply(PacksArgs),
+    /// Internal: load and render one pack (request on stdin, answer on stdout); the
+    /// applier runs this as a bounded child so that a runaway template fails only its pack.
+    #[command(hide = true)]
+    RenderChild,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -67,6 +71,10 @@ pub struct PacksArgs {
     /// plan: exit 2 when the plan has changes (0: none, 1: error).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Print one JSON object per line (pack failures, steps, drift, summary, errors)
+    /// instead of text, for scripts.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub nomad: NomadArgs,
 }
@@ -188,6 +196,7 @@ fn run_packs(command: PacksCommand) -> i32 {
         PacksCommand::Render(a) => (Mode::Render, a),
         PacksCommand::Plan(a) => (Mode::Plan, a),
         PacksCommand::Apply(a) => (Mode::Apply, a),
+        PacksCommand::RenderChild => return crate::packs::render_child::serve(),
     };
     let opts = apply::Options {
         set_path: args.path.clone(),
@@ -209,19 +218,39 @@ fn run_packs(command: PacksCommand) -> i32 {
             return exit::FAILED;
         }
     };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(apply::run(&opts, mode, &mut stdout)) {
+    use crate::packs::events::{JsonLines, Sink, Text};
+    let mut sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonLines(std::io::stdout()))
+    } else {
+        Box::new(Text(std::io::stdout()))
+    };
+    let result = runtime.block_on(apply::run(&opts, mode, sink.as_mut()));
+    if let Err(e) = &result {
+        report_run_error(e, args.json);
+    }
+    match result {
         Ok(outcome) if outcome.summary.failed > 0 => exit::FAILED,
         Ok(outcome) if args.detailed_exitcode && outcome.has_changes => exit::CHANGES,
         Ok(_) => exit::OK,
-        // A broken pack set renders its own `error:` header and snippets.
-        Err(apply::RunError::Config(e)) => {
-            eprintln!("{}", e.render().trim_end());
-            exit::FAILED
+        Err(_) => exit::FAILED,
+    }
+}
+
+/// Says why a run could not be attempted: on stderr for people (a broken pack set renders
+/// its own `error:` header and snippets), as a JSON line on stdout with `--json`.
+fn report_run_error(e: &crate::packs::apply::RunError, json: bool) {
+    use crate::packs::apply::RunError;
+    match (e, json) {
+        (RunError::Config(e), false) => eprintln!("{}", e.render().trim_end()),
+        (RunError::Other(e), false) => eprintln!("error: {e:#}"),
+        (RunError::Config(e), true) => {
+            let problems: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
+            let line = serde_json::json!({"event": "config_error", "problems": problems});
+            println!("{line}");
         }
-        Err(apply::RunError::Other(e)) => {
-            eprintln!("error: {e:#}");
-            exit::FAILED
+        (RunError::Other(e), true) => {
+            let line = serde_json::json!({"event": "error", "message": format!("{e:#}")});
+            println!("{line}");
         }
     }
 }

@@ -816,3 +816,58 @@ fn every_write_is_reported_as_it_completes() {
     );
     assert!(!t.contains("slow (pack"), "{t}");
 }
+
+/// `--json` prints one object per line: what scripts read instead of the text report.
+#[test]
+fn json_lines_report_pack_failures_steps_and_the_summary() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("good");
+    ws.write("packs/bad/jobs/main.hcl", "{{ nope }}");
+    ws.write(
+        "set.toml",
+        "[good]\n_origin = \"packs\"\n[good.web]\n[bad]\n_origin = \"packs\"\n[bad.bad]\n",
+    );
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == kind).collect()
+    };
+    let failed = of("pack_failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0]["pack"], "bad");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("variable `nope` is not defined"),
+        "{events:?}"
+    );
+    let steps = of("step");
+    assert_eq!(steps.len(), 1, "{events:?}");
+    assert_eq!(
+        *steps[0],
+        json!({"event": "step", "action": "create", "namespace": "default", "job": "web",
+            "pack": "good", "declared_job": "web", "drift": false})
+    );
+    let summary = of("summary");
+    assert_eq!(summary.len(), 1, "{events:?}");
+    assert_eq!(summary[0]["mode"], "apply");
+    assert_eq!(summary[0]["created"], 1);
+    assert_eq!(summary[0]["failed"], 1);
+    assert_eq!(events.last(), Some(summary[0]), "the summary comes last");
+
+    // A broken pack set is one typed event too, on stdout.
+    ws.write("set.toml", "[good]\n_origin = 3\n");
+    let out = packs("apply", &ws.path("set.toml"), &nomad, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["event"], "config_error", "{line}");
+    let problem = line["problems"][0].as_str().unwrap();
+    assert!(problem.contains("set.toml:2:"), "{problem}");
+}

@@ -352,10 +352,14 @@ fn a_template_that_renders_too_much_fails_alone() {
     let nomad = Nomad::double(DoubleConfig::default());
     let ws = Workspace::new();
     ws.system_pack("good");
-    // 5 MiB of rendered text from a few bytes of template.
+    // 5 MiB of rendered text from a small template (a range of 5 million numbers would
+    // itself take more than the render process's memory limit).
     ws.write(
         "packs/big/jobs/main.hcl",
-        "{% for i in range(end=5242880) %}x{% endfor %}",
+        &format!(
+            "{{% for i in range(end=5120) %}}{}{{% endfor %}}",
+            "x".repeat(1024)
+        ),
     );
     ws.write(
         "set.toml",
@@ -367,6 +371,138 @@ fn a_template_that_renders_too_much_fails_alone() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
         t.contains("pack `big`, jobs/main.hcl: rendered to 5242880 bytes, more than the limit of 4194304 bytes"),
+        "{t}"
+    );
+    assert_eq!(nomad.job_ids(), ["good"], "{t}");
+}
+
+/// Templates that abort or run away inside Tera, each the only job of its own pack:
+/// (pack, file, template, what the failure must say).
+const RUNAWAY_PACKS: &[(&str, &str, &str, &str)] = &[
+    (
+        "selfinclude",
+        "jobs/main.hcl",
+        "{% include \"jobs/main.hcl\" %}",
+        "pack `selfinclude`: rendering recursed without end and overflowed the stack",
+    ),
+    (
+        "includeloop",
+        "jobs/main.hcl",
+        "{% include \"files/a.tpl\" %}",
+        "pack `includeloop`: rendering recursed without end and overflowed the stack",
+    ),
+    (
+        "macro",
+        "jobs/main.hcl",
+        "{% import \"files/m.tpl\" as m %}{{ m::f(n=1) }}",
+        "pack `macro`: rendering recursed without end and overflowed the stack",
+    ),
+    (
+        "hugerange",
+        "jobs/main.hcl",
+        "{% for i in range(end=50000000) %}{{ i }}{% endfor %}",
+        "pack `hugerange`: rendering needed more than the memory limit of 96 MiB",
+    ),
+    (
+        "hugeoutput",
+        "jobs/main.hcl",
+        // 500 MB from two small ranges (the 500-byte line is added below).
+        "{% for i in range(end=1000) %}{% for j in range(end=1000) %}LINE{% endfor %}{% endfor %}",
+        "pack `hugeoutput`: rendering needed more than the memory limit of 96 MiB",
+    ),
+    (
+        "endless",
+        "jobs/main.hcl",
+        // 10^15 iterations that print nothing: only the deadline ends it.
+        "{% for i in range(end=100000) %}{% for j in range(end=100000) %}{% for k in range(end=100000) %}{% endfor %}{% endfor %}{% endfor %}",
+        "pack `endless`: rendering took longer than 3 s; stopped",
+    ),
+];
+
+#[test]
+fn a_template_that_aborts_or_runs_away_fails_only_its_pack() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let mut set = String::from("_name = \"hostile\"\n");
+    let line = "x".repeat(499) + "\n";
+    for (pack, file, template, _) in RUNAWAY_PACKS {
+        ws.write(
+            &format!("packs/{pack}/{file}"),
+            &template.replace("LINE", &line),
+        );
+        set.push_str(&format!("[{pack}]\n_origin = \"packs\"\n[{pack}.{pack}]\n"));
+    }
+    ws.write(
+        "packs/includeloop/files/a.tpl",
+        "{% include \"files/b.tpl\" %}",
+    );
+    ws.write(
+        "packs/includeloop/files/b.tpl",
+        "{% include \"files/a.tpl\" %}",
+    );
+    ws.write(
+        "packs/macro/files/m.tpl",
+        "{% macro f(n) %}{{ self::f(n=n+1) }}{% endmacro f %}",
+    );
+    // The good pack comes from an origin server, after every runaway one.
+    let good = tar_of(&[
+        E::Dir("jobs/"),
+        E::File("jobs/main.hcl", common::SYSTEM_JOB.as_bytes()),
+    ]);
+    let origin = Origin::start(vec![("/good.tar.gz", Route::Archive(gz(&good)))]);
+    set.push_str(&format!(
+        "[good]\n_origin = \"{}\"\n[good.good]\n",
+        origin.url("/good.tar.gz")
+    ));
+    ws.write("set.toml", &set);
+    let env = [("NOMADOS_PACK_RENDER_DEADLINE_SECS", "3")];
+    let started = Instant::now();
+    let (out, killed) = packs_bounded(
+        "apply",
+        &ws.path("set.toml"),
+        &nomad.addr,
+        &[],
+        &env,
+        Duration::from_secs(90),
+    );
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for (pack, _, _, says) in RUNAWAY_PACKS {
+        assert!(
+            t.contains(&format!("! pack `{pack}` failed: {says}")),
+            "{pack}: {t}"
+        );
+    }
+    assert!(
+        t.contains("Apply: 1 created, 0 updated, 0 unchanged, 0 deleted, 6 failed."),
+        "{t}"
+    );
+    assert_eq!(nomad.job_ids(), ["good"], "{t}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{t}");
+}
+
+#[test]
+fn a_pack_with_too_many_files_is_refused_early_and_alone() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    ws.system_pack("good");
+    ws.system_pack("crowded");
+    let files = ws.path("packs/crowded/files/many");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..20_000 {
+        std::fs::File::create(files.join(format!("f{i}"))).unwrap();
+    }
+    ws.write(
+        "set.toml",
+        "[crowded]\n_origin = \"packs\"\n[crowded.crowded]\n[good]\n_origin = \"packs\"\n[good.good]\n",
+    );
+    let (out, killed) = packs_bounded("apply", &ws.path("set.toml"), &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("! pack `crowded` failed: pack `crowded`, files/many: the pack has more than 10000 files and directories; refused"),
         "{t}"
     );
     assert_eq!(nomad.job_ids(), ["good"], "{t}");
@@ -401,7 +537,7 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
     // Sparse: 17 MiB on paper, nothing on disk.
     std::fs::File::create(&huge)
         .unwrap()
-        .set_len(17 * 1024 * 1024)
+        .set_len(11 * 1024 * 1024)
         .unwrap();
     for (set, says) in [
         (
@@ -411,7 +547,7 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
         (fifo.clone(), "set-fifo.toml: a FIFO is not a regular file"),
         (
             huge.clone(),
-            "huge.toml: the file is larger than the limit of 16777216 bytes",
+            "huge.toml: the file is larger than the limit of 10485760 bytes",
         ),
     ] {
         let (out, killed) = packs_bounded("validate", &set, &nomad.addr, &[], &[], QUICK);
@@ -424,6 +560,41 @@ fn a_pack_set_that_is_a_device_a_fifo_or_huge_is_refused() {
         assert_eq!(out.status.code(), Some(1), "{t}");
         assert!(t.contains(says), "{t}");
     }
+}
+
+#[test]
+fn a_pack_set_directory_with_too_many_or_too_large_files_is_refused() {
+    let nomad = Nomad::double(DoubleConfig::default());
+    let ws = Workspace::new();
+    let many = ws.path("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..1001 {
+        std::fs::write(many.join(format!("{i:04}.toml")), "").unwrap();
+    }
+    let (out, killed) = packs_bounded("validate", &many, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("the directory has more than 1000 *.toml files"),
+        "{t}"
+    );
+
+    // Each file under its own limit, together over the set's.
+    let large = ws.path("large");
+    std::fs::create_dir_all(&large).unwrap();
+    let comment = format!("# {}\n", "x".repeat(1022)).repeat(4 * 1024);
+    for name in ["a.toml", "b.toml", "c.toml"] {
+        std::fs::write(large.join(name), &comment).unwrap();
+    }
+    let (out, killed) = packs_bounded("validate", &large, &nomad.addr, &[], &[], QUICK);
+    let t = text(&out);
+    assert!(!killed, "{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("c.toml: the pack-set files add up to more than the limit of 10485760 bytes"),
+        "{t}"
+    );
 }
 
 #[test]

@@ -578,6 +578,11 @@ const STATIC_NOMAD: &str = "mkdir -p \"$TMPDIR/www/v1/agent\" && \
 /// Boots with [`STATIC_NOMAD`] and a pack set of one pack whose job template is
 /// `template`; `packs` is extra `[packs]` settings.
 fn boot_with_pack(template: &str, packs: &str) -> Namespace {
+    boot_with_pack_and_set(template, "", packs)
+}
+
+/// Like [`boot_with_pack`]; `extra_set` is appended to the pack-set file.
+fn boot_with_pack_and_set(template: &str, extra_set: &str, packs: &str) -> Namespace {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let config = format!(
@@ -590,7 +595,7 @@ fn boot_with_pack(template: &str, packs: &str) -> Namespace {
     std::fs::create_dir_all(set.join("bad/jobs")).unwrap();
     std::fs::write(
         set.join("packs.toml"),
-        "[bad]\n_origin = \".\"\n[bad.bad]\n",
+        format!("[bad]\n_origin = \".\"\n[bad.bad]\n{extra_set}"),
     )
     .unwrap();
     std::fs::write(set.join("bad/jobs/bad.hcl"), template).unwrap();
@@ -703,9 +708,15 @@ fn an_apply_that_exhausts_its_memory_dies_alone() {
     if python_missing() {
         return;
     }
-    // Tera builds the whole range first: 10^9 values do not fit in 64 MiB.
-    let ns = boot_with_pack(
+    // A runaway template now fails only its pack, in its own render child; what the
+    // applier itself must hold is the pack set: 6 MB of one-line variables take more
+    // than 64 MiB to parse.
+    let vars: String = (0..150_000)
+        .map(|i| format!("v{i:06} = \"{}\"\n", "y".repeat(30)))
+        .collect();
+    let ns = boot_with_pack_and_set(
         "{% for i in range(end=1000000000) %}{{ i }}{% endfor %}",
+        &vars,
         "memory_max_mib = 64",
     );
     let init = ns.init_pid();

@@ -526,7 +526,7 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                 })
             }
             ["v1", "job", id, "plan"] => only!(post, {
-                let body = req.json_body()?;
+                let body = crate::go_decode::job_request(req.json_body()?);
                 let job = body.get("Job").cloned().unwrap_or(Value::Null);
                 if job
                     .get("ID")
@@ -691,7 +691,8 @@ fn list_jobs(store: &Store, req: &Req) -> Result<Reply, Reply> {
 }
 
 fn register(store: &mut Store, req: &Req, path_id: Option<&str>, t: i64) -> Result<Reply, Reply> {
-    let body = req.json_body()?;
+    // Keys as Nomad's Go decoder reads them: case-insensitive, the last one winning.
+    let body = crate::go_decode::job_request(req.json_body()?);
     let job = body.get("Job").cloned().unwrap_or(Value::Null);
     if job.is_null() {
         return Err(Reply::text(

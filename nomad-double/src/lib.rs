@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod config;
 pub mod diff;
 pub mod filter;
+pub mod go_decode;
 pub mod hcl_job;
 pub mod state;
 pub mod tls;

@@ -355,3 +355,37 @@ fn bad_config_is_reported_with_the_file() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&v.stdout), "Nomad v1.6.3\n");
 }
+
+/// Nomad's Go decoder matches keys without regard to case and keeps the last: a job sent
+/// with `"Type": "system"` then `"type": "service"` is a service job, and a lowercase
+/// `taskgroups` after `TaskGroups` replaces it. The double must store what Nomad would
+/// run, or a client that checks the first spelling cannot be caught by tests.
+#[test]
+fn job_keys_are_decoded_as_nomad_does() {
+    let agent = Agent::start(DEV, &[]);
+    let h = http(&agent);
+    let body = r#"{"job": {"ID": "twins", "Type": "system", "type": "service",
+        "Datacenters": ["dc1"],
+        "TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t", "Driver": "raw_exec",
+            "Config": {"command": "/bin/true"}}]}],
+        "taskgroups": [{"name": "g", "tasks": [{"name": "t", "Driver": "raw_exec",
+            "driver": "docker", "config": {"image": "busybox", "Image": "other"}}]}],
+        "Meta": {"k": "1", "K": "2"}}}"#;
+    let resp =
+        h.c.post(format!("{}/v1/jobs", h.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().unwrap());
+    let job = h.json("GET", "/v1/job/twins", None);
+    assert_eq!(job["Type"], "service", "{job}");
+    let task = &job["TaskGroups"][0]["Tasks"][0];
+    assert_eq!(task["Driver"], "docker", "{job}");
+    // Maps keep their keys: case is data there.
+    assert_eq!(
+        task["Config"],
+        json!({"image": "busybox", "Image": "other"})
+    );
+    assert_eq!(job["Meta"], json!({"k": "1", "K": "2"}));
+}

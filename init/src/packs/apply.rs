@@ -1,22 +1,22 @@
-//! The applier: fetch and render every pack, compare with what this owner runs in
-//! Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
+//! The applier: fetch and render every pack ([`super::prepare`]), compare with what this
+//! owner runs in Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
 //! applied before stay exactly as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::model::{JobFormat, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source};
+use super::events::{Event, Sink};
+use super::model::PackSet;
 use super::plan::{self, DesiredJob, LiveJob, Step};
+use super::prepare::{prepare, Prepared};
 use super::record::{self, Record};
-use super::validate::{self, JobKey};
-use super::{config, extras, origin, pack, render, report};
-use crate::nomad::{self, AgentInfo, Client};
+use super::validate::JobKey;
+use super::{config, extras, origin, report};
+use crate::nomad::{self, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
 #[derive(Debug, Clone)]
@@ -45,71 +45,13 @@ impl Options {
     }
 }
 
-/// Per-job outcome counts; printed as the one-line summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub created: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-    pub deleted: usize,
-    pub failed: usize,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} created, {} updated, {} unchanged, {} deleted, {} failed",
-            self.created, self.updated, self.unchanged, self.deleted, self.failed
-        )
-    }
-}
-
-/// How far a run goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Fetch, render, parse and check; no state read, nothing written.
-    Validate,
-    /// Print what the packs render to.
-    Render,
-    /// Show the reconcile plan with Nomad's diffs; nothing written.
-    Plan,
-    /// Make it so.
-    Apply,
-}
+pub use super::model::{Mode, Summary};
 
 /// Result of a run: the summary and whether the plan had changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub summary: Summary,
     pub has_changes: bool,
-}
-
-/// A pack that could not be used this run, and why.
-#[derive(Debug, Clone)]
-struct PackFailure {
-    pack: String,
-    reasons: Vec<String>,
-}
-
-/// Everything rendered and parsed, ready to diff.
-struct Prepared {
-    owner: String,
-    agent: AgentInfo,
-    desired: Vec<DesiredJob>,
-    rendered: Vec<RenderedJob>,
-    policies: Vec<RenderedPolicy>,
-    variables: Vec<RenderedVariable>,
-    failures: Vec<PackFailure>,
-    fetcher: origin::Fetcher,
-    /// Archive digests the packs came from this run (kept by the cache collection).
-    used_digests: Vec<String>,
-}
-
-impl Prepared {
-    fn failed_packs(&self) -> BTreeSet<String> {
-        self.failures.iter().map(|f| f.pack.clone()).collect()
-    }
 }
 
 /// Why a run could not be attempted at all (per-pack failures are counted, not errors).
@@ -125,11 +67,7 @@ pub enum RunError {
 
 /// Runs the applier in `mode`, writing the human-readable report to `out`. Errors only
 /// when nothing could be attempted; per-pack failures are counted in the outcome.
-pub async fn run(
-    opts: &Options,
-    mode: Mode,
-    out: &mut (dyn Write + Send),
-) -> Result<Outcome, RunError> {
+pub async fn run(opts: &Options, mode: Mode, out: &mut dyn Sink) -> Result<Outcome, RunError> {
     let client = Client::new(&opts.nomad).map_err(anyhow::Error::from)?;
     let set = config::load(&opts.set_path).map_err(RunError::Config)?;
     Ok(run_set(&set, opts, mode, out, &client).await?)
@@ -139,13 +77,16 @@ async fn run_set(
     set: &PackSet,
     opts: &Options,
     mode: Mode,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
     client: &Client,
 ) -> anyhow::Result<Outcome> {
-    let prepared = prepare(set, opts, client).await?;
+    let prepared = prepare(set, opts.owner.as_deref(), &opts.cache_dir, client).await?;
     for f in &prepared.failures {
         for r in &f.reasons {
-            writeln!(out, "! pack `{}` failed: {r}", f.pack)?;
+            out.emit(&Event::PackFailed {
+                pack: &f.pack,
+                reason: r,
+            })?;
         }
     }
     let mut summary = Summary {
@@ -154,14 +95,13 @@ async fn run_set(
     };
     match mode {
         Mode::Validate => {
-            let ok_packs = set.packs.len() - prepared.failures.len();
-            writeln!(
-                out,
-                "Validate: {} from {} valid, {} failed.",
-                plural(prepared.desired.len(), "job"),
-                plural(ok_packs, "pack"),
-                plural(prepared.failures.len(), "pack"),
-            )?;
+            out.emit(&Event::Summary {
+                mode,
+                counts: &summary,
+                jobs: prepared.desired.len(),
+                packs_ok: set.packs.len() - prepared.failures.len(),
+                packs_failed: prepared.failures.len(),
+            })?;
             return Ok(Outcome {
                 summary,
                 has_changes: false,
@@ -169,8 +109,10 @@ async fn run_set(
         }
         Mode::Render => {
             for job in &prepared.rendered {
-                writeln!(out, "# {}", job.source)?;
-                writeln!(out, "{}", job.text.trim_end())?;
+                out.emit(&Event::Rendered {
+                    source: &job.source,
+                    text: &job.text,
+                })?;
             }
             return Ok(Outcome {
                 summary,
@@ -207,7 +149,7 @@ async fn run_set(
 
     if mode == Mode::Plan {
         for step in &steps {
-            report::write_step(out, step)?;
+            out.emit(&Event::Step(step))?;
             if let Step::Update { desired, .. } = step {
                 // A drifted job's dry run already happened in check_drift.
                 let planned = match drift_plans.remove(&desired.key) {
@@ -215,18 +157,32 @@ async fn run_set(
                     None => client.plan(&desired.job).await,
                 };
                 match planned {
-                    Ok(resp) => report::write_diff(out, &resp["Diff"], "    ")?,
-                    Err(e) => writeln!(out, "    (Nomad could not plan this job: {e})")?,
+                    Ok(resp) => out.emit(&Event::Diff {
+                        job: &desired.key,
+                        lines: report::diff_lines(&resp["Diff"]),
+                    })?,
+                    Err(e) => out.emit(&Event::Note(&format!(
+                        "    (Nomad could not plan this job: {e})"
+                    )))?,
                 }
             }
         }
         let c = plan::count(&steps);
         summary.failed += c.foreign;
-        writeln!(
-            out,
-            "Plan: {} to create, {} to update, {} unchanged, {} to delete, {} failed.",
-            c.create, c.update, c.unchanged, c.delete, summary.failed
-        )?;
+        let planned = Summary {
+            created: c.create,
+            updated: c.update,
+            unchanged: c.unchanged,
+            deleted: c.delete,
+            failed: summary.failed,
+        };
+        out.emit(&Event::Summary {
+            mode,
+            counts: &planned,
+            jobs: prepared.desired.len(),
+            packs_ok: set.packs.len() - prepared.failures.len(),
+            packs_failed: prepared.failures.len(),
+        })?;
         return Ok(Outcome {
             summary,
             has_changes,
@@ -236,14 +192,23 @@ async fn run_set(
     let changed = execute(client, &prepared, steps, &mut summary, &mut record, out).await?;
     if let Err(e) = record.save(&record_path) {
         // Only costs dry runs next time: every job is then checked again.
-        writeln!(out, "! cannot save {}: {e}", record_path.display())?;
+        out.emit(&Event::Problem {
+            subject: &format!("cannot save {}", record_path.display()),
+            message: &e.to_string(),
+        })?;
     }
     if opts.wait && !changed.is_empty() {
         let failed = wait_for_allocations(client, &changed, Duration::from_secs(300), out).await?;
         summary.failed += failed;
     }
     collect_cache_garbage(set, &prepared, out)?;
-    writeln!(out, "Apply: {summary}.")?;
+    out.emit(&Event::Summary {
+        mode,
+        counts: &summary,
+        jobs: prepared.desired.len(),
+        packs_ok: set.packs.len() - prepared.failures.len(),
+        packs_failed: prepared.failures.len(),
+    })?;
     Ok(Outcome {
         summary,
         has_changes,
@@ -255,241 +220,32 @@ async fn run_set(
 fn collect_cache_garbage(
     set: &PackSet,
     prepared: &Prepared,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> std::io::Result<()> {
     match prepared
         .fetcher
         .collect_garbage(&set.packs, &prepared.used_digests)
     {
         // Index entries alone are a few hundred bytes: not worth a line.
-        Ok(r) if r.archives > 0 => writeln!(
-            out,
+        Ok(r) if r.archives > 0 => out.emit(&Event::Note(&format!(
             "Cache: removed {} the pack set no longer uses ({:.1} MiB).",
             plural(r.archives, "downloaded archive"),
             r.freed_bytes as f64 / (1024.0 * 1024.0)
-        ),
+        ))),
         Ok(_) => Ok(()),
-        Err(e) => writeln!(out, "! cache: could not remove unused entries: {e}"),
+        Err(e) => out.emit(&Event::Problem {
+            subject: "cache",
+            message: &format!("could not remove unused entries: {e}"),
+        }),
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
-/// Fetches, renders, parses and validates every pack. Packs fail independently.
-async fn prepare(set: &PackSet, opts: &Options, client: &Client) -> anyhow::Result<Prepared> {
-    let owner = opts.owner.clone().unwrap_or_else(|| set.name.clone());
-    check_owner(&owner)?;
-    let agent = client
-        .agent_info()
-        .await
-        .with_context(|| format!("cannot reach the Nomad agent at {}", client.address()))?;
-    let fetch_options = origin::FetchOptions {
-        cache_dir: opts.cache_dir.clone(),
-        ..origin::FetchOptions::default()
-    }
-    .with_env_overrides()
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fetcher = origin::Fetcher::new(fetch_options).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ctx = render::RenderContext {
-        datacenters: vec![agent.datacenter.clone()],
-    };
-
-    // Futures are built up front: a `map` closure over borrowed packs would not be
-    // `Send`, and PID 1 runs the applier on a spawned task.
-    let fetches: Vec<_> = set.packs.iter().map(|decl| fetcher.fetch(decl)).collect();
-    let fetched = stream::iter(fetches).buffered(4).collect::<Vec<_>>().await;
-
-    let mut failures = Vec::new();
-    let mut used_digests = Vec::new();
-    let mut candidates: Vec<(DesiredJob, RenderedJob)> = Vec::new();
-    let mut policies: Vec<RenderedPolicy> = Vec::new();
-    let mut variables: Vec<RenderedVariable> = Vec::new();
-    for (decl, fetched) in set.packs.iter().zip(fetched) {
-        let fail = |reason: String| PackFailure {
-            pack: decl.name.clone(),
-            reasons: vec![reason],
-        };
-        let dir = match fetched {
-            Ok(f) => {
-                used_digests.extend(f.digest);
-                f.dir
-            }
-            Err(e) => {
-                failures.push(fail(e.to_string()));
-                continue;
-            }
-        };
-        let loaded = match pack::load(&decl.name, &dir) {
-            Ok(p) => p,
-            Err(e) => {
-                failures.push(fail(e.to_string()));
-                continue;
-            }
-        };
-        let mut reasons = Vec::new();
-        let mut pack_jobs = Vec::new();
-        let mut pack_policies = Vec::new();
-        let mut pack_variables = Vec::new();
-        for job_decl in &decl.jobs {
-            let rendered = match render::render(&loaded, job_decl, &ctx) {
-                Ok(r) => r,
-                Err(e) => {
-                    reasons.push(e.to_string());
-                    continue;
-                }
-            };
-            pack_policies.extend(rendered.policies);
-            pack_variables.extend(rendered.variables);
-            for rj in rendered.jobs {
-                match desired_job(client, &owner, &rj, &job_decl.allow_drivers).await {
-                    Ok(d) => pack_jobs.push((d, rj)),
-                    Err(problems) => reasons.extend(problems),
-                }
-            }
-        }
-        if reasons.is_empty() {
-            candidates.extend(pack_jobs);
-            policies.extend(pack_policies);
-            variables.extend(pack_variables);
-        } else {
-            failures.push(PackFailure {
-                pack: decl.name.clone(),
-                reasons,
-            });
-        }
-    }
-
-    // Rendered IDs must be unique across the whole output; a clash fails both packs.
-    let mut clashes: Vec<(String, Source, Source)> = Vec::new();
-    for (key, a, b) in validate::find_clashes(candidates.iter().map(|(d, _)| (&d.key, &d.source))) {
-        clashes.push((format!("job ID `{key}`"), a, b));
-    }
-    let policy_keys: Vec<JobKey> = policies.iter().map(|p| JobKey::named(&p.name)).collect();
-    for (key, a, b) in
-        validate::find_clashes(policy_keys.iter().zip(policies.iter().map(|p| &p.source)))
-    {
-        clashes.push((format!("ACL policy `{}`", key.id), a, b));
-    }
-    let var_keys: Vec<JobKey> = variables
-        .iter()
-        .map(|v| JobKey {
-            namespace: v.namespace.clone().unwrap_or_else(|| "default".into()),
-            id: v.path.clone(),
-        })
-        .collect();
-    for (key, a, b) in
-        validate::find_clashes(var_keys.iter().zip(variables.iter().map(|v| &v.source)))
-    {
-        clashes.push((format!("variable `{key}`"), a, b));
-    }
-    for (what, first, second) in &clashes {
-        let reason = format!("{what} is rendered twice: by {first} and by {second}");
-        for pack in [&first.pack, &second.pack] {
-            match failures.iter_mut().find(|f| &f.pack == pack) {
-                Some(f) if !f.reasons.contains(&reason) => f.reasons.push(reason.clone()),
-                Some(_) => {}
-                None => failures.push(PackFailure {
-                    pack: pack.clone(),
-                    reasons: vec![reason.clone()],
-                }),
-            }
-        }
-    }
-    let failed: BTreeSet<&String> = failures.iter().map(|f| &f.pack).collect();
-    let (desired, rendered) = candidates
-        .into_iter()
-        .filter(|(d, _)| !failed.contains(&d.source.pack))
-        .unzip();
-    policies.retain(|p| !failed.contains(&p.source.pack));
-    variables.retain(|v| !failed.contains(&v.source.pack));
-    Ok(Prepared {
-        owner,
-        agent,
-        desired,
-        rendered,
-        policies,
-        variables,
-        failures,
-        fetcher,
-        used_digests,
-    })
-}
-
-/// The owner ends up in job meta and Nomad filter expressions: the alphabet of a pack
-/// set's `_name`, as `--owner` can set it to anything.
-fn check_owner(owner: &str) -> anyhow::Result<()> {
-    let ok = !owner.is_empty()
-        && owner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    anyhow::ensure!(
-        ok,
-        "owner `{}` is not a valid name: use 1 or more letters, digits, `_`, `.` and `-` (like a pack set's `_name`)",
-        owner.escape_debug()
-    );
-    Ok(())
-}
+use super::events::plural;
 
 /// `s` as a quoted string of Nomad's filter language (Go string syntax, which JSON's is
 /// a subset of).
 fn bexpr_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// Parses one rendered job, checks it and stamps the ownership meta.
-async fn desired_job(
-    client: &Client,
-    owner: &str,
-    rj: &RenderedJob,
-    allow_drivers: &[String],
-) -> Result<DesiredJob, Vec<String>> {
-    let at = |msg: String| vec![format!("{}: {msg}", rj.source)];
-    let (mut job, tag) = match rj.format {
-        JobFormat::Hcl => match client.parse_hcl(&rj.text).await {
-            Ok(job) => (job, "hcl2"),
-            Err(e) => return Err(at(e.body().map_or(e.to_string(), str::to_string))),
-        },
-        // Checked as Nomad will decode it (keys without regard to case).
-        JobFormat::Json => match serde_json::from_str::<Value>(&rj.text) {
-            Ok(v) => match super::json_job::canonicalize(v) {
-                Ok(job) => (job, "json"),
-                Err(problems) => {
-                    return Err(problems
-                        .into_iter()
-                        .map(|p| format!("{}: {p}", rj.source))
-                        .collect())
-                }
-            },
-            Err(e) => return Err(at(format!("invalid JSON: {e}"))),
-        },
-    };
-    let problems = validate::check_job(&job, allow_drivers);
-    if !problems.is_empty() {
-        return Err(problems
-            .into_iter()
-            .map(|p| format!("{}: {p}", rj.source))
-            .collect());
-    }
-    let key = JobKey::of(&job).ok_or_else(|| at("the job has no ID".into()))?;
-    let hash = plan::hash_rendered(tag, &rj.text);
-    plan::stamp(&mut job, owner, &rj.source, &hash);
-    let submission = Some(json!({
-        "Source": rj.text,
-        "Format": tag,
-    }));
-    Ok(DesiredJob {
-        key,
-        source: rj.source.clone(),
-        hash,
-        job,
-        submission,
-    })
 }
 
 /// The owner's managed jobs, plus whatever exists under the declared IDs.
@@ -540,7 +296,7 @@ async fn check_drift(
     client: &Client,
     steps: Vec<Step>,
     record: &mut Record,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<(Vec<Step>, BTreeMap<JobKey, Value>)> {
     let asks: Vec<(usize, Value)> = plan::drift_suspects(&steps, record)
         .into_iter()
@@ -564,14 +320,14 @@ async fn check_drift(
                 record.set(&live.key, live.job_modify_index)
             }
             Ok(resp) => {
+                out.emit(&Event::Drift { job: &live.key })?;
                 drifted.insert(i, resp);
             }
             // Left unchanged and unrecorded: the next run asks again.
-            Err(e) => writeln!(
-                out,
-                "! {}: could not check for changes made outside the pack set: {e}",
-                live.key
-            )?,
+            Err(e) => out.emit(&Event::Problem {
+                subject: &live.key.to_string(),
+                message: &format!("could not check for changes made outside the pack set: {e}"),
+            })?,
         }
     }
     let mut plans = BTreeMap::new();
@@ -608,7 +364,7 @@ async fn execute(
     steps: Vec<Step>,
     summary: &mut Summary,
     record: &mut Record,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<Vec<DesiredJob>> {
     let use_submission = prepared.agent.version.supports_submission();
     let owner = prepared.owner.as_str();
@@ -625,13 +381,13 @@ async fn execute(
         match done {
             Done::Created(d, index) => {
                 summary.created += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
                 record.set(&d.key, index);
                 changed.push(d);
             }
             Done::Updated(d, index) => {
                 summary.updated += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
                 record.set(&d.key, index);
                 changed.push(d);
             }
@@ -639,12 +395,15 @@ async fn execute(
             Done::Deleted => {
                 record.remove(step.key());
                 summary.deleted += 1;
-                report::write_step(out, &step)?;
+                out.emit(&Event::Step(&step))?;
             }
-            Done::Kept => report::write_step(out, &step)?,
+            Done::Kept => out.emit(&Event::Step(&step))?,
             Done::Failed(why) => {
                 summary.failed += 1;
-                writeln!(out, "! {}: {why}", step.key())?;
+                out.emit(&Event::Problem {
+                    subject: &step.key().to_string(),
+                    message: &why,
+                })?;
             }
         }
     }
@@ -712,20 +471,26 @@ async fn wait_for_allocations(
     client: &Client,
     jobs: &[DesiredJob],
     timeout: Duration,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Sink,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut pending: BTreeMap<JobKey, &DesiredJob> =
         jobs.iter().map(|d| (d.key.clone(), d)).collect();
     let mut failed = 0;
-    writeln!(out, "Waiting for {} jobs to run...", pending.len())?;
+    out.emit(&Event::Note(&format!(
+        "Waiting for {} jobs to run...",
+        pending.len()
+    )))?;
     while !pending.is_empty() {
         let mut settled = Vec::new();
         for key in pending.keys() {
             let version = match client.read_job(&key.namespace, &key.id).await? {
                 Some(job) => job["Version"].as_u64().unwrap_or(0),
                 None => {
-                    writeln!(out, "! {key}: the job disappeared while waiting")?;
+                    out.emit(&Event::Problem {
+                        subject: &key.to_string(),
+                        message: "the job disappeared while waiting",
+                    })?;
                     settled.push((key.clone(), false));
                     continue;
                 }
@@ -733,13 +498,16 @@ async fn wait_for_allocations(
             let allocs = client.allocations(&key.namespace, &key.id).await?;
             match report::alloc_state(&allocs, version) {
                 report::AllocState::Running(n) => {
-                    writeln!(out, "  {key}: {n} allocations running")?;
+                    out.emit(&Event::Note(&format!("  {key}: {n} allocations running")))?;
                     settled.push((key.clone(), true));
                 }
                 report::AllocState::Failed(events) => {
-                    writeln!(out, "! {key}: allocation failed")?;
+                    out.emit(&Event::Problem {
+                        subject: &key.to_string(),
+                        message: "allocation failed",
+                    })?;
                     for e in events {
-                        writeln!(out, "    {e}")?;
+                        out.emit(&Event::Note(&format!("    {e}")))?;
                     }
                     settled.push((key.clone(), false));
                 }
@@ -757,11 +525,10 @@ async fn wait_for_allocations(
         }
         if Instant::now() >= deadline {
             for key in pending.keys() {
-                writeln!(
-                    out,
-                    "! {key}: allocations not running after {}s",
-                    timeout.as_secs()
-                )?;
+                out.emit(&Event::Problem {
+                    subject: &key.to_string(),
+                    message: &format!("allocations not running after {}s", timeout.as_secs()),
+                })?;
             }
             failed += pending.len();
             break;

@@ -3,20 +3,24 @@
 //!
 //! Pipeline: [`config`] reads the pack-set TOML into a [`model::PackSet`]; [`origin`] fetches
 //! each pack to a local directory; [`pack`] loads that directory; [`render`] instantiates it
-//! once per declared job; [`validate`] checks the output; [`plan`] diffs it against Nomad;
+//! once per declared job, in a child process per pack ([`render_child`]); [`validate`] checks the output; [`plan`] diffs it against Nomad;
 //! [`apply`] performs the plan, and [`record`] remembers what it last saw agree, to catch
 //! jobs changed outside the set.
 
 pub mod apply;
 pub mod config;
+pub mod events;
 pub mod extras;
+pub mod extras_plan;
 pub mod json_job;
 pub mod model;
 pub mod origin;
 pub mod pack;
 pub mod plan;
+mod prepare;
 pub mod record;
 pub mod render;
+pub mod render_child;
 pub mod report;
 pub mod safe_fs;
 pub mod schema;

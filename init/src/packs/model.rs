@@ -104,7 +104,9 @@ pub struct JobDecl {
 }
 
 /// Names the origin of a rendered artifact in messages: pack, declared job, file in the pack.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Source {
     pub pack: String,
     pub job: String,
@@ -125,7 +127,7 @@ impl std::fmt::Display for Source {
 }
 
 /// How a rendered job file is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobFormat {
     /// `.hcl` / `.nomad`: parsed by the Nomad agent (`POST /v1/jobs/parse`).
     Hcl,
@@ -133,7 +135,7 @@ pub enum JobFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedJob {
     pub source: Source,
     pub format: JobFormat,
@@ -141,7 +143,7 @@ pub struct RenderedJob {
 }
 
 /// A Nomad Variable rendered from `variables/`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedVariable {
     pub source: Source,
     pub path: String,
@@ -151,7 +153,7 @@ pub struct RenderedVariable {
 }
 
 /// An ACL policy rendered from `policies/<name>.hcl`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedPolicy {
     pub source: Source,
     pub name: String,
@@ -160,9 +162,43 @@ pub struct RenderedPolicy {
 }
 
 /// Everything one job table produced.
-#[derive(Debug, Clone, PartialEq, Default)]
+// Serialisable: a pack is rendered in a child process and sent back (see `render_child`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rendered {
     pub jobs: Vec<RenderedJob>,
     pub variables: Vec<RenderedVariable>,
     pub policies: Vec<RenderedPolicy>,
+}
+
+/// Per-job outcome counts; printed as the one-line summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} updated, {} unchanged, {} deleted, {} failed",
+            self.created, self.updated, self.unchanged, self.deleted, self.failed
+        )
+    }
+}
+
+/// How far a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, render, parse and check; no state read, nothing written.
+    Validate,
+    /// Print what the packs render to.
+    Render,
+    /// Show the reconcile plan with Nomad's diffs; nothing written.
+    Plan,
+    /// Make it so.
+    Apply,
 }

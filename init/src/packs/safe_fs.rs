@@ -24,6 +24,16 @@ pub struct Tree {
 #[error("leads outside the pack (through `..` or a symlink)")]
 pub struct Escape;
 
+/// A directory listing went past its limit ([`Tree::read_dir`]).
+#[derive(Debug, thiserror::Error)]
+#[error("too many entries")]
+pub struct TooManyEntries;
+
+/// True when `err` is a [`TooManyEntries`].
+pub fn is_too_many(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<TooManyEntries>())
+}
+
 /// True when `err` is an [`Escape`].
 pub fn is_escape(err: &io::Error) -> bool {
     err.get_ref().is_some_and(|e| e.is::<Escape>())
@@ -92,14 +102,19 @@ impl Tree {
         crate::fsutil::read_open_bounded(File::from(fd), cap)
     }
 
-    /// Names in the directory `rel` (without `.` and `..`), unsorted.
-    pub fn read_dir(&self, rel: impl AsRef<Path>) -> io::Result<Vec<OsString>> {
+    /// Names in the directory `rel` (without `.` and `..`), unsorted. More than `max`
+    /// names is an [`TooManyEntries`] error, found without reading the rest: a directory
+    /// of a million files costs no more than one of `max`.
+    pub fn read_dir(&self, rel: impl AsRef<Path>, max: usize) -> io::Result<Vec<OsString>> {
         let fd = self.resolve(rel.as_ref(), OFlags::RDONLY | OFlags::DIRECTORY)?;
         let mut dir = rustix::fs::Dir::new(fd)?;
         let mut names = Vec::new();
         while let Some(entry) = dir.read() {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
+                if names.len() == max {
+                    return Err(io::Error::other(TooManyEntries));
+                }
                 names.push(OsString::from_vec(name));
             }
         }
@@ -132,7 +147,7 @@ mod tests {
         assert!(is_escape(&tree.read("../secret", 100).unwrap_err()));
         assert!(is_escape(&tree.metadata("x/e1").unwrap_err()));
         assert_eq!(tree.read("ok", 100).unwrap(), b"in");
-        let mut names = tree.read_dir("x").unwrap();
+        let mut names = tree.read_dir("x", 100).unwrap();
         names.sort();
         assert_eq!(names, ["e1", "up"]);
     }

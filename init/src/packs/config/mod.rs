@@ -30,8 +30,18 @@ use parse::parse_layer;
 use source::Doc;
 
 /// Bytes one pack-set file may hold: far above any real set (a 10 MB set loads in well
-/// under a second), far below what would hurt the machine.
-pub const MAX_SET_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// under a second). TOML parsing holds about 12 bytes per byte of input at its peak
+/// (tokens and events of the `toml` crate), so this keeps the applier under its memory
+/// target of 128 MiB above its baseline (`init/benches/hostile_bench.py`).
+pub const MAX_SET_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Bytes all files of a pack-set directory may hold together: the same bound, as the files
+/// parsed first are still held (merged) while the last one is parsed.
+pub const MAX_SET_BYTES: u64 = MAX_SET_FILE_BYTES;
+/// `*.toml` files a pack-set directory may hold.
+pub const MAX_SET_FILES: usize = 1000;
+/// Entries of any kind looked at in a pack-set directory before giving up: listing a
+/// directory of millions of other files must not take the applier's time.
+const MAX_SET_DIR_ENTRIES: usize = 100_000;
 
 /// Reads the pack set at `path`: one TOML file, or a directory whose `*.toml` files (regular
 /// files, not hidden, not recursive) are merged in lexical order of their names.
@@ -43,9 +53,20 @@ pub fn load(path: &Path) -> Result<PackSet, ConfigError> {
         });
     }
     let mut sources = Vec::new();
+    let mut total: u64 = 0;
     for file in files {
         match crate::fsutil::read_bounded_to_string(&file, MAX_SET_FILE_BYTES) {
-            Ok(text) => sources.push((file, text)),
+            Ok(text) => {
+                total = total.saturating_add(text.len() as u64);
+                if total > MAX_SET_BYTES {
+                    let error = std::io::Error::other(format!(
+                        "the pack-set files add up to more than the limit of {MAX_SET_BYTES} bytes"
+                    ));
+                    problems.push(Problem::Io { path: file, error });
+                    return Err(ConfigError::new(problems));
+                }
+                sources.push((file, text));
+            }
             Err(error) => problems.push(Problem::Io { path: file, error }),
         }
     }
@@ -85,7 +106,13 @@ fn list_files(path: &Path) -> (Vec<PathBuf>, Vec<Problem>) {
     };
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    for entry in entries {
+    let too_many = |what: String| (Vec::new(), vec![io_err(std::io::Error::other(what))]);
+    for (seen, entry) in entries.enumerate() {
+        if seen == MAX_SET_DIR_ENTRIES {
+            return too_many(format!(
+                "the directory has more than {MAX_SET_DIR_ENTRIES} entries; a pack-set directory holds a few *.toml files"
+            ));
+        }
         let entry = match entry {
             Ok(entry) => entry,
             Err(error) => {
@@ -102,7 +129,14 @@ fn list_files(path: &Path) -> (Vec<PathBuf>, Vec<Problem>) {
         let file = entry.path();
         // Follows symlinks: a link to a file counts, a dangling one is reported.
         match std::fs::metadata(&file) {
-            Ok(m) if m.is_file() => files.push(file),
+            Ok(m) if m.is_file() => {
+                if files.len() == MAX_SET_FILES {
+                    return too_many(format!(
+                        "the directory has more than {MAX_SET_FILES} *.toml files"
+                    ));
+                }
+                files.push(file);
+            }
             Ok(_) => {}
             Err(error) => problems.push(Problem::Io { path: file, error }),
         }

@@ -15,6 +15,9 @@ use crate::packs::safe_fs::{self, Tree};
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes all files of one pack may hold together.
 pub const MAX_PACK_BYTES: u64 = 64 * 1024 * 1024;
+/// Files and directories one pack may have (what an archive may hold, too): real packs
+/// have a few dozen; walking a million would take the applier's time and memory.
+pub const MAX_PACK_ENTRIES: usize = 10_000;
 
 pub(crate) struct PackFiles<'a> {
     pub(crate) pack: &'a str,
@@ -22,6 +25,8 @@ pub(crate) struct PackFiles<'a> {
     tree: Tree,
     /// Bytes read so far, against [`MAX_PACK_BYTES`].
     read_total: Cell<u64>,
+    /// Directory entries listed so far, against [`MAX_PACK_ENTRIES`].
+    entries: Cell<usize>,
 }
 
 impl<'a> PackFiles<'a> {
@@ -37,6 +42,7 @@ impl<'a> PackFiles<'a> {
             dir,
             tree,
             read_total: Cell::new(0),
+            entries: Cell::new(0),
         })
     }
 
@@ -121,10 +127,18 @@ impl<'a> PackFiles<'a> {
             if !seen.insert((meta.dev(), meta.ino())) {
                 return Err(self.invalid(&rel_dir, "directory symlink loop"));
             }
-            let names = self
-                .tree
-                .read_dir(&rel_dir)
-                .map_err(|e| self.io(&rel_dir, e))?;
+            let budget = MAX_PACK_ENTRIES.saturating_sub(self.entries.get());
+            let names = self.tree.read_dir(&rel_dir, budget).map_err(|e| {
+                if safe_fs::is_too_many(&e) {
+                    self.invalid(
+                        &rel_dir,
+                        &format!("the pack has more than {MAX_PACK_ENTRIES} files and directories; refused"),
+                    )
+                } else {
+                    self.io(&rel_dir, e)
+                }
+            })?;
+            self.entries.set(self.entries.get() + names.len());
             for file_name in names {
                 let Some(file_name) = file_name.to_str() else {
                     return Err(self.invalid(
