@@ -91,7 +91,10 @@ fn only_an_empty_data_partition_passes() {
     let (code, text) = check(&used);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("is not empty: "), "{text}");
-    assert!(text.contains("nomados") && text.contains("server"), "{text}");
+    assert!(
+        text.contains("nomados") && text.contains("server"),
+        "{text}"
+    );
     assert!(!text.contains("secret"), "{text}");
 
     let has_qemu_img = Command::new("sh")
