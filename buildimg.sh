@@ -175,6 +175,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if [ -n "$disk_formats" ]; then
     "${wrap[@]}" "$tool" "${build_args[@]}" "${init_args[@]}" "${nomad_args[@]}" "${cfg_args[@]}"
+    # A shipped image carries no node identity, Raft state or ACL token (issue 9).
+    stage "checking that the data partition is an empty ext4"
+    rc=0; "$ROOT/image/check-data-empty.sh" "$OUT/nomados.raw" || rc=$?
+    [ $rc = 0 ] || [ $rc = 77 ] || die "the data partition of $OUT/nomados.raw is not empty"
 fi
 if [ "$want_pxe" = 1 ]; then
     stage "pxe: kernel + initramfs + pxelinux/iPXE config into $OUT/pxe"

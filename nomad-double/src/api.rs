@@ -548,9 +548,15 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
             ["v1", "acl", "bootstrap"] => only!(post, {
                 let body = req.json_body()?;
                 let secret = body["BootstrapSecret"].as_str();
+                let reset = crate::persist::reset_index(&app.config);
                 let tok = store
-                    .acl_bootstrap(secret, t)
+                    .acl_bootstrap(secret, reset, t)
                     .map_err(|e| err_reply(e, idx))?;
+                if let Some(s) = tok["SecretID"].as_str() {
+                    if let Err(e) = crate::persist::save_bootstrap_token(&app.config, s) {
+                        eprintln!("nomad-double: cannot keep the bootstrap token in data_dir: {e}");
+                    }
+                }
                 let i = tok["CreateIndex"].as_u64().unwrap_or(idx);
                 Reply::json(&tok).index(i)
             }),

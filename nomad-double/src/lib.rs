@@ -12,6 +12,7 @@ pub mod diff;
 pub mod filter;
 pub mod go_decode;
 pub mod hcl_job;
+pub mod persist;
 pub mod state;
 pub mod tls;
 pub mod version;
@@ -106,7 +107,11 @@ impl Options {
 
 /// Builds the shared state and the router (exposed for tests that want `tower` directly).
 pub fn app(options: &Options) -> (axum::Router, Arc<api::App>) {
-    let settings = options.settings();
+    let mut settings = options.settings();
+    if settings.acl_enabled && settings.management_token.is_none() {
+        // Bootstrapped at an earlier start (kept in data_dir, like Nomad's Raft state).
+        settings.management_token = persist::bootstrap_token(&options.config);
+    }
     let initial = {
         let settings = settings.clone();
         move || state::Store::new(settings.clone(), api::now())

@@ -141,8 +141,11 @@ fn agent(args: &[String]) -> Result<ExitCode> {
         .context("invalid command-line flag")?;
     let mut options = Options::from_env(config)?;
     options.tls = parsed.tls;
-    if options.config.acl_enabled && options.management_token.is_none() {
-        println!("==> WARNING: ACLs are enabled but NOMAD_DOUBLE_MANAGEMENT_TOKEN is unset; every request needing a token will be denied");
+    if options.config.acl_enabled
+        && options.management_token.is_none()
+        && nomad_double::persist::bootstrap_token(&options.config).is_none()
+    {
+        println!("==> ACLs are enabled and not bootstrapped: POST /v1/acl/bootstrap makes the management token");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

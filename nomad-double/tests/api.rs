@@ -221,6 +221,54 @@ fn bootstrap_secret_becomes_the_management_token_from_1_4() {
 }
 
 #[test]
+fn acl_enabled_in_the_config_file_means_a_bootstrap_kept_in_data_dir_across_restarts() {
+    let data = std::env::temp_dir().join(format!("nd-acl-data-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = format!(
+        "{DEV}data_dir = \"{}\"\nacl {{\n  enabled = true\n}}\n",
+        data.display()
+    );
+    let agent = Agent::start(&cfg, &[]);
+    let mut h = http(&agent);
+    let (s, _, body) = h.send("POST", "/v1/jobs", Some(hello(Value::Null)));
+    assert_eq!((s, body.as_str()), (403, "Permission denied"));
+    let (s, _, body) = h.send(
+        "POST",
+        "/v1/acl/bootstrap",
+        Some(json!({"BootstrapSecret": "not-a-uuid"})),
+    );
+    assert_eq!((s, body.as_str()), (400, "invalid acl token"));
+    let t = h.json("POST", "/v1/acl/bootstrap", None);
+    let secret = t["SecretID"].as_str().unwrap().to_string();
+    drop(agent);
+
+    // Restarted on the same data_dir: still bootstrapped, the token still management.
+    let agent = Agent::start(&cfg, &[]);
+    h.base = agent.base.clone();
+    let (s, _, body) = h.send("POST", "/v1/acl/bootstrap", None);
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.starts_with("ACL bootstrap already done (reset index: "),
+        "{body}"
+    );
+    h.token = Some(secret);
+    assert_eq!(h.send("POST", "/v1/jobs", Some(hello(Value::Null))).0, 200);
+
+    // Nomad's bootstrap reset: the reset index in <data_dir>/acl-bootstrap-reset.
+    let idx: u64 = body
+        .trim_start_matches("ACL bootstrap already done (reset index: ")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    std::fs::write(data.join("acl-bootstrap-reset"), format!("{idx}\n")).unwrap();
+    h.token = None;
+    let again = h.json("POST", "/v1/acl/bootstrap", None);
+    assert_ne!(again["SecretID"], t["SecretID"]);
+    drop(agent);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
 fn missing_command_fails_the_allocation_and_sigterm_exits_cleanly() {
     let mut agent = Agent::start(DEV, &[("NOMAD_DOUBLE_ALLOC_DELAY_MS", "50")]);
     let h = http(&agent);

@@ -66,10 +66,18 @@ start_vm() {
     trap 'stop_vm' EXIT
 }
 
+# The management token PID 1 showed on the console at the first boot of a data partition
+# (ACLs are on by default); empty when LOG has none.
+console_token() {
+    tr -d '\r' <"$1" | grep -oE 'Secret ID: +[0-9a-f-]{36}' | head -1 | awk '{print $3}'
+}
+
 # The appliance is up: OUR DHCP client's lease from QEMU's server, hostname from option
-# 12, Nomad healthy, the default pack set applied and visible over the forwarded port.
+# 12, Nomad healthy, ACLs bootstrapped (the token on the console of the first boot, read
+# from TOKEN_LOG, default LOG), the default pack set applied and visible over the
+# forwarded port with that token, and refused without it.
 assert_appliance_up() {
-    local log=$1
+    local log=$1 token_log=${2:-$1}
     wait_for "$log" 'boot finished' 60
     wait_for "$log" 'eth0: bound 10\.0\.2\.15/24 from 10\.0\.2\.2' 30
     # PID 1 logs the first lease and the lease's hostname after 'bound' and before it starts
@@ -83,10 +91,16 @@ assert_appliance_up() {
     grep -qE 'packs: Apply: [0-9]+ created, [0-9]+ updated, [0-9]+ unchanged, [0-9]+ deleted, 0 failed' "$log" ||
         fail_log "$log" "the pack set did not apply cleanly"
     wait_for "$log" 'packs: apply finished in' 30
-    local jobs job
-    jobs=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/jobs") ||
-        fail "GET /v1/jobs over the forwarded port 127.0.0.1:$PORT failed"
-    job=$(curl -fsS --max-time 20 "http://127.0.0.1:$PORT/v1/job/hello") ||
+    local jobs job token anonymous
+    token=$(console_token "$token_log")
+    [ -n "$token" ] || fail_log "$token_log" "no ACL bootstrap token on the console of the first boot"
+    grep -q 'nomad ACLs bootstrapped: management token accessor\|nomad ACL token: ' "$log" ||
+        fail_log "$log" "PID 1 neither bootstrapped ACLs nor found its token"
+    anonymous=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$PORT/v1/jobs")
+    [ "$anonymous" = 403 ] || fail "GET /v1/jobs without a token answered $anonymous, not 403 (ACLs off?)"
+    jobs=$(curl -fsS --max-time 20 -H "X-Nomad-Token: $token" "http://127.0.0.1:$PORT/v1/jobs") ||
+        fail "GET /v1/jobs with the console's token over the forwarded port 127.0.0.1:$PORT failed"
+    job=$(curl -fsS --max-time 20 -H "X-Nomad-Token: $token" "http://127.0.0.1:$PORT/v1/job/hello") ||
         fail "GET /v1/job/hello failed (jobs: $jobs)"
     JOBS=$jobs JOB=$job python3 - <<'PY' || fail "job hello is missing or not owned by nomados"
 import json, os, sys
@@ -109,7 +123,9 @@ assert_powerdown() {
     start=$SECONDS
     wait_exit 30 || fail_log "$log" "QEMU still running 30 s after system_powerdown"
     local want
+    # The drain asks Nomad with the node's token: anonymous, it would be "API unavailable".
     for want in 'ACPI power button event|power button pressed' 'Poweroff requested: shutting down' \
+        'not draining: no other node could take|drained node' \
         'released the network in' 'shutdown: unmounted filesystems' 'powering off' 'reboot: Power down'; do
         grep -qE -- "$want" "$log" || fail_log "$log" "shutdown: '$want' missing from the console"
     done

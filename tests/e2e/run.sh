@@ -9,9 +9,10 @@
 #            across a power off (PID 1's boot counter goes 1 -> 2)
 #
 # Each boot asserts: our DHCP client's lease from QEMU's server (10.0.2.15), the lease's
-# hostname, Nomad API healthy, the default pack set applied (`hello` with meta
-# nomados.owner over the forwarded port), and a clean power off within 30 s of QMP
-# system_powerdown with the shutdown sequence on the console.
+# hostname, Nomad API healthy, ACLs on (bootstrapped at first boot: the token shown on the
+# console, anonymous requests refused), the default pack set applied (`hello` with meta
+# nomados.owner, read with that token over the forwarded port), and a clean power off within
+# 30 s of QMP system_powerdown, the node's drain asked with the token.
 #
 #   tests/e2e/run.sh [bios|uefi|pxe|pxe-uefi|reboot ...]      (default: all)
 #
@@ -110,7 +111,15 @@ test_reboot() {
         fail_log "$work/reboot2.log" "second boot did not see the counter of the first (want boot 2)"
     grep -qE 'grew the data' "$work/reboot2.log" &&
         fail_log "$work/reboot2.log" "second boot grew the data partition again"
-    assert_appliance_up "$work/reboot2.log"
+    # The ACL token of the first boot is kept; the second boot neither bootstraps nor shows it.
+    assert_appliance_up "$work/reboot2.log" "$work/reboot1.log"
+    local token
+    token=$(console_token "$work/reboot1.log")
+    grep -q 'NOMAD ACL BOOTSTRAP TOKEN' "$work/reboot2.log" &&
+        fail_log "$work/reboot2.log" "the second boot bootstrapped ACLs again"
+    grep -qF "$token" "$work/reboot2.log" && fail "the second boot showed the ACL token"
+    [ "$(grep -cF "$token" "$work/reboot1.log")" = 1 ] ||
+        fail_log "$work/reboot1.log" "the first boot showed the ACL token more than once (or logged it)"
     assert_powerdown "$work/reboot2.log" "$work/reboot2.qmp"
 }
 

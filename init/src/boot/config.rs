@@ -17,6 +17,11 @@ pub const DEFAULT_PATH: &str = "/etc/nomados/nomados.toml";
 /// that is down at boot still has its last download. PID 1 and a root CLI share it.
 pub const PACK_CACHE_DIR: &str = "/var/lib/nomad/nomados/packs-cache";
 
+/// The node's Nomad ACL token: written by the ACL bootstrap at first boot (or given by
+/// the machine configuration to a node that joins a cluster); root-only, on the data
+/// partition. Absent means anonymous requests.
+pub const NOMAD_TOKEN_FILE: &str = "/var/lib/nomad/nomados/nomad-token";
+
 /// Below this the applier cannot even load a small pack set.
 const MIN_APPLIER_MIB: u64 = 48;
 
@@ -60,7 +65,8 @@ pub struct NomadConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
     /// File holding the ACL token PID 1 uses to drain this node and make it eligible
-    /// again (read at each use, never logged). Needs `node:write` and `agent:read`.
+    /// again (read at each use, never logged; a missing file means no token). Needs
+    /// `node:write` and `agent:read`. Default: [`NOMAD_TOKEN_FILE`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// PEM CA bundle trusted for an `https://` address; default: the agent config's
@@ -92,7 +98,7 @@ impl Default for NomadConfig {
             stop_timeout_secs: 30,
             drain_timeout_secs: 30,
             addr: None,
-            token_file: None,
+            token_file: Some(NOMAD_TOKEN_FILE.into()),
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,

@@ -15,6 +15,10 @@ const AGENT_CONFIG_LIMIT: u64 = 1024 * 1024;
 pub struct LocalAgent {
     pub addr: String,
     pub tls: Tls,
+    /// `acl.enabled`: requests need a token, and a server bootstraps the ACL system.
+    pub acl_enabled: bool,
+    /// `server.enabled`: this agent is a server (only a server can bootstrap ACLs).
+    pub server: bool,
 }
 
 impl LocalAgent {
@@ -59,9 +63,17 @@ impl LocalAgent {
             }
         }
         let scheme = if tls_on { "https" } else { "http" };
+        let enabled = |block: &str| {
+            config
+                .pointer(&format!("/{block}/enabled"))
+                .and_then(Value::as_bool)
+                == Some(true)
+        };
         Self {
             addr: format!("{scheme}://{host}:{port}"),
             tls,
+            acl_enabled: enabled("acl"),
+            server: enabled("server"),
         }
     }
 
@@ -124,9 +136,13 @@ mod tests {
             LocalAgent::from_config(&shipped),
             LocalAgent {
                 addr: "http://127.0.0.1:4646".into(),
-                tls: Tls::default()
+                tls: Tls::default(),
+                acl_enabled: true,
+                server: true,
             }
         );
+        assert!(!LocalAgent::from_config(&json!({"acl": {"enabled": false}})).acl_enabled);
+        assert!(!LocalAgent::from_config(&json!({})).acl_enabled);
         assert_eq!(
             addr(json!({"bind_addr": "10.0.0.5", "ports": {"http": 5656}})),
             "http://10.0.0.5:5656"
@@ -185,7 +201,10 @@ mod tests {
         let s = Settings::for_local_agent(&c);
         assert_eq!(s.addr, "https://127.0.0.1:4646");
         assert_eq!(s.tls.ca_file.as_deref(), Some(Path::new("/agent-ca.pem")));
-        assert_eq!(s.token, TokenSource::None);
+        assert_eq!(
+            s.token,
+            TokenSource::File(crate::boot::config::NOMAD_TOKEN_FILE.into())
+        );
         c.addr = Some("https://10.1.1.1:4646".into());
         c.ca_file = Some("/etc/nomados/ca.pem".into());
         c.token_file = Some("/etc/nomados/nomad-token".into());

@@ -7,6 +7,7 @@
 //! request and what Nomad answered (Nomad's errors are plain text). The token never
 //! appears in logs, errors or `Debug` output.
 
+pub mod acl;
 mod agent_config;
 mod connection;
 mod error;

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::error::{ApiError, Result};
@@ -36,7 +37,9 @@ pub enum TokenSource {
     #[default]
     None,
     Value(Secret),
-    /// Read (and trimmed) each time a client is built.
+    /// Read (and trimmed) each time a client is built. A file that does not exist means
+    /// no token (anonymous requests): the machine's default token file appears only once
+    /// ACLs are bootstrapped.
     File(PathBuf),
 }
 
@@ -75,6 +78,9 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
 const TOKEN_FILE_LIMIT: u64 = 64 * 1024;
 const PEM_FILE_LIMIT: u64 = 1024 * 1024;
 
+/// A missing token file is said once per process, not at every request.
+static MISSING_TOKEN_SAID: AtomicBool = AtomicBool::new(false);
+
 impl Settings {
     /// Plain settings for `addr`: anonymous, no namespace or region, system TLS roots.
     pub fn new(addr: impl Into<String>) -> Self {
@@ -106,6 +112,17 @@ impl Settings {
             TokenSource::None => Ok(None),
             TokenSource::Value(s) => Ok(Some(s.clone())),
             TokenSource::File(path) => {
+                let missing = std::fs::metadata(path)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                if missing {
+                    if !MISSING_TOKEN_SAID.swap(true, Ordering::Relaxed) {
+                        crate::debug!(
+                            "no ACL token file {} (yet): requests are anonymous",
+                            path.display()
+                        );
+                    }
+                    return Ok(None);
+                }
                 let bytes = read_bounded(path, TOKEN_FILE_LIMIT, "ACL token file")?;
                 let text = String::from_utf8(bytes).map_err(|_| {
                     ApiError::Setup(format!("ACL token file {}: not UTF-8", path.display()))
@@ -193,11 +210,15 @@ mod tests {
         let p = dir.path().join("token");
         let mut s = Settings::new("http://127.0.0.1:4646");
         s.token = TokenSource::File(p.clone());
+        // Not there yet (before the ACL bootstrap): anonymous, not an error.
+        assert_eq!(s.resolve_token().unwrap(), None);
+        std::fs::create_dir(&p).unwrap();
         let e = s.resolve_token().unwrap_err().to_string();
         assert!(
             e.starts_with(&format!("ACL token file {}: ", p.display())),
             "{e}"
         );
+        std::fs::remove_dir(&p).unwrap();
         std::fs::write(&p, "s3cr3t\n").unwrap();
         assert_eq!(s.resolve_token().unwrap().unwrap().expose(), "s3cr3t");
         std::fs::write(&p, "\n").unwrap();

@@ -1,6 +1,7 @@
 //! Everything PID 1 does once booted: reap, read signals, supervise Nomad, apply packs,
 //! and carry out the shutdown that a signal or the power button asks for.
 
+pub mod acl;
 pub mod backoff;
 pub mod network;
 pub mod nomad;
@@ -188,9 +189,13 @@ pub async fn run(booted: Booted) -> PowerAction {
         program: "/proc/self/exe".into(),
     };
     let (applier_stop_tx, applier_stop_rx) = watch::channel(false);
+    // The applier sees Nomad healthy only once the ACL bootstrap is settled.
+    let (applier_healthy_tx, applier_healthy_rx) = watch::channel(false);
+    let acl_flow = acl::Flow::for_boot(&cfg.nomad, &api, &booted.root);
+    tokio::spawn(acl::gate(acl_flow, healthy_rx, applier_healthy_tx));
     let applier = tokio::spawn(packs::run(
         applier,
-        healthy_rx,
+        applier_healthy_rx,
         reapply.clone(),
         applier_stop_rx,
     ));

@@ -240,6 +240,14 @@ async fn make_eligible(settings: api::Settings, done: Arc<AtomicBool>) {
         Ok(Eligibility::LeftAlone { node, reason }) => {
             crate::warn!("node {node} stays ineligible: {reason}")
         }
+        // No token yet (the first boot, before the ACL bootstrap): a new node is eligible.
+        Err(e)
+            if e.status() == Some(reqwest::StatusCode::FORBIDDEN)
+                && matches!(settings.resolve_token(), Ok(None)) =>
+        {
+            crate::info!("eligibility: no ACL token yet; not checked on this start of nomad");
+            return;
+        }
         Err(e) => {
             crate::error!("cannot make this node eligible for work again: {e}");
             return;

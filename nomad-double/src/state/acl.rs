@@ -21,6 +21,16 @@ pub enum Caller {
     Client(Vec<Value>),
 }
 
+/// 8-4-4-4-12 hex digits, as Nomad's `helper.IsUUID` checks.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Store {
@@ -87,16 +97,36 @@ impl Store {
     }
 
     /// `POST /v1/acl/bootstrap`. `secret` (`BootstrapSecret`) becomes the SecretID from
-    /// Nomad 1.4 on; older versions ignore it and make a random one.
-    pub fn acl_bootstrap(&mut self, secret: Option<&str>, now: i64) -> Result<Value> {
+    /// Nomad 1.4 on (it must be a UUID, else `400 invalid acl token`); older versions
+    /// ignore it and make a random one. `reset_index` is what the operator wrote to
+    /// `<data_dir>/acl-bootstrap-reset`: the current reset index allows one more bootstrap.
+    pub fn acl_bootstrap(
+        &mut self,
+        secret: Option<&str>,
+        reset_index: Option<u64>,
+        now: i64,
+    ) -> Result<Value> {
         self.acl_on()?;
         if let Some(n) = self.acl.bootstrap_index {
-            return Err(Error::BadRequest(format!(
-                "ACL bootstrap already done (reset index: {n})"
-            )));
+            match reset_index {
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "ACL bootstrap already done (reset index: {n})"
+                    )))
+                }
+                Some(given) if given != n => {
+                    return Err(Error::BadRequest(format!(
+                        "Invalid bootstrap reset index (specified {given}, reset index: {n})"
+                    )))
+                }
+                Some(_) => {}
+            }
         }
         let secret =
             secret.filter(|s| !s.is_empty() && self.settings.version.has_bootstrap_secret());
+        if secret.is_some_and(|s| !is_uuid(s)) {
+            return Err(Error::BadRequest("invalid acl token".into()));
+        }
         Ok(self.bootstrap_token(secret, now))
     }
 
@@ -284,7 +314,7 @@ mod tests {
     #[test]
     fn bootstrap_once_and_bootstrap_secret_from_1_4() {
         let mut old = acl_store(crate::version::Version(1, 1, 2));
-        let t = old.acl_bootstrap(Some(SECRET), 1).unwrap();
+        let t = old.acl_bootstrap(Some(SECRET), None, 1).unwrap();
         assert_ne!(t["SecretID"], SECRET, "1.1.2 ignores BootstrapSecret");
         assert_eq!(
             (t["Type"].as_str(), t["Name"].as_str()),
@@ -293,7 +323,7 @@ mod tests {
         assert_eq!(t["Hash"].as_str().map(str::len), Some(44));
         let idx = t["CreateIndex"].as_u64().unwrap();
         assert_eq!(
-            old.acl_bootstrap(None, 2),
+            old.acl_bootstrap(None, None, 2),
             Err(Error::BadRequest(format!(
                 "ACL bootstrap already done (reset index: {idx})"
             )))
@@ -304,7 +334,7 @@ mod tests {
         );
 
         let mut new = acl_store(crate::version::Version(1, 4, 0));
-        let t = new.acl_bootstrap(Some(SECRET), 1).unwrap();
+        let t = new.acl_bootstrap(Some(SECRET), None, 1).unwrap();
         assert_eq!(t["SecretID"], SECRET);
         assert_eq!(
             new.acl_token_self(Some(SECRET)).unwrap()["AccessorID"],
@@ -317,13 +347,35 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_secret_must_be_a_uuid_and_a_reset_index_allows_one_more_bootstrap() {
+        let mut s = acl_store(crate::version::Version(1, 7, 7));
+        assert_eq!(
+            s.acl_bootstrap(Some("hunter2"), None, 1),
+            Err(Error::BadRequest("invalid acl token".into()))
+        );
+        let first = s.acl_bootstrap(None, None, 1).unwrap();
+        let idx = first["CreateIndex"].as_u64().unwrap();
+        assert_eq!(
+            s.acl_bootstrap(None, Some(idx + 5), 2),
+            Err(Error::BadRequest(format!(
+                "Invalid bootstrap reset index (specified {}, reset index: {idx})",
+                idx + 5
+            )))
+        );
+        let second = s.acl_bootstrap(Some(SECRET), Some(idx), 2).unwrap();
+        assert_eq!(second["SecretID"], SECRET);
+        // The reset index moved on: the same file does not allow a third.
+        assert!(s.acl_bootstrap(None, Some(idx), 3).is_err());
+    }
+
+    #[test]
     fn a_preset_management_token_counts_as_bootstrapped() {
         let mut settings = crate::state::Settings::for_tests();
         settings.acl_enabled = true;
         settings.management_token = Some("s3cret".into());
         let mut s = Store::new(settings, 1);
         assert_eq!(s.acl_caller("s3cret"), Some(Caller::Management));
-        assert!(s.acl_bootstrap(None, 2).is_err());
+        assert!(s.acl_bootstrap(None, None, 2).is_err());
     }
 
     #[test]

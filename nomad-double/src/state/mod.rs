@@ -141,7 +141,13 @@ impl Store {
         s.node_state.create_index = 7;
         s.index = 9;
         s.node_state.modify_index = 9;
-        if let Some(secret) = s.settings.management_token.clone() {
+        // An empty preset is no preset: the cluster waits for its bootstrap.
+        if let Some(secret) = s
+            .settings
+            .management_token
+            .clone()
+            .filter(|t| !t.is_empty())
+        {
             s.preset_management_token(&secret, now);
         }
         s
