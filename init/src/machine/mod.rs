@@ -7,3 +7,4 @@
 
 pub mod found;
 pub mod providers;
+pub mod userdata;
