@@ -5,6 +5,9 @@
 //! services. Finding, validating and applying the user data is untrusted work and runs in
 //! a child that PID 1 supervises, never inside PID 1.
 
+pub mod apply;
 pub mod found;
+pub mod paths;
 pub mod providers;
+pub mod render;
 pub mod userdata;
