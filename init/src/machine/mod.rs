@@ -10,4 +10,5 @@ pub mod found;
 pub mod paths;
 pub mod providers;
 pub mod render;
+pub mod sources;
 pub mod userdata;
