@@ -13,13 +13,49 @@ pub enum MachineCommand {
         /// The user-data file (TOML, see docs/machine-config.md).
         file: PathBuf,
     },
+    /// Find the user data, check it and apply it (what PID 1 runs at boot, as a child).
+    Apply {
+        /// The baked Nomad agent config (`nomad.config` of the init config).
+        #[arg(long, default_value = "/etc/nomad.d/init.json")]
+        agent_config: PathBuf,
+    },
 }
 
 /// Runs a `machine-config` command; returns the exit code.
 pub fn run(command: MachineCommand) -> i32 {
     match command {
         MachineCommand::Validate { file } => validate(&file),
+        MachineCommand::Apply { agent_config } => apply(agent_config),
     }
+}
+
+fn apply(agent_config: PathBuf) -> i32 {
+    use crate::sys::root::{Root, TEST_CMDLINE_ENV};
+    let root = Root::from_env();
+    // Read here rather than passed in argv: a config URL may carry credentials.
+    let cmdline = if root.is_test() {
+        std::env::var(TEST_CMDLINE_ENV).unwrap_or_default()
+    } else {
+        std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+    };
+    let opts = crate::machine::run::ApplyOptions {
+        root,
+        cmdline,
+        agent_config,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nomad-init: cannot start the async runtime: {e}");
+            return super::exit::FAILED;
+        }
+    };
+    runtime
+        .block_on(crate::machine::run::apply(&opts))
+        .exit_code()
 }
 
 fn validate(file: &std::path::Path) -> i32 {

@@ -7,8 +7,10 @@
 
 pub mod apply;
 pub mod found;
+pub mod overlay;
 pub mod paths;
 pub mod providers;
 pub mod render;
+pub mod run;
 pub mod sources;
 pub mod userdata;
