@@ -355,3 +355,39 @@ fn the_schema_accepts_the_documented_example_shape() {
     assert!(!validator.is_valid(&serde_json::json!({"packs": {"url": "https://h/x"}})));
     assert!(!validator.is_valid(&serde_json::json!({"colour": 1})));
 }
+
+/// Every `toml` block of docs/machine-config.md is a valid user data.
+#[test]
+fn the_documented_examples_are_valid() {
+    let doc = include_str!("../../../../docs/machine-config.md");
+    let mut blocks = 0;
+    let mut rest = doc;
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").unwrap();
+        let text = &body[..end];
+        if let Err(e) = parse(Path::new("docs/machine-config.md"), text.as_bytes()) {
+            panic!("example {blocks} is refused: {e}\n{text}");
+        }
+        blocks += 1;
+        rest = &body[end..];
+    }
+    assert!(blocks >= 8, "only {blocks} examples found");
+}
+
+/// Editors load the schema from docs/user-data.schema.json; it must match the code.
+/// Regenerate with `UPDATE_SCHEMA=1 cargo test -p nomad-init --lib committed_user_data`.
+#[test]
+fn committed_user_data_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/user-data.schema.json");
+    let want = serde_json::to_string_pretty(&schema::json_schema()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is stale; regenerate it with UPDATE_SCHEMA=1 cargo test -p nomad-init --lib committed_user_data",
+        path.display()
+    );
+}
