@@ -261,6 +261,36 @@ mod tests {
     }
 
     #[test]
+    fn schema_defaults_to_the_pack_set_and_machine_config_has_its_commands() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.command);
+        assert!(matches!(
+            parse(&["nomad-init", "schema"]),
+            Ok(Command::Schema {
+                which: SchemaKind::PackSet
+            })
+        ));
+        assert!(matches!(
+            parse(&["nomad-init", "schema", "user-data"]),
+            Ok(Command::Schema {
+                which: SchemaKind::UserData
+            })
+        ));
+        assert!(parse(&["nomad-init", "schema", "bogus"]).is_err());
+        assert!(matches!(
+            parse(&["nomad-init", "machine-config", "validate", "/u.toml"]),
+            Ok(Command::MachineConfig {
+                command: machine::MachineCommand::Validate { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["nomad-init", "machine-config", "apply"]),
+            Ok(Command::MachineConfig {
+                command: machine::MachineCommand::Apply { .. }
+            })
+        ));
+    }
+
+    #[test]
     fn nomad_connection_flags_mean_what_nomads_do() {
         let a = packs_args(&[
             "--address=https://10.0.0.1:4646",

@@ -80,3 +80,23 @@ fn validate(file: &std::path::Path) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_exits_by_the_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "[nomad]\nrole = \"client\"\n").unwrap();
+        assert_eq!(validate(&good), super::super::exit::OK);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[nomad]\nrole = \"leader\"\n").unwrap();
+        assert_eq!(validate(&bad), super::super::exit::FAILED);
+        assert_eq!(
+            validate(&dir.path().join("missing.toml")),
+            super::super::exit::FAILED
+        );
+    }
+}
