@@ -62,10 +62,29 @@ pub async fn configure(booted: &Booted, reaper: &Arc<Reaper>, program: PathBuf) 
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
     };
-    let paths = Paths::under(&booted.root);
     if !run_child(reaper, &program, &booted.config).await {
         return baked;
     }
+    let configured = read_back(booted);
+    if configured.config.hostname != booted.config.hostname {
+        if let Some(h) = &configured.config.hostname {
+            match nix::unistd::sethostname(h) {
+                Ok(()) => crate::info!("hostname set to {h} (machine config)"),
+                Err(e) => crate::warn!("sethostname({h}): {e}"),
+            }
+        }
+    }
+    configured
+}
+
+/// What the child wrote, layered over the baked configuration; the baked configuration
+/// when it wrote nothing or the layering does not hold.
+fn read_back(booted: &Booted) -> Configured {
+    let baked = Configured {
+        config: booted.config.clone(),
+        fragment_dirs: Vec::new(),
+    };
+    let paths = Paths::under(&booted.root);
     if !paths.machine_dir.is_dir() {
         // Nothing found: nothing written.
         return baked;
@@ -99,14 +118,6 @@ pub async fn configure(booted: &Booted, reaper: &Arc<Reaper>, program: PathBuf) 
             }
         }
     };
-    if config.hostname != booted.config.hostname {
-        if let Some(h) = &config.hostname {
-            match nix::unistd::sethostname(h) {
-                Ok(()) => crate::info!("hostname set to {h} (machine config)"),
-                Err(e) => crate::warn!("sethostname({h}): {e}"),
-            }
-        }
-    }
     Configured {
         config,
         fragment_dirs: vec![paths.fragment_dir()],
@@ -172,6 +183,76 @@ async fn run_child(reaper: &Arc<Reaper>, program: &std::path::Path, config: &Ini
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn booted(root: &std::path::Path, baked: Option<&str>) -> Booted {
+        let r = crate::sys::root::Root::test(root);
+        let (config, config_source) = match baked {
+            Some(text) => {
+                let p = root.join("nomados.toml");
+                std::fs::write(&p, text).unwrap();
+                (
+                    crate::boot::config::parse(&p, text).unwrap(),
+                    ConfigSource::File(p),
+                )
+            }
+            None => (InitConfig::defaults_under(&r), ConfigSource::Defaults),
+        };
+        Booted {
+            root: r,
+            options: Default::default(),
+            config,
+            config_source,
+            data: None,
+            hostname: None,
+            failed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_the_child_wrote_is_layered_over_the_baked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = booted(
+            dir.path(),
+            Some("[packs]\ninterval_secs = 60\n[nomad]\nstop_timeout_secs = 9\n"),
+        );
+        // Nothing written: the baked configuration, no fragments.
+        let c = read_back(&b);
+        assert_eq!(c.config, b.config);
+        assert!(c.fragment_dirs.is_empty());
+
+        let paths = Paths::under(&b.root);
+        std::fs::create_dir_all(paths.fragment_dir()).unwrap();
+        std::fs::write(paths.init_override(), "[packs]\ninterval_secs = 7\n").unwrap();
+        let c = read_back(&b);
+        assert_eq!(c.config.packs.interval_secs, 7);
+        assert_eq!(c.config.nomad.stop_timeout_secs, 9, "the baked keys stay");
+        assert_eq!(c.fragment_dirs, [paths.fragment_dir()]);
+
+        // An override that does not hold with the baked file: all of it is ignored.
+        std::fs::write(paths.init_override(), "[nomad]\nbinary = \"rel\"\n").unwrap();
+        let c = read_back(&b);
+        assert_eq!(c.config, b.config);
+        assert!(c.fragment_dirs.is_empty());
+    }
+
+    #[test]
+    fn without_a_baked_file_the_defaults_are_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = booted(dir.path(), None);
+        let paths = Paths::under(&b.root);
+        std::fs::create_dir_all(paths.fragment_dir()).unwrap();
+        // Only fragments, no init override: the baked init config as it is.
+        let c = read_back(&b);
+        assert_eq!(c.config, b.config);
+        assert_eq!(c.fragment_dirs, [paths.fragment_dir()]);
+        std::fs::write(paths.init_override(), "[packs]\ninterval_secs = 7\n").unwrap();
+        let c = read_back(&b);
+        assert_eq!(c.config.packs.interval_secs, 7);
+        assert_eq!(
+            c.config.nomad.config, b.config.nomad.config,
+            "test-root defaults kept"
+        );
+    }
 
     #[test]
     fn the_child_gets_no_secret_and_no_url_in_argv() {
