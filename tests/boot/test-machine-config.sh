@@ -17,7 +17,7 @@ done
 kernel=$(test_kernel)
 nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
-trap 'stop_vm; rm -rf "$TEST_TMP"' EXIT
+trap 'stop_vm' EXIT
 
 if [ -z "${NOMAD_INIT_BIN:-}" ] || [ -z "${NOMAD_DOUBLE_BIN:-}" ]; then
     (cd "$REPO" && cargo build -q -p nomad-init -p nomad-double) || fail "cargo build failed"
@@ -54,6 +54,17 @@ boot() {
         "$kernel" "$TEST_TMP/initramfs.cpio"
 }
 
+# end_vm: stops this boot's VM (stop_vm would also remove TEST_TMP, still needed here).
+end_vm() {
+    if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
+        kill "$VM_PID" 2>/dev/null
+        sleep 0.5
+        kill -9 "$VM_PID" 2>/dev/null || true
+    fi
+    [ -z "${VM_PID:-}" ] || wait "$VM_PID" 2>/dev/null || true
+    VM_PID=
+}
+
 # expect LOG TEXT...: each fixed string is on the console.
 expect() {
     local log=$1 s
@@ -75,7 +86,8 @@ retry_join = ["10.0.2.2"]
 rack = "r1"
 EOF
 printf 'instance-id: iid-cidata-1\nlocal-hostname: mc-cidata\n' >"$TEST_TMP/seed/meta-data"
-xorriso -as mkisofs -quiet -J -r -V cidata -o "$TEST_TMP/seed.iso" "$TEST_TMP/seed"
+xorriso -as mkisofs -quiet -J -r -V cidata -o "$TEST_TMP/seed.iso" "$TEST_TMP/seed" \
+    2>"$TEST_TMP/xorriso.log" || fail "xorriso: $(cat "$TEST_TMP/xorriso.log")"
 boot cidata -drive "file=$TEST_TMP/seed.iso,media=cdrom,readonly=on"
 log=$TEST_TMP/cidata.log
 wait_for "$log" 'nomad API healthy' 120
@@ -89,7 +101,7 @@ expect "$log" \
     "Loaded configuration from /run/nomados/machine/nomad.d/10-nomados-machine.json" \
     "Client: true" "Server: false" "(DC: dc-cidata)"
 note "cidata: $(grep -m1 -o 'nocloud answered.*' "$log" | tr -d '\r')"
-stop_vm
+end_vm
 
 # --- 2. fw_cfg --------------------------------------------------------------------------
 cat >"$TEST_TMP/fw-user-data.toml" <<'EOF'
@@ -113,20 +125,21 @@ expect "$log" \
     "Loaded configuration from /run/nomados/machine/nomad.d/50-region.json" \
     "Client: false" "Server: true" "Region: r-fwcfg (DC: dc-fwcfg)"
 note "fw_cfg: $(grep -m1 -o 'machine config from fw_cfg.*' "$log" | tr -d '\r')"
-stop_vm
+end_vm
 
 # --- 3. a broken user data leaves the baked configuration whole -------------------------
-printf '[nomad]\nrole = "server"\nbootstrap_expect = 0\n[secrets]\nnomad_token = "not shown"\n' \
+printf '[nomad]\nrole = "server"\nbootstrap_expect = 0\n[secrets]\nnomad_token = "s3cr3t tok3n"\n' \
     >"$TEST_TMP/broken.toml"
 boot broken -fw_cfg "name=opt/nomados/user-data,file=$TEST_TMP/broken.toml"
 log=$TEST_TMP/broken.log
 wait_for "$log" 'nomad API healthy' 120
 expect "$log" \
     "fw_cfg:user-data:3:20: nomad.bootstrap_expect must be between 1 and 255" \
+    "fw_cfg:user-data:5:15: secrets.nomad_token must be one word without spaces (value not shown)" \
     "machine config from fw_cfg: refused; the baked configuration stays" \
     "agent -config=/etc/nomad.d/init.json (pid" \
     "Client: true" "Server: true"
-grep -q 'not shown' "$log" && fail_log "$log" "a secret reached the console"
+grep -q 's3cr3t' "$log" && fail_log "$log" "a secret reached the console"
 grep -q 'Loaded configuration from /run/nomados' "$log" &&
     fail_log "$log" "Nomad loaded a fragment of a refused user data"
 note "broken: refused, baked configuration used"
