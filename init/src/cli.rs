@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::power::PowerAction;
 
+mod machine;
 mod power_request;
 pub use power_request::request_power_action;
 
@@ -26,8 +27,16 @@ enum Command {
         #[command(subcommand)]
         command: PacksCommand,
     },
-    /// Print the JSON Schema of the pack-set file (for editors).
-    Schema,
+    /// Print a JSON Schema (for editors): the pack-set file (default) or the user data.
+    Schema {
+        #[arg(value_enum, default_value = "pack-set")]
+        which: SchemaKind,
+    },
+    /// Check (`validate`) or find and apply (`apply`, PID 1's child) the machine's user data.
+    MachineConfig {
+        #[command(subcommand)]
+        command: machine::MachineCommand,
+    },
     /// Acquire a DHCP lease (debugging and tests).
     Dhcp(crate::net::DhcpArgs),
     /// Ask the running NomadOS init to power off.
@@ -36,6 +45,12 @@ enum Command {
     Reboot,
     /// Ask the running NomadOS init to halt.
     Halt,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaKind {
+    PackSet,
+    UserData,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,8 +183,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Poweroff => request_power_action(PowerAction::Poweroff),
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),
-        Command::Schema => {
-            let schema = crate::packs::schema::json_schema();
+        Command::MachineConfig { command } => machine::run(command),
+        Command::Schema { which } => {
+            let schema = match which {
+                SchemaKind::PackSet => crate::packs::schema::json_schema(),
+                SchemaKind::UserData => crate::machine::userdata::schema::json_schema(),
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
@@ -268,6 +287,36 @@ mod tests {
             } => Ok(a),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn schema_defaults_to_the_pack_set_and_machine_config_has_its_commands() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.command);
+        assert!(matches!(
+            parse(&["nomad-init", "schema"]),
+            Ok(Command::Schema {
+                which: SchemaKind::PackSet
+            })
+        ));
+        assert!(matches!(
+            parse(&["nomad-init", "schema", "user-data"]),
+            Ok(Command::Schema {
+                which: SchemaKind::UserData
+            })
+        ));
+        assert!(parse(&["nomad-init", "schema", "bogus"]).is_err());
+        assert!(matches!(
+            parse(&["nomad-init", "machine-config", "validate", "/u.toml"]),
+            Ok(Command::MachineConfig {
+                command: machine::MachineCommand::Validate { .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["nomad-init", "machine-config", "apply"]),
+            Ok(Command::MachineConfig {
+                command: machine::MachineCommand::Apply { .. }
+            })
+        ));
     }
 
     #[test]

@@ -39,6 +39,7 @@ tests=(
     "disk-ahci-vfat:test-disk.sh:DISK_IF=ahci FS=vfat"
     "disk-scsi-ext4:test-disk.sh:DISK_IF=scsi FS=ext4"
     "disk-pvscsi-ext4:test-disk.sh:DISK_IF=pvscsi FS=ext4"
+    "machine-config:test-machine-config.sh:"
 )
 selected=("$@")
 passed=0 failed=0 skipped=0

@@ -15,6 +15,10 @@ pub enum LogFormat {
 pub struct KernelOptions {
     /// `nomados.config=/path`: the init config file.
     pub config: Option<PathBuf>,
+    /// `nomados.config=https://...`: where this machine's user data is fetched from.
+    pub config_url: Option<String>,
+    /// `nomados.config.sha256=<hex>`: what the fetched user data must hash to.
+    pub config_sha256: Option<String>,
     /// `nomados.debug=1`: debug logging and the emergency shell after a boot failure.
     pub debug: bool,
     /// `nomados.shell=1`: with debug, start the emergency shell even when boot went well.
@@ -76,15 +80,26 @@ pub fn parse(cmdline: &str) -> KernelOptions {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        // A config URL may carry credentials: never repeat them in a warning.
+        let shown = crate::redact::url(&word);
         let bad = |o: &mut KernelOptions, expected: &str| {
             o.warnings.push(format!(
-                "kernel command line: {word}: expected {expected}; option ignored"
+                "kernel command line: {shown}: expected {expected}; option ignored"
             ))
         };
         match key {
             "config" => match value {
                 Some(v) if v.starts_with('/') => o.config = Some(PathBuf::from(v)),
-                _ => bad(&mut o, "an absolute path"),
+                Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+                    o.config_url = Some(v.to_string())
+                }
+                _ => bad(&mut o, "an absolute path or an http(s):// URL"),
+            },
+            "config.sha256" => match value {
+                Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    o.config_sha256 = Some(v.to_ascii_lowercase())
+                }
+                _ => bad(&mut o, "64 hexadecimal digits"),
             },
             "debug" => match parse_bool(value) {
                 Some(b) => o.debug = b,
@@ -107,7 +122,7 @@ pub fn parse(cmdline: &str) -> KernelOptions {
                 _ => bad(&mut o, "debug, info, warn or error"),
             },
             _ => o.warnings.push(format!(
-                "kernel command line: unknown option {word}; ignored"
+                "kernel command line: unknown option {shown}; ignored"
             )),
         }
     }
@@ -138,10 +153,30 @@ mod tests {
         assert_eq!(o.warnings.len(), 3, "{:?}", o.warnings);
         assert!(o.warnings[0].contains("unknown option nomados.colour=red"));
         assert!(o.warnings[1].contains("nomados.log=xml: expected json or plain"));
-        assert!(o.warnings[2].contains("expected an absolute path"));
+        assert!(o.warnings[2].contains("expected an absolute path or an http(s):// URL"));
         assert!(o.debug, "a bare flag means on");
         assert_eq!(o.log, None);
         assert_eq!(o.config, None);
+    }
+
+    #[test]
+    fn a_config_url_and_its_sha256_are_the_user_datas_source() {
+        let sha = "AB".repeat(32);
+        let o = parse(&format!(
+            "nomados.config=https://cfg.example/m1.toml?sig=x nomados.config.sha256={sha}"
+        ));
+        assert_eq!(
+            o.config_url.as_deref(),
+            Some("https://cfg.example/m1.toml?sig=x")
+        );
+        assert_eq!(o.config_sha256, Some("ab".repeat(32)));
+        assert_eq!(o.config, None, "a URL is not the init config path");
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        let o = parse("nomados.config.sha256=xyz nomados.config=ftp://u:pw@h/x");
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
+        assert!(o.warnings[0].contains("64 hexadecimal digits"));
+        assert!(!o.warnings[1].contains("pw"), "{:?}", o.warnings);
+        assert_eq!((o.config_url, o.config_sha256), (None, None));
     }
 
     #[test]

@@ -77,6 +77,30 @@ impl LocalAgent {
         }
     }
 
+    /// The merged view Nomad itself has when started with `-config=<base>` and then
+    /// `-config=<dir>` for each of `dirs`: the base, then each directory's `*.json` files in
+    /// lexical order, later keys winning, objects merged. HCL fragments cannot be read here
+    /// (no HCL parser in PID 1); what they say about the API is not seen.
+    pub fn from_files(base: &Path, dirs: &[std::path::PathBuf]) -> Self {
+        let mut merged = read_json(base).unwrap_or_else(|e| {
+            crate::warn!(
+                "cannot derive the Nomad API address from {}: {e}; using {}",
+                base.display(),
+                super::settings::DEFAULT_ADDR
+            );
+            Value::Null
+        });
+        for dir in dirs {
+            for file in fragment_files(dir) {
+                match read_json(&file) {
+                    Ok(v) => merge(&mut merged, v),
+                    Err(e) => crate::warn!("agent config fragment {}: {e}", file.display()),
+                }
+            }
+        }
+        Self::from_config(&merged)
+    }
+
     /// Reads the agent config file; defaults (plain http on loopback) when unreadable.
     pub fn from_file(path: &Path) -> Self {
         let parsed = read_bounded(path, AGENT_CONFIG_LIMIT, "Nomad agent config")
@@ -96,11 +120,56 @@ impl LocalAgent {
     }
 }
 
+fn read_json(path: &Path) -> Result<Value, String> {
+    read_bounded(path, AGENT_CONFIG_LIMIT, "Nomad agent config")
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+}
+
+/// The `*.json` files of a fragment directory in lexical order (Nomad's order too).
+fn fragment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Merges `over` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
 impl Settings {
     /// What PID 1 uses: `nomados.toml`'s `[nomad]` settings, each falling back to what
     /// the agent config says. The token file is read whenever a client is built.
     pub fn for_local_agent(config: &NomadConfig) -> Self {
-        let agent = LocalAgent::from_file(&config.config);
+        Self::for_local_agent_with_fragments(config, &[])
+    }
+
+    /// [`Self::for_local_agent`] for an agent also started with `-config=<dir>` for each of
+    /// `fragment_dirs` (the machine configuration's fragments): their JSON is read too.
+    pub fn for_local_agent_with_fragments(
+        config: &NomadConfig,
+        fragment_dirs: &[std::path::PathBuf],
+    ) -> Self {
+        let agent = LocalAgent::from_files(&config.config, fragment_dirs);
         let mut s = Settings::new(config.addr.clone().unwrap_or(agent.addr));
         if let Some(f) = &config.token_file {
             s.token = TokenSource::File(f.clone());
@@ -183,6 +252,47 @@ mod tests {
             a.tls.client_key.as_deref(),
             Some(Path::new("/etc/nomad.d/server-key.pem"))
         );
+    }
+
+    #[test]
+    fn fragments_are_merged_over_the_base_in_lexical_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("init.json");
+        std::fs::write(
+            &base,
+            r#"{"bind_addr": "0.0.0.0", "ports": {"http": 4646}}"#,
+        )
+        .unwrap();
+        let frags = dir.path().join("nomad.d");
+        std::fs::create_dir(&frags).unwrap();
+        std::fs::write(
+            frags.join("10-nomados-machine.json"),
+            r#"{"tls": {"http": true, "ca_file": "/run/nomados/secrets/tls/ca.pem"}, "ports": {"http": 1}}"#,
+        )
+        .unwrap();
+        std::fs::write(frags.join("50-port.json"), r#"{"ports": {"http": 5000}}"#).unwrap();
+        // Not read: HCL, and a broken JSON (warned about, skipped).
+        std::fs::write(frags.join("60-x.hcl"), "ports { http = 6000 }").unwrap();
+        std::fs::write(frags.join("70-bad.json"), "{").unwrap();
+        let a = LocalAgent::from_files(&base, std::slice::from_ref(&frags));
+        assert_eq!(a.addr, "https://127.0.0.1:5000");
+        assert_eq!(
+            a.tls.ca_file.as_deref(),
+            Some(Path::new("/run/nomados/secrets/tls/ca.pem"))
+        );
+        assert_eq!(
+            LocalAgent::from_files(&base, &[]).addr,
+            "http://127.0.0.1:4646"
+        );
+        let c = NomadConfig {
+            config: base,
+            ..NomadConfig::default()
+        };
+        assert_eq!(
+            Settings::for_local_agent_with_fragments(&c, &[frags]).addr,
+            "https://127.0.0.1:5000"
+        );
+        assert_eq!(Settings::for_local_agent(&c).addr, "http://127.0.0.1:4646");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod backoff;
+pub mod machine;
 pub mod network;
 pub mod nomad;
 pub mod output;
@@ -167,7 +168,12 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
-    let api = crate::nomad::Settings::for_local_agent(&cfg.nomad);
+    // The machine's own configuration (issue 10) needs the network and comes before Nomad.
+    let machine::Configured {
+        config: cfg,
+        fragment_dirs,
+    } = machine::configure(&booted, &reaper, "/proc/self/exe".into()).await;
+    let api = crate::nomad::Settings::for_local_agent_with_fragments(&cfg.nomad, &fragment_dirs);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
@@ -178,6 +184,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         reaper: reaper.clone(),
         healthy: healthy_tx,
         stop: stop_rx,
+        fragment_dirs,
     };
     let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
     let applier = packs::Applier {

@@ -25,14 +25,21 @@ pub struct Supervisor {
     pub healthy: watch::Sender<bool>,
     /// Becomes true when the machine shuts down.
     pub stop: watch::Receiver<bool>,
+    /// Directories of agent config fragments (the machine configuration's), passed after
+    /// the base file.
+    pub fragment_dirs: Vec<std::path::PathBuf>,
 }
 
-/// The command line, e.g. `nomad agent -config=/etc/nomad.d/init.json`.
-pub fn command(config: &NomadConfig) -> Command {
+/// The command line, e.g. `nomad agent -config=/etc/nomad.d/init.json
+/// -config=/run/nomados/machine/nomad.d`.
+pub fn command(config: &NomadConfig, fragment_dirs: &[std::path::PathBuf]) -> Command {
     let mut cmd = Command::new(&config.binary);
     cmd.arg("agent")
-        .arg(format!("-config={}", config.config.display()))
-        .stdin(Stdio::null())
+        .arg(format!("-config={}", config.config.display()));
+    for dir in fragment_dirs {
+        cmd.arg(format!("-config={}", dir.display()));
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // The kernel starts init without PATH; Nomad and its raw_exec tasks need one.
@@ -56,10 +63,16 @@ impl Supervisor {
                 return;
             }
             let started = Instant::now();
-            let outcome = match self.reaper.spawn(&mut command(&self.config)) {
+            let mut cmd = command(&self.config, &self.fragment_dirs);
+            let outcome = match self.reaper.spawn(&mut cmd) {
                 Ok((mut child, pid, exited)) => {
+                    let extra: String = self
+                        .fragment_dirs
+                        .iter()
+                        .map(|d| format!(" -config={}", d.display()))
+                        .collect();
                     crate::info!(
-                        "started {} agent -config={} (pid {pid})",
+                        "started {} agent -config={}{extra} (pid {pid})",
                         self.config.binary.display(),
                         self.config.config.display()
                     );
