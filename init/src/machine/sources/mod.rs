@@ -41,7 +41,19 @@ pub struct SourceFailed {
 }
 
 /// Tries each source in order; `Ok(None)` when none is present.
+///
+/// On Azure the wireserver must hear "ready" whichever source answered (else Azure marks the
+/// VM as failed to provision), so it is told here when the metadata service was not asked.
 pub async fn find(opts: &Options) -> Result<Option<Found>, SourceFailed> {
+    let found = find_first(opts).await;
+    let asked_azure = matches!(&found, Ok(Some(f)) if f.source == "azure");
+    if !asked_azure && !opts.root.is_test() {
+        crate::machine::providers::report_ready_if_azure(opts.providers_deadline).await;
+    }
+    found
+}
+
+async fn find_first(opts: &Options) -> Result<Option<Found>, SourceFailed> {
     let failed = |source_name: &'static str, e: &dyn std::fmt::Display| SourceFailed {
         source_name,
         message: e.to_string(),
