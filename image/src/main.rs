@@ -86,6 +86,10 @@ struct BuildArgs {
     /// Minimum ESP size in MiB.
     #[arg(long, default_value_t = 64)]
     esp_mib: u64,
+    /// Minimum size of each system slot's root partition in MiB (at least 512 and twice
+    /// the root filesystem, so later systems fit when upgrading).
+    #[arg(long, default_value_t = 512)]
+    slot_mib: u64,
     /// Initial data partition size in MiB (PID 1 grows it to fill the disk).
     #[arg(long, default_value_t = 64)]
     data_mib: u64,
@@ -253,6 +257,7 @@ fn build(a: &BuildArgs) -> Result<()> {
         out_raw: raw.clone(),
         seed: a.seed.clone(),
         esp_min_bytes: a.esp_mib * MIB,
+        slot_min_bytes: a.slot_mib * MIB,
         data_bytes: a.data_mib * MIB,
         read_only: a.root_ro,
         extra_args: a.kernel_args.clone(),
