@@ -69,6 +69,10 @@ pub struct DiskOptions {
     pub work_dir: PathBuf,
     /// Final raw image path (written atomically).
     pub out_raw: PathBuf,
+    /// Where to write the slot payload for `nomad-init upgrade` (None: none).
+    pub out_slot: Option<PathBuf>,
+    /// Version recorded in the slot payload.
+    pub version: String,
     /// Seed for reproducible GUIDs; None = random (two disks never share a PARTUUID).
     pub seed: Option<String>,
     pub esp_min_bytes: u64,
@@ -296,6 +300,13 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
     }
     std::fs::rename(&tmp, &o.out_raw)
         .with_context(|| format!("rename {} to {}", tmp.display(), o.out_raw.display()))?;
+    if let Some(slot) = &o.out_slot {
+        progress(&format!(
+            "slot payload for upgrades: {} (kernel + root filesystem)",
+            slot.display()
+        ));
+        crate::slotpayload::write(slot, &o.version, &o.kernel, &root_img)?;
+    }
     for p in [&esp_img, &root_img, &data_img] {
         let _ = std::fs::remove_file(p);
     }

@@ -161,6 +161,8 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
             kernel,
             work_dir: d.join("work"),
             out_raw: raw.clone(),
+            out_slot: Some(d.join("nomados.slot")),
+            version: "it-1".into(),
             seed: Some("it".into()),
             esp_min_bytes: 40 * MIB,
             slot_min_bytes: 0,
@@ -199,6 +201,13 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
     assert_eq!(root.size_bytes(), root_b.size_bytes());
     assert!(root.size_bytes() >= disk::SLOT_MIN_BYTES);
     assert!(root.size_bytes() >= 2 * report.rootfs_bytes);
+    // The slot payload holds slot A's root filesystem byte for byte, after the kernel.
+    let payload = std::fs::read(d.join("nomados.slot")).unwrap();
+    assert!(payload.starts_with(b"nomados-slot-payload 1\nversion=it-1\n"));
+    let all = std::fs::read(&raw).unwrap();
+    let rootfs = &all[root.offset_bytes() as usize..][..report.rootfs_bytes as usize];
+    assert_eq!(&payload[payload.len() - rootfs.len()..], rootfs);
+    assert_eq!(payload.len(), 4096 + 3 * 1024 * 1024 + rootfs.len());
     let names: Vec<&str> = report
         .layout
         .partitions

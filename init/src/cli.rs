@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::power::PowerAction;
 
 mod power_request;
+pub mod upgrade;
 pub use power_request::request_power_action;
 
 #[derive(Debug, Parser)]
@@ -36,6 +37,8 @@ enum Command {
     Reboot,
     /// Ask the running NomadOS init to halt.
     Halt,
+    /// Write a new system into the inactive slot, arm a one-time trial boot, reboot.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +163,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Poweroff => request_power_action(PowerAction::Poweroff),
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),
+        Command::Upgrade(args) => upgrade::run(&args),
         Command::Schema => {
             let schema = crate::packs::schema::json_schema();
             println!(

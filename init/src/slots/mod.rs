@@ -9,7 +9,9 @@ pub mod adv;
 pub mod esp;
 pub mod grubenv;
 pub mod loader;
+pub mod payload;
 pub mod record;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 
