@@ -11,8 +11,7 @@ use crate::power::PowerAction;
 use crate::slots::upgrade::{self, Target};
 use crate::slots::{self, Esp, Slot};
 
-/// Where the ESP is mounted while the slots are changed.
-pub const ESP_MOUNT: &str = "/run/nomados/esp";
+use crate::slots::trial::ESP_MOUNT;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpgradeArgs {

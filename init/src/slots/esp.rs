@@ -162,7 +162,7 @@ fn rewrite_tail(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An ESP directory as the image builder lays it out (files, not a FAT).

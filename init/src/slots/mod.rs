@@ -3,14 +3,17 @@
 //!
 //! Pure core: [`record`] (PID 1's record and what a boot means for it), [`adv`] (syslinux's
 //! ADV), [`grubenv`] (GRUB's environment block), [`loader`] (edits of the loaders' files).
-//! Effects: [`esp`] (the files on a mounted ESP), [`find_partition`] (sysfs).
+//! [`gate`] (the trial's health gate). Effects: [`esp`] (the files on a mounted ESP),
+//! [`trial`] (what PID 1 does at boot and on a trial), [`upgrade`], [`find_partition`].
 
 pub mod adv;
 pub mod esp;
+pub mod gate;
 pub mod grubenv;
 pub mod loader;
 pub mod payload;
 pub mod record;
+pub mod trial;
 pub mod upgrade;
 
 use std::path::{Path, PathBuf};

@@ -157,6 +157,8 @@ pub async fn run(booted: Booted) -> PowerAction {
         emergency_shell(&reaper, &booted.root);
     }
 
+    // Slots first: a boot the loader fell back to is recorded before anything else runs.
+    let trial = crate::slots::trial::at_boot(&booted.root);
     let cfg = booted.config.clone();
     if let Some(path) = &cfg.nomad.log_file {
         crate::warn!(
@@ -188,11 +190,23 @@ pub async fn run(booted: Booted) -> PowerAction {
         program: "/proc/self/exe".into(),
     };
     let (applier_stop_tx, applier_stop_rx) = watch::channel(false);
+    let (packs_seen_tx, packs_seen_rx) = watch::channel(crate::slots::gate::PacksSeen::NotYet);
+    if let Some(t) = trial {
+        tokio::spawn(crate::slots::trial::gate(
+            t,
+            api.clone(),
+            cfg.packs.set.exists(),
+            healthy_rx.clone(),
+            packs_seen_rx,
+            events_tx.clone(),
+        ));
+    }
     let applier = tokio::spawn(packs::run(
         applier,
         healthy_rx,
         reapply.clone(),
         applier_stop_rx,
+        packs_seen_tx,
     ));
 
     let action = loop {
