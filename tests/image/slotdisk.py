@@ -5,6 +5,7 @@ nomad-init writes (init/src/slots/): syslinux's ADV at the end of ldlinux.sys, G
 environment block, the DEFAULT lines of the two loaders' configs.
 
   slotdisk.py IMAGE state                 print `adv=<label> grubenv=<label> syslinux=<default> grub=<default>`
+  slotdisk.py IMAGE record                print PID 1's record (/nomados/slots)
   slotdisk.py IMAGE arm SLOT              ask both loaders to boot slot-SLOT once
   slotdisk.py IMAGE default SLOT          make slot-SLOT the loaders' default (a commit)
   slotdisk.py IMAGE fill-b KERNEL         slot B := a copy of slot A's root + KERNEL
@@ -117,7 +118,9 @@ def default_of(text, key):
 
 def main():
     img, cmd, *args = sys.argv[1:]
-    if cmd == "state":
+    if cmd == "record":
+        sys.stdout.write(mtools(img, "mtype", "::/nomados/slots").decode())
+    elif cmd == "state":
         sysl = mtools(img, "mtype", "::/syslinux.cfg").decode()
         grub = mtools(img, "mtype", "::/EFI/BOOT/grub.cfg").decode()
         print(f"adv={adv_read(img) or '-'} grubenv={grubenv_read(img) or '-'} "
