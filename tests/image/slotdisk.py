@@ -6,7 +6,7 @@ environment block, the DEFAULT lines of the two loaders' configs.
 
   slotdisk.py IMAGE state                 print `adv=<label> grubenv=<label> syslinux=<default> grub=<default>`
   slotdisk.py IMAGE record                print PID 1's record (/nomados/slots)
-  slotdisk.py IMAGE arm SLOT              ask both loaders to boot slot-SLOT once
+  slotdisk.py IMAGE arm SLOT              record a trial of SLOT and ask both loaders to boot it once
   slotdisk.py IMAGE default SLOT          make slot-SLOT the loaders' default (a commit)
   slotdisk.py IMAGE fill-b KERNEL         slot B := a copy of slot A's root + KERNEL
   slotdisk.py IMAGE kernel-b KERNEL       put KERNEL at /nomados/b/vmlinuz (root left as is)
@@ -126,6 +126,11 @@ def main():
         print(f"adv={adv_read(img) or '-'} grubenv={grubenv_read(img) or '-'} "
               f"syslinux={default_of(sysl, 'DEFAULT ')} grub={default_of(grub, 'set default=')}")
     elif cmd == "arm":
+        # As `nomad-init upgrade` does: PID 1's record first, then both loaders' marks.
+        record = mtools(img, "mtype", "::/nomados/slots").decode()
+        record, n = re.subn(r"^trial=.*$", "trial=" + args[0], record, flags=re.M)
+        assert n == 1, f"no trial= line in the record: {record!r}"
+        put(img, "::/nomados/slots", record.encode())
         label = "slot-" + args[0]
         adv_write(img, label)
         grubenv_write(img, label)

@@ -35,7 +35,7 @@ pub fn at_boot(root: &Root) -> Option<TrialBoot> {
         super::ESP_PARTITION,
     ) else {
         crate::warn!(
-            "slots: booted slot {booted} but no {} partition found",
+            "booted slot {booted} but no {} partition found",
             super::ESP_PARTITION
         );
         return None;
@@ -53,7 +53,7 @@ pub fn at_boot(root: &Root) -> Option<TrialBoot> {
         0o700,
     ) {
         crate::error!(
-            "slots: cannot mount the ESP {} on {}: {e}",
+            "cannot mount the ESP {} on {}: {e}",
             dev.display(),
             mount.display()
         );
@@ -63,7 +63,7 @@ pub fn at_boot(root: &Root) -> Option<TrialBoot> {
     let record = match esp.read_record() {
         Ok(r) => r,
         Err(e) => {
-            crate::error!("slots: {e:#}; upgrades cannot be committed or rolled back");
+            crate::error!("{e:#}; upgrades cannot be committed or rolled back");
             return None;
         }
     };
@@ -76,14 +76,14 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
     // that booted cleared its own); the other loader's mark must not fire later.
     let clear_marks = || {
         if let Err(e) = esp.set_trial(None) {
-            crate::error!("slots: cannot clear the boot loaders' trial marks: {e:#}");
+            crate::error!("cannot clear the boot loaders' trial marks: {e:#}");
         }
     };
     match classify(&record, booted) {
         Boot::Normal => {
-            crate::info!("slots: running slot {booted} (the default)");
+            crate::info!("running slot {booted} (the default)");
             if let Some(why) = &record.rolled_back {
-                crate::warn!("slots: the last upgrade was rolled back: {why}");
+                crate::warn!("the last upgrade was rolled back: {why}");
             }
             if matches!(esp.pending_trials(), Ok((a, g)) if a.is_some() || g.is_some()) {
                 clear_marks();
@@ -93,13 +93,13 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
         Boot::FellBack { trial, reason } => {
             crate::error!("UPGRADE ROLLED BACK: slot {trial}: {reason}");
             if let Err(e) = esp.roll_back(&record, &reason) {
-                crate::error!("slots: cannot record the rollback: {e:#}");
+                crate::error!("cannot record the rollback: {e:#}");
             }
             None
         }
         Boot::Trial(slot) => {
             crate::info!(
-                "slots: TRIAL BOOT of slot {slot}; committed only if Nomad is healthy, this node ready and the pack set applied within {deadline_secs}s, else back to slot {}",
+                "TRIAL BOOT of slot {slot}; committed only if Nomad is healthy, this node ready and the pack set applied within {deadline_secs}s, else back to slot {}",
                 record.default
             );
             clear_marks();
@@ -112,7 +112,7 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
         }
         Boot::Unexpected(slot) => {
             crate::warn!(
-                "slots: running slot {slot}, which is neither the default (slot {}) nor on trial; nothing will be committed",
+                "running slot {slot}, which is neither the default (slot {}) nor on trial; nothing will be committed",
                 record.default
             );
             None
@@ -157,11 +157,11 @@ pub async fn gate(
             Verdict::Pass => {
                 match t.esp.commit(&t.record, t.slot) {
                     Ok(_) => crate::info!(
-                        "slots: UPGRADE COMMITTED: slot {} passed its health gate and is the default now",
+                        "UPGRADE COMMITTED: slot {} passed its health gate and is the default now",
                         t.slot
                     ),
                     Err(e) => crate::error!(
-                        "slots: slot {} passed its health gate but the commit failed ({e:#}); the next boot runs slot {}",
+                        "slot {} passed its health gate but the commit failed ({e:#}); the next boot runs slot {}",
                         t.slot,
                         t.record.default
                     ),
@@ -178,7 +178,7 @@ pub async fn gate(
                     .esp
                     .roll_back(&t.record, &format!("slot {}: {why}", t.slot))
                 {
-                    crate::error!("slots: cannot record the rollback: {e:#}");
+                    crate::error!("cannot record the rollback: {e:#}");
                 }
                 let _ = events.send(Event::Power(PowerAction::Reboot));
                 return;
