@@ -165,13 +165,20 @@ pub fn empty_grubenv() -> Vec<u8> {
     b
 }
 
-/// PID 1's slot record as the image ships it: slot A is the default, nothing on trial.
+/// Size of PID 1's slot record: fixed, because nomad-init rewrites it in place (on FAT a
+/// rename is not atomic).
+pub const SLOTS_RECORD_BYTES: usize = 1024;
+
+/// PID 1's slot record as the image ships it: slot A is the default, nothing on trial;
+/// padded with newlines to [`SLOTS_RECORD_BYTES`].
 pub fn initial_slots_record() -> String {
-    "# NomadOS system slots; written by nomad-init (see docs/image.md)\n\
-     default=a\n\
-     trial=\n\
-     rolled_back=\n"
-        .to_string()
+    let mut s = "# NomadOS system slots; written by nomad-init (see docs/image.md)\n\
+                 default=a\n\
+                 trial=\n\
+                 rolled_back=\n"
+        .to_string();
+    s.extend(std::iter::repeat_n('\n', SLOTS_RECORD_BYTES - s.len()));
+    s
 }
 
 #[cfg(test)]

@@ -53,7 +53,11 @@ fn machine(dir: &Path) -> (Esp, PathBuf) {
         "set default=slot-a\nset fallback=slot-a\n",
     )
     .unwrap();
-    esp.write_record(&Record::default()).unwrap();
+    std::fs::write(
+        esp.path("nomados/slots"),
+        Record::default().render_padded().unwrap(),
+    )
+    .unwrap();
     let dev = dir.join("root-b.img");
     std::fs::write(&dev, vec![0xeeu8; 1 << 20]).unwrap();
     (esp, dev)

@@ -130,6 +130,9 @@ def main():
         record = mtools(img, "mtype", "::/nomados/slots").decode()
         record, n = re.subn(r"^trial=.*$", "trial=" + args[0], record, flags=re.M)
         assert n == 1, f"no trial= line in the record: {record!r}"
+        # nomad-init rewrites the record in place: keep its fixed size (newline padding).
+        record = record.rstrip("\n") + "\n"
+        record += "\n" * (1024 - len(record))
         put(img, "::/nomados/slots", record.encode())
         label = "slot-" + args[0]
         adv_write(img, label)

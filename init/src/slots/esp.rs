@@ -1,7 +1,11 @@
-//! The effects: the slot state on a mounted ESP. Loader files that GRUB and syslinux write
-//! themselves (`ldlinux.sys`'s ADV, `grubenv`) are rewritten in place, same size, as the
-//! loaders do (they write through block lists and must find the same clusters); the
-//! configs and PID 1's record are replaced atomically (new file, fsync, rename).
+//! The effects: the slot state on a mounted ESP. Every file is rewritten **in place, same
+//! size**, never replaced: the loaders write `ldlinux.sys`'s ADV and `grubenv` through block
+//! lists and must find the same clusters, and on FAT a rename is not atomic (Linux writes
+//! the renamed file's directory entry at inode writeback, after the old clusters were freed:
+//! a power cut in between leaves the name pointing at free clusters; tests/image/
+//! slots-gate.sh caught exactly that). In place, no cluster is allocated or freed and only
+//! the changed bytes differ: the configs swap `slot-a` for `slot-b` (same length) and PID
+//! 1's record is padded to a fixed size.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -42,16 +46,29 @@ impl Esp {
             .with_context(|| format!("read {}", p.display()))
     }
 
-    fn replace(&self, rel: &str, text: &str) -> Result<()> {
+    /// Overwrites `rel` with `text` in place; refuses a change of size.
+    fn rewrite(&self, rel: &str, text: &str) -> Result<()> {
         let p = self.path(rel);
-        crate::fsutil::write_atomic(&p, text).with_context(|| format!("write {}", p.display()))?;
-        if let Some(dir) = p.parent() {
-            // The rename is durable only once the directory is.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("sync {}", dir.display()))?;
+        let old = crate::fsutil::read_bounded(&p, TEXT_MAX)
+            .with_context(|| format!("read {}", p.display()))?;
+        if old.len() != text.len() {
+            bail!(
+                "{}: the new contents are {} bytes, the file {}; files on the ESP are only rewritten in place",
+                p.display(),
+                text.len(),
+                old.len()
+            );
         }
-        Ok(())
+        if old == text.as_bytes() {
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("open {} for writing", p.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", p.display()))
     }
 
     pub fn read_record(&self) -> Result<Record> {
@@ -60,7 +77,7 @@ impl Esp {
     }
 
     pub fn write_record(&self, r: &Record) -> Result<()> {
-        self.replace(RECORD, &r.render())
+        self.rewrite(RECORD, &r.render_padded().map_err(anyhow::Error::msg)?)
     }
 
     /// Asks both loaders to boot `slot` once at the next boot (`None`: clear the request).
@@ -93,8 +110,8 @@ impl Esp {
         let sys = loader::syslinux_with_default(&sys, slot).map_err(anyhow::Error::msg)?;
         let grub = self.read_text(GRUB_CFG)?;
         let grub = loader::grub_with_default(&grub, slot).map_err(anyhow::Error::msg)?;
-        self.replace(SYSLINUX_CFG, &sys)?;
-        self.replace(GRUB_CFG, &grub)
+        self.rewrite(SYSLINUX_CFG, &sys)?;
+        self.rewrite(GRUB_CFG, &grub)
     }
 
     /// Records and arms a one-time trial of `slot`.
@@ -187,7 +204,7 @@ pub(crate) mod tests {
             "set default=slot-a\nset fallback=slot-a\nmenuentry slot-a {\n}\n",
         )
         .unwrap();
-        esp.write_record(&Record::default()).unwrap();
+        std::fs::write(esp.path(RECORD), Record::default().render_padded().unwrap()).unwrap();
         (d, esp)
     }
 
@@ -215,6 +232,32 @@ pub(crate) mod tests {
         let grub = std::fs::read_to_string(esp.path(GRUB_CFG)).unwrap();
         assert!(grub.starts_with("set default=slot-b\nset fallback=slot-b\n"));
         assert_eq!(esp.read_record().unwrap(), committed);
+    }
+
+    #[test]
+    fn files_are_rewritten_in_place_never_replaced_or_resized() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, esp) = fake_esp();
+        let inode = |rel: &str| std::fs::metadata(esp.path(rel)).unwrap().ino();
+        let before: Vec<u64> = [RECORD, SYSLINUX_CFG, GRUB_CFG].map(inode).to_vec();
+        let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
+        esp.commit(&armed, Slot::B).unwrap();
+        esp.roll_back(&Record::default(), &"why ".repeat(100))
+            .unwrap();
+        let after: Vec<u64> = [RECORD, SYSLINUX_CFG, GRUB_CFG].map(inode).to_vec();
+        assert_eq!(before, after, "same files (a rename would make new inodes)");
+        assert_eq!(
+            std::fs::metadata(esp.path(RECORD)).unwrap().len(),
+            super::super::record::RECORD_BYTES as u64
+        );
+        std::fs::write(
+            esp.path(SYSLINUX_CFG),
+            "DEFAULT slot-b\nONERROR slot-b\nX\n",
+        )
+        .unwrap();
+        std::fs::write(esp.path(SYSLINUX_CFG), "DEFAULT x\nONERROR x\n").unwrap();
+        let e = format!("{:#}", esp.set_default(Slot::A).unwrap_err());
+        assert!(e.contains("in place"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,8 @@ impl Default for Record {
 
 /// The longest `rolled_back` reason kept: the record is read at every boot.
 pub const REASON_MAX: usize = 300;
+/// The record's fixed size on the ESP (rewritten in place): the text, then newlines.
+pub const RECORD_BYTES: usize = 1024;
 
 impl Record {
     pub fn parse(text: &str) -> Result<Record, String> {
@@ -123,6 +125,19 @@ impl Record {
                 .map(one_line)
                 .unwrap_or_default()
         )
+    }
+
+    /// The record as stored: [`Record::render`] padded with newlines to [`RECORD_BYTES`].
+    pub fn render_padded(&self) -> Result<String, String> {
+        let mut s = self.render();
+        if s.len() > RECORD_BYTES {
+            return Err(format!(
+                "slot record is {} bytes; at most {RECORD_BYTES}",
+                s.len()
+            ));
+        }
+        s.extend(std::iter::repeat_n('\n', RECORD_BYTES - s.len()));
+        Ok(s)
     }
 
     /// The slot an upgrade writes: never the one running, never the committed default.
@@ -234,11 +249,15 @@ mod tests {
     fn the_shipped_record_parses_and_renders_back() {
         let r = Record::parse(SHIPPED).unwrap();
         assert_eq!(r, Record::default());
+        assert_eq!(r.render(), SHIPPED);
+        let padded = r.render_padded().unwrap();
+        assert_eq!(padded.len(), RECORD_BYTES);
         assert_eq!(
-            r.render(),
-            SHIPPED,
-            "same text as image/src/bootcfg.rs writes"
+            padded.trim_end(),
+            SHIPPED.trim_end(),
+            "as image/src/bootcfg.rs writes it"
         );
+        assert_eq!(Record::parse(&padded).unwrap(), r);
         let t = Record {
             default: Slot::B,
             trial: Some(Slot::A),
