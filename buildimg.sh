@@ -20,6 +20,7 @@
 #   SEED        seed for reproducible disk GUIDs (default: random)
 #   ROOT_RO     1 = mount the root filesystem read-only (default 0)
 #   DATA_MIB    initial data partition size (default 64; PID 1 grows it on first boot)
+#   SLOT_MIB    minimum size of each system slot (default 512; at least twice the root fs)
 #   KERNEL_ARGS extra kernel arguments, space separated
 set -euo pipefail
 
@@ -159,7 +160,7 @@ elif [[ ",$FORMATS," == *,pxe,* ]]; then
     disk_formats=$(tr ',' '\n' <<<"$FORMATS" | grep -vx pxe | paste -sd, -)
 fi
 build_args=(build --kernel "$kernel" --out "$OUT" --formats "$disk_formats"
-    --data-mib "${DATA_MIB:-64}")
+    --data-mib "${DATA_MIB:-64}" --slot-mib "${SLOT_MIB:-512}")
 [ -n "${SEED:-}" ] && build_args+=(--seed "$SEED")
 [ "${ROOT_RO:-0}" = 1 ] && build_args+=(--root-ro)
 for a in ${KERNEL_ARGS:-}; do build_args+=(--kernel-arg "$a"); done

@@ -3,8 +3,10 @@
 //! file), the GPT comes from [`crate::gpt`], and the pieces are copied in at their offsets.
 //!
 //! Boot path, BIOS: gptmbr.bin (MBR) -> ESP boot sector (syslinux) -> ldlinux.sys ->
-//! syslinux.cfg -> kernel. UEFI: firmware -> \EFI\BOOT\BOOTX64.EFI (syslinux.efi) -> the
-//! same syslinux.cfg -> kernel. One ESP, one config, one kernel for both.
+//! /syslinux.cfg -> a slot's kernel. UEFI: firmware -> \EFI\BOOT\BOOTX64.EFI (GRUB, built
+//! by `grub-mkimage`) -> \EFI\BOOT\grub.cfg -> the same kernel file. Two system slots
+//! (A, B), each a root partition plus a kernel on the ESP; the image fills slot A and boots
+//! it; B stays empty until the first upgrade (docs/image.md says why two loaders).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -14,33 +16,51 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bootcfg::{self, Cmdline};
+use crate::bootcfg::{self, Cmdline, Entry, Slot};
 use crate::gpt;
 use crate::guid::Guid;
 use crate::layout::{round_up, Layout, PartitionSpec, ATTR_LEGACY_BIOS_BOOTABLE, MIB};
 use crate::tools;
 
 pub const ESP_LABEL: &str = "NOMADOS-ESP";
+/// The ext4 label of a slot's root filesystem (the same in both slots).
 pub const ROOT_LABEL: &str = "NOMADOS-ROOT";
+/// GPT partition names of the two slots' root partitions.
+pub const ROOT_A_NAME: &str = "NOMADOS-ROOT-A";
+pub const ROOT_B_NAME: &str = "NOMADOS-ROOT-B";
 pub const DATA_LABEL: &str = "NOMADOS-DATA";
 
-/// Files from the syslinux packages.
+/// Boot loader inputs: syslinux's MBR code (BIOS) and GRUB's EFI modules (UEFI).
 #[derive(Debug, Clone)]
 pub struct Bootloader {
     pub gptmbr: PathBuf,
-    pub syslinux_efi: PathBuf,
-    pub ldlinux_e64: PathBuf,
+    /// `grub-mkimage -d`: GRUB's x86_64-efi module directory.
+    pub grub_efi_modules: PathBuf,
 }
 
 impl Default for Bootloader {
     fn default() -> Self {
         Bootloader {
             gptmbr: "/usr/lib/SYSLINUX/gptmbr.bin".into(),
-            syslinux_efi: "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi".into(),
-            ldlinux_e64: "/usr/lib/syslinux/modules/efi64/ldlinux.e64".into(),
+            grub_efi_modules: "/usr/lib/grub/x86_64-efi".into(),
         }
     }
 }
+
+/// GRUB modules built into BOOTX64.EFI: GPT + FAT to read the ESP, `linux` to boot an EFI
+/// stub kernel, `loadenv` for the one-shot trial, `serial`/`terminal` for the console.
+pub const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "fat",
+    "linux",
+    "normal",
+    "configfile",
+    "loadenv",
+    "test",
+    "echo",
+    "serial",
+    "terminal",
+];
 
 #[derive(Debug, Clone)]
 pub struct DiskOptions {
@@ -49,9 +69,16 @@ pub struct DiskOptions {
     pub work_dir: PathBuf,
     /// Final raw image path (written atomically).
     pub out_raw: PathBuf,
+    /// Where to write the slot payload for `nomad-init upgrade` (None: none).
+    pub out_slot: Option<PathBuf>,
+    /// Version recorded in the slot payload.
+    pub version: String,
     /// Seed for reproducible GUIDs; None = random (two disks never share a PARTUUID).
     pub seed: Option<String>,
     pub esp_min_bytes: u64,
+    /// Minimum size of each slot's root partition; the build makes it at least
+    /// [`SLOT_MIN_BYTES`] and twice the root filesystem, so later systems fit.
+    pub slot_min_bytes: u64,
     pub data_bytes: u64,
     pub read_only: bool,
     pub extra_args: Vec<String>,
@@ -61,8 +88,20 @@ pub struct DiskOptions {
 #[derive(Debug)]
 pub struct DiskReport {
     pub layout: Layout,
+    /// Slot A's command line (the one the image boots first).
     pub cmdline: String,
     pub rootfs_used_bytes: u64,
+    /// Size of the root ext4 in slot A (the rest of the partition is unused).
+    pub rootfs_bytes: u64,
+}
+
+/// A slot is at least this big: room for a root filesystem several times today's.
+pub const SLOT_MIN_BYTES: u64 = 512 * MIB;
+
+/// Size of each slot's partition: the caller's minimum, [`SLOT_MIN_BYTES`], and twice the
+/// root filesystem (an upgrade must fit the next system, which tends to grow).
+pub fn slot_size(root_fs: u64, min: u64) -> u64 {
+    round_up(min.max(SLOT_MIN_BYTES).max(2 * root_fs), MIB)
 }
 
 /// Size of the root ext4: content plus a fifth for metadata (inode tables, journal,
@@ -105,7 +144,14 @@ fn guid(seed: &Option<String>, purpose: &str) -> Result<Guid> {
 }
 
 pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
-    for p in ["mkfs.ext4", "mkfs.vfat", "mcopy", "mmd", "syslinux"] {
+    for p in [
+        "mkfs.ext4",
+        "mkfs.vfat",
+        "mcopy",
+        "mmd",
+        "syslinux",
+        "grub-mkimage",
+    ] {
         tools::require(p)?;
     }
     tools::require_file(&o.kernel, "kernel (bzImage)")?;
@@ -114,27 +160,19 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
         "syslinux gptmbr.bin (package syslinux-common)",
     )?;
     tools::require_file(
-        &o.bootloader.syslinux_efi,
-        "syslinux.efi (package syslinux-efi)",
-    )?;
-    tools::require_file(
-        &o.bootloader.ldlinux_e64,
-        "ldlinux.e64 (package syslinux-efi)",
+        &o.bootloader.grub_efi_modules.join("loadenv.mod"),
+        "GRUB's x86_64-efi modules (package grub-efi-amd64-bin)",
     )?;
     std::fs::create_dir_all(&o.work_dir)
         .with_context(|| format!("create {}", o.work_dir.display()))?;
 
     let used = tree_usage(&o.staging)?;
     let root_bytes = root_fs_size(used);
-    let esp_files = [
-        &o.kernel,
-        &o.bootloader.syslinux_efi,
-        &o.bootloader.ldlinux_e64,
-    ]
-    .iter()
-    .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-    .sum::<u64>()
-        + 512 * 1024; // ldlinux.sys + ldlinux.c32 + config
+    let slot_bytes = slot_size(root_bytes, o.slot_min_bytes);
+    let kernel_bytes = std::fs::metadata(&o.kernel).map(|m| m.len()).unwrap_or(0);
+    // Both slots' kernels (B's, once written, may be larger: count it twice), GRUB (about
+    // 0.6 MiB), ldlinux.sys + ldlinux.c32, configs.
+    let esp_files = 2 * 2 * kernel_bytes + 2 * MIB;
     let esp_bytes = esp_size(o.esp_min_bytes, esp_files);
 
     let layout = Layout::plan(
@@ -148,11 +186,18 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
                 min_bytes: esp_bytes,
             },
             PartitionSpec {
-                name: ROOT_LABEL.into(),
+                name: ROOT_A_NAME.into(),
                 type_guid: Guid::LINUX_ROOT_X86_64,
                 uuid: guid(&o.seed, "root")?,
                 attributes: 0,
-                min_bytes: root_bytes,
+                min_bytes: slot_bytes,
+            },
+            PartitionSpec {
+                name: ROOT_B_NAME.into(),
+                type_guid: Guid::LINUX_ROOT_X86_64,
+                uuid: guid(&o.seed, "root-b")?,
+                attributes: 0,
+                min_bytes: slot_bytes,
             },
             PartitionSpec {
                 name: DATA_LABEL.into(),
@@ -166,25 +211,34 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
     .map_err(anyhow::Error::msg)?;
     let esp = &layout.partitions[0];
     let root = &layout.partitions[1];
-    let data = &layout.partitions[2];
+    let root_b = &layout.partitions[2];
+    let data = &layout.partitions[3];
 
-    let cmdline = Cmdline {
-        root_partuuid: root.uuid,
-        read_only: o.read_only,
-        extra: o.extra_args.clone(),
+    let mut entries = Vec::new();
+    for (slot, part) in [(Slot::A, root), (Slot::B, root_b)] {
+        let cmdline = Cmdline {
+            root_partuuid: part.uuid,
+            read_only: o.read_only,
+            slot,
+            extra: o.extra_args.clone(),
+        }
+        .render()
+        .map_err(anyhow::Error::msg)?;
+        entries.push(Entry { slot, cmdline });
     }
-    .render()
-    .map_err(anyhow::Error::msg)?;
+    let cmdline = entries[0].cmdline.clone();
 
     progress(&format!(
-        "root filesystem: ext4 {} MiB ({} MiB of content)",
+        "slot A: root filesystem ext4 {} MiB ({} MiB of content) in a {} MiB partition; slot B: {} MiB, empty",
+        root_bytes / MIB,
+        used / MIB,
         root.size_bytes() / MIB,
-        used / MIB
+        root_b.size_bytes() / MIB
     ));
     let root_img = o.work_dir.join("root.ext4");
     mkfs_ext4(
         &root_img,
-        root.size_bytes(),
+        root_bytes,
         ROOT_LABEL,
         guid(&o.seed, "rootfs")?,
         Some(&o.staging),
@@ -204,11 +258,10 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
     )?;
 
     progress(&format!(
-        "ESP: FAT32 {} MiB with syslinux (BIOS) and syslinux.efi (UEFI)",
+        "ESP: FAT32 {} MiB with syslinux (BIOS) and GRUB (UEFI), slot A's kernel",
         esp.size_bytes() / MIB
     ));
     let esp_img = o.work_dir.join("esp.vfat");
-    let cfg = bootcfg::syslinux_cfg(&cmdline);
     build_esp(
         &esp_img,
         esp.size_bytes(),
@@ -216,7 +269,7 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
         &o.seed,
         &o.kernel,
         &o.bootloader,
-        &cfg,
+        &entries,
         &o.work_dir,
     )?;
 
@@ -247,6 +300,13 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
     }
     std::fs::rename(&tmp, &o.out_raw)
         .with_context(|| format!("rename {} to {}", tmp.display(), o.out_raw.display()))?;
+    if let Some(slot) = &o.out_slot {
+        progress(&format!(
+            "slot payload for upgrades: {} (kernel + root filesystem)",
+            slot.display()
+        ));
+        crate::slotpayload::write(slot, &o.version, &o.kernel, &root_img)?;
+    }
     for p in [&esp_img, &root_img, &data_img] {
         let _ = std::fs::remove_file(p);
     }
@@ -254,6 +314,7 @@ pub fn build(o: &DiskOptions, progress: &dyn Fn(&str)) -> Result<DiskReport> {
         layout,
         cmdline,
         rootfs_used_bytes: used,
+        rootfs_bytes: root_bytes,
     })
 }
 
@@ -294,7 +355,7 @@ fn build_esp(
     seed: &Option<String>,
     kernel: &Path,
     bl: &Bootloader,
-    cfg: &str,
+    entries: &[Entry],
     work: &Path,
 ) -> Result<()> {
     let _ = std::fs::remove_file(img);
@@ -313,8 +374,30 @@ fn build_esp(
     )
     .context("creating the ESP")?;
 
-    let cfg_path = work.join("syslinux.cfg");
-    std::fs::write(&cfg_path, cfg)?;
+    let files = [
+        (
+            "syslinux.cfg",
+            bootcfg::syslinux_cfg(Slot::A, entries).into_bytes(),
+        ),
+        ("grub.cfg", bootcfg::grub_cfg(Slot::A, entries).into_bytes()),
+        ("grubenv", bootcfg::empty_grubenv()),
+        ("slots", bootcfg::initial_slots_record().into_bytes()),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(work.join(name), bytes)?;
+    }
+    let grub_efi = work.join("BOOTX64.EFI");
+    let _ = std::fs::remove_file(&grub_efi);
+    tools::run(
+        Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-d"])
+            .arg(&bl.grub_efi_modules)
+            .arg("-o")
+            .arg(&grub_efi)
+            .args(GRUB_MODULES),
+    )
+    .context("building GRUB for UEFI (grub-mkimage)")?;
+
     let i = img.display().to_string();
     let mtools = |args: &[&str]| -> Result<()> {
         tools::run(
@@ -325,17 +408,34 @@ fn build_esp(
         )
         .map(|_| ())
     };
-    mtools(&["mmd", "::/EFI", "::/EFI/BOOT", "::/nomados"])?;
+    mtools(&[
+        "mmd",
+        "::/EFI",
+        "::/EFI/BOOT",
+        "::/nomados",
+        "::/nomados/a",
+        "::/nomados/b",
+    ])?;
+    let w = |name: &str| work.join(name).display().to_string();
     let k = kernel.display().to_string();
-    let c = cfg_path.display().to_string();
-    let e = bl.syslinux_efi.display().to_string();
-    let l = bl.ldlinux_e64.display().to_string();
-    mtools(&["mcopy", &k, &format!("::{}", bootcfg::KERNEL_ON_ESP)])?;
-    // BIOS syslinux finds /syslinux.cfg; syslinux.efi looks next to itself first.
-    mtools(&["mcopy", &c, "::/syslinux.cfg"])?;
-    mtools(&["mcopy", &c, "::/EFI/BOOT/syslinux.cfg"])?;
-    mtools(&["mcopy", &e, "::/EFI/BOOT/BOOTX64.EFI"])?;
-    mtools(&["mcopy", &l, "::/EFI/BOOT/ldlinux.e64"])?;
+    mtools(&["mcopy", &k, &format!("::{}", Slot::A.kernel_on_esp())])?;
+    mtools(&["mcopy", &w("syslinux.cfg"), "::/syslinux.cfg"])?;
+    mtools(&["mcopy", &w("grub.cfg"), "::/EFI/BOOT/grub.cfg"])?;
+    mtools(&[
+        "mcopy",
+        &grub_efi.display().to_string(),
+        "::/EFI/BOOT/BOOTX64.EFI",
+    ])?;
+    mtools(&[
+        "mcopy",
+        &w("grubenv"),
+        &format!("::{}", bootcfg::GRUBENV_ON_ESP),
+    ])?;
+    mtools(&[
+        "mcopy",
+        &w("slots"),
+        &format!("::{}", bootcfg::SLOTS_RECORD_ON_ESP),
+    ])?;
     // syslinux (the mtools flavour) writes the boot sector and ldlinux.sys/.c32 into the
     // FAT image file: no mount, no root.
     tools::run(

@@ -12,4 +12,5 @@ pub mod guid;
 pub mod layout;
 pub mod manifest;
 pub mod rootfs;
+pub mod slotpayload;
 pub mod tools;

@@ -14,6 +14,9 @@ use nomados_image::manifest::{self, human, FileInfo, ImageInfo, Manifest, PartRo
 use nomados_image::rootfs::{self, Init, Inputs, TOOLBOX_APPLETS};
 use nomados_image::tools;
 
+/// File name of the slot payload next to the images.
+const SLOT_PAYLOAD: &str = "nomados.slot";
+
 #[derive(Parser)]
 #[command(
     name = "nomados-image",
@@ -62,6 +65,9 @@ struct RootfsArgs {
     /// busybox binary for the toolbox (/bin/busybox + applet links); omit for none.
     #[arg(long)]
     toolbox: Option<PathBuf>,
+    /// The system's version (os-release, manifest, slot payload).
+    #[arg(long, env = "NOMADOS_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    system_version: String,
     /// CA bundle copied to /etc/ssl/certs/ca-certificates.crt.
     #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
     ca_bundle: PathBuf,
@@ -86,6 +92,10 @@ struct BuildArgs {
     /// Minimum ESP size in MiB.
     #[arg(long, default_value_t = 64)]
     esp_mib: u64,
+    /// Minimum size of each system slot's root partition in MiB (at least 512 and twice
+    /// the root filesystem, so later systems fit when upgrading).
+    #[arg(long, default_value_t = 512)]
+    slot_mib: u64,
     /// Initial data partition size in MiB (PID 1 grows it to fill the disk).
     #[arg(long, default_value_t = 64)]
     data_mib: u64,
@@ -168,7 +178,7 @@ fn stage(a: &RootfsArgs, staging: &Path) -> Result<Vec<rootfs::Placed>> {
         nomados_toml: a.nomados_toml.clone(),
         packs,
         toolbox,
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: a.system_version.clone(),
     };
     let entries = rootfs::plan(&inputs)?;
     rootfs::apply(&entries, staging)
@@ -251,8 +261,11 @@ fn build(a: &BuildArgs) -> Result<()> {
         kernel: a.kernel.clone(),
         work_dir: work.clone(),
         out_raw: raw.clone(),
+        out_slot: Some(a.out.join(SLOT_PAYLOAD)),
+        version: a.rootfs.system_version.clone(),
         seed: a.seed.clone(),
         esp_min_bytes: a.esp_mib * MIB,
+        slot_min_bytes: a.slot_mib * MIB,
         data_bytes: a.data_mib * MIB,
         read_only: a.root_ro,
         extra_args: a.kernel_args.clone(),
@@ -287,9 +300,19 @@ fn build(a: &BuildArgs) -> Result<()> {
         });
     }
 
+    // The slot payload's SHA-256 is what `nomad-init upgrade --sha256` checks.
+    let slot = a.out.join(SLOT_PAYLOAD);
+    infos.push(ImageInfo {
+        format: "slot".to_string(),
+        file: SLOT_PAYLOAD.to_string(),
+        bytes: std::fs::metadata(&slot)?.len(),
+        allocated_bytes: allocated(&slot),
+        sha256: tools::sha256_file(&slot)?,
+    });
+
     let kmeta = std::fs::metadata(&a.kernel)?;
     let m = Manifest {
-        nomados_version: env!("CARGO_PKG_VERSION").to_string(),
+        nomados_version: a.rootfs.system_version.clone(),
         kernel: FileInfo {
             path: a.kernel.display().to_string(),
             bytes: kmeta.len(),

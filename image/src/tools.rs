@@ -11,6 +11,7 @@ fn package_of(program: &str) -> &'static str {
         "mkfs.ext4" | "mke2fs" | "e2fsck" => "e2fsprogs",
         "mkfs.vfat" | "mkfs.fat" => "dosfstools",
         "mcopy" | "mmd" | "mdir" => "mtools",
+        "grub-mkimage" => "grub-common (and grub-efi-amd64-bin for the modules)",
         "syslinux" => "syslinux",
         "qemu-img" => "qemu-utils",
         "tar" => "tar",

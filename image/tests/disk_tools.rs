@@ -115,15 +115,16 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
         "mcopy",
         "mdir",
         "syslinux",
+        "grub-mkimage",
     ];
     if missing(&tools) {
         return;
     }
     let bl = Bootloader::default();
-    for f in [&bl.gptmbr, &bl.syslinux_efi, &bl.ldlinux_e64] {
+    for f in [&bl.gptmbr, &bl.grub_efi_modules.join("loadenv.mod")] {
         if !f.is_file() {
             eprintln!(
-                "SKIP: {} missing (apt-get install syslinux-common syslinux-efi)",
+                "SKIP: {} missing (apt-get install syslinux-common grub-efi-amd64-bin)",
                 f.display()
             );
             return;
@@ -160,8 +161,11 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
             kernel,
             work_dir: d.join("work"),
             out_raw: raw.clone(),
+            out_slot: Some(d.join("nomados.slot")),
+            version: "it-1".into(),
             seed: Some("it".into()),
             esp_min_bytes: 40 * MIB,
+            slot_min_bytes: 0,
             data_bytes: 16 * MIB,
             read_only: false,
             extra_args: vec![],
@@ -183,13 +187,52 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
         "gptmbr.bin in the MBR"
     );
 
-    let root = report.layout.partition(disk::ROOT_LABEL).unwrap();
+    let root = report.layout.partition(disk::ROOT_A_NAME).unwrap();
+    let root_b = report.layout.partition(disk::ROOT_B_NAME).unwrap();
     assert!(report
         .cmdline
-        .contains(&format!("root=PARTUUID={}", root.uuid)));
+        .contains(&format!("root=PARTUUID={} ", root.uuid)));
+    assert!(
+        report.cmdline.ends_with(" nomados.slot=a"),
+        "{}",
+        report.cmdline
+    );
+    // Both slots are the same size, big enough for twice today's root filesystem.
+    assert_eq!(root.size_bytes(), root_b.size_bytes());
+    assert!(root.size_bytes() >= disk::SLOT_MIN_BYTES);
+    assert!(root.size_bytes() >= 2 * report.rootfs_bytes);
+    // The slot payload holds slot A's root filesystem byte for byte, after the kernel.
+    let payload = std::fs::read(d.join("nomados.slot")).unwrap();
+    assert!(payload.starts_with(b"nomados-slot-payload 1\nversion=it-1\n"));
+    let all = std::fs::read(&raw).unwrap();
+    let rootfs = &all[root.offset_bytes() as usize..][..report.rootfs_bytes as usize];
+    assert_eq!(&payload[payload.len() - rootfs.len()..], rootfs);
+    assert_eq!(payload.len(), 4096 + 3 * 1024 * 1024 + rootfs.len());
+    let names: Vec<&str> = report
+        .layout
+        .partitions
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            disk::ESP_LABEL,
+            disk::ROOT_A_NAME,
+            disk::ROOT_B_NAME,
+            disk::DATA_LABEL
+        ],
+        "DATA stays last: PID 1 grows it to the end of the disk"
+    );
 
     // Root filesystem: extract, fsck, look inside.
-    let root_img = extract(&raw, d, "root.img", root.offset_bytes(), root.size_bytes());
+    let root_img = extract(
+        &raw,
+        d,
+        "root.img",
+        root.offset_bytes(),
+        report.rootfs_bytes,
+    );
     run(Command::new("e2fsck").args(["-fn"]).arg(&root_img));
     let label = run(Command::new("e2label").arg(&root_img));
     assert_eq!(label.trim(), disk::ROOT_LABEL);
@@ -218,18 +261,41 @@ fn built_disk_has_readable_filesystems_and_both_bootloaders() {
             .args(["-a", "-b", "-i", &at, p])
             .env("MTOOLS_SKIP_CHECK", "1"))
     };
-    let root_ls = ls("::/");
+    let root_ls = ls("::/").to_lowercase();
     for f in ["ldlinux.sys", "ldlinux.c32", "syslinux.cfg"] {
-        assert!(root_ls.to_lowercase().contains(f), "{f} on ESP: {root_ls}");
+        assert!(root_ls.contains(f), "{f} on ESP: {root_ls}");
     }
-    let efi = ls("::/EFI/BOOT");
-    for f in ["bootx64.efi", "ldlinux.e64", "syslinux.cfg"] {
-        assert!(efi.to_lowercase().contains(f), "{f} in EFI/BOOT: {efi}");
+    let efi = ls("::/EFI/BOOT").to_lowercase();
+    for f in ["bootx64.efi", "grub.cfg"] {
+        assert!(efi.contains(f), "{f} in EFI/BOOT: {efi}");
     }
-    let cfg = run(Command::new("mtype")
-        .args(["-i", &at, "::/EFI/BOOT/syslinux.cfg"])
-        .env("MTOOLS_SKIP_CHECK", "1"));
-    assert!(cfg.contains(&report.cmdline), "{cfg}");
+    assert!(ls("::/nomados/a").to_lowercase().contains("vmlinuz"));
+    assert!(
+        !ls("::/nomados/b").to_lowercase().contains("vmlinuz"),
+        "slot B starts empty"
+    );
+    let mtype = |p: &str| {
+        run(Command::new("mtype")
+            .args(["-i", &at, p])
+            .env("MTOOLS_SKIP_CHECK", "1"))
+    };
+    let sys = mtype("::/syslinux.cfg");
+    assert!(sys.contains(&report.cmdline), "{sys}");
+    assert!(sys.contains("\nDEFAULT slot-a\n"), "{sys}");
+    assert!(
+        sys.contains(&format!("root=PARTUUID={} ", root_b.uuid)),
+        "{sys}"
+    );
+    let grub = mtype("::/EFI/BOOT/grub.cfg");
+    assert!(grub.contains(&report.cmdline), "{grub}");
+    assert!(grub.contains("\nset default=slot-a\n"), "{grub}");
+    let env = mtype("::/nomados/grubenv");
+    assert_eq!(
+        env.len(),
+        1024,
+        "GRUB rewrites its block in place: exactly 1 KiB"
+    );
+    assert!(mtype("::/nomados/slots").contains("\ndefault=a\n"));
     // FAT boot sector: hidden sectors = partition start, so syslinux finds itself on disk.
     let bs = &mbr[esp.offset_bytes() as usize..esp.offset_bytes() as usize + 512];
     assert_eq!(

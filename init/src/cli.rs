@@ -9,6 +9,7 @@ use crate::power::PowerAction;
 
 mod machine;
 mod power_request;
+pub mod upgrade;
 pub use power_request::request_power_action;
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,8 @@ enum Command {
     Reboot,
     /// Ask the running NomadOS init to halt.
     Halt,
+    /// Write a new system into the inactive slot, arm a one-time trial boot, reboot.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -183,6 +186,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Poweroff => request_power_action(PowerAction::Poweroff),
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),
+        Command::Upgrade(args) => upgrade::run(&args),
         Command::MachineConfig { command } => machine::run(command),
         Command::Schema { which } => {
             let schema = match which {

@@ -43,6 +43,8 @@ pub mod power;
 #[deny(unsafe_code)]
 pub mod redact;
 #[deny(unsafe_code)]
+pub mod slots;
+#[deny(unsafe_code)]
 pub mod supervise;
 // The only module allowed `unsafe`; every block there carries a `// SAFETY:` comment.
 pub mod sys;

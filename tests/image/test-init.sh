@@ -5,6 +5,7 @@
 /bin/busybox mount -t sysfs sysfs /sys
 if [ -d /sys/firmware/efi ]; then fw=uefi; else fw=bios; fi
 root=$(/bin/busybox sed -n 's/.*root=\([^ ]*\).*/\1/p' /proc/cmdline)
-echo "NOMADOS-TEST-BOOT-OK firmware=$fw root=$root"
+slot=$(/bin/busybox sed -n 's/.*nomados.slot=\([a-z]*\).*/\1/p' /proc/cmdline)
+echo "NOMADOS-TEST-BOOT-OK firmware=$fw root=$root slot=$slot"
 /bin/busybox sync
 /bin/busybox poweroff -f

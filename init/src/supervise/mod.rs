@@ -159,6 +159,8 @@ pub async fn run(booted: Booted) -> PowerAction {
         emergency_shell(&reaper, &booted.root);
     }
 
+    // Slots first: a boot the loader fell back to is recorded before anything else runs.
+    let trial = crate::slots::trial::at_boot(&booted.root);
     let cfg = booted.config.clone();
     if let Some(path) = &cfg.nomad.log_file {
         crate::warn!(
@@ -196,6 +198,17 @@ pub async fn run(booted: Booted) -> PowerAction {
         program: "/proc/self/exe".into(),
     };
     let (applier_stop_tx, applier_stop_rx) = watch::channel(false);
+    let (packs_seen_tx, packs_seen_rx) = watch::channel(crate::slots::gate::PacksSeen::NotYet);
+    if let Some(t) = trial {
+        tokio::spawn(crate::slots::trial::gate(
+            t,
+            api.clone(),
+            cfg.packs.set.exists(),
+            healthy_rx.clone(),
+            packs_seen_rx,
+            events_tx.clone(),
+        ));
+    }
     // The applier sees Nomad healthy only once the ACL bootstrap is settled.
     let (applier_healthy_tx, applier_healthy_rx) = watch::channel(false);
     let acl_flow = acl::Flow::for_boot(&cfg.nomad, &api, &booted.root);
@@ -205,6 +218,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         applier_healthy_rx,
         reapply.clone(),
         applier_stop_rx,
+        packs_seen_tx,
     ));
 
     let action = loop {

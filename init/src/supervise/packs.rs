@@ -20,6 +20,7 @@ use super::output::{pump, Filter};
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::PacksConfig;
 use crate::log::Level;
+use crate::slots::gate::PacksSeen;
 use crate::sys::process::ChildLimits;
 
 /// How long a stopped applier gets between SIGTERM and SIGKILL at shutdown.
@@ -60,6 +61,7 @@ pub async fn run(
     mut healthy: watch::Receiver<bool>,
     reapply: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
+    seen: watch::Sender<PacksSeen>,
 ) {
     let interval = Duration::from_secs(applier.config.interval_secs);
     loop {
@@ -84,9 +86,17 @@ pub async fn run(
             "packs: applying {} ({reason})",
             applier.config.set.display()
         );
-        if applier.run_once(&mut stop).await == RunEnd::Stopped {
+        let end = applier.run_once(&mut stop).await;
+        if end == RunEnd::Stopped {
             return;
         }
+        // A trial boot's health gate (crate::slots::trial) waits for this.
+        let _ = seen.send(match end {
+            RunEnd::Exited(ExitStatus::Exited(0)) => PacksSeen::Applied,
+            RunEnd::Exited(s) => PacksSeen::Failed(format!("the applier ended with {s}")),
+            RunEnd::DeadlinePassed => PacksSeen::Failed("the applier ran past its deadline".into()),
+            RunEnd::Lost | RunEnd::Stopped => PacksSeen::Failed("the applier could not run".into()),
+        });
     }
 }
 
