@@ -15,6 +15,16 @@ pub const TOKEN_FILE: &str = "/var/lib/nomad/nomados/nomad-token";
 /// A user data baked into the image: the last source, for images made for one fleet.
 pub const BAKED_USER_DATA: &str = "/etc/nomados/user-data.toml";
 
+// File names inside the machine directory.
+/// The init config override, in the machine directory.
+pub const INIT_OVERRIDE: &str = "nomados.toml";
+/// The pack set (inline, or as fetched), in the machine directory.
+pub const PACK_SET: &str = "packs.toml";
+/// The baked agent config with the role's `enabled` switches set, in the machine directory.
+pub const AGENT_BASE: &str = "agent.json";
+/// The fragment directory, in the machine directory.
+pub const FRAGMENT_DIR: &str = "nomad.d";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub run_dir: PathBuf,
@@ -35,11 +45,11 @@ impl Paths {
 
     /// The directory of agent config fragments Nomad is started with.
     pub fn fragment_dir(&self) -> PathBuf {
-        self.machine_dir.join(super::render::FRAGMENT_DIR)
+        self.machine_dir.join(FRAGMENT_DIR)
     }
 
     /// The init config override PID 1 layers over the baked `nomados.toml`.
     pub fn init_override(&self) -> PathBuf {
-        self.machine_dir.join(super::render::INIT_OVERRIDE)
+        self.machine_dir.join(INIT_OVERRIDE)
     }
 }

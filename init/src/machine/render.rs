@@ -11,20 +11,13 @@ use serde_json::{json, Map, Value};
 
 use super::found::Facts;
 use super::paths::Paths;
+pub use super::paths::{AGENT_BASE, FRAGMENT_DIR, INIT_OVERRIDE, PACK_SET};
 use super::userdata::{MachineConfig, PlacedFile, Role};
 
 /// The fragment this renders (first in lexical order: the user's fragments may override it).
 pub const MACHINE_FRAGMENT: &str = "10-nomados-machine.json";
 /// Prefix of the user's fragments in the fragment directory.
 pub const USER_FRAGMENT_PREFIX: &str = "50-";
-/// The init config override, in the machine directory.
-pub const INIT_OVERRIDE: &str = "nomados.toml";
-/// The pack set (inline, or as fetched), in the machine directory.
-pub const PACK_SET: &str = "packs.toml";
-/// The baked agent config with the role's `enabled` switches set, in the machine directory.
-pub const AGENT_BASE: &str = "agent.json";
-/// The fragment directory, in the machine directory.
-pub const FRAGMENT_DIR: &str = "nomad.d";
 
 /// What applying the user data writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
