@@ -30,6 +30,8 @@ enum Command {
     Schema,
     /// Acquire a DHCP lease (debugging and tests).
     Dhcp(crate::net::DhcpArgs),
+    /// Write NomadOS to a disk (PID 1 runs this for `nomados.install=`; see docs/install.md).
+    Install(crate::install::run::InstallArgs),
     /// Ask the running NomadOS init to power off.
     Poweroff,
     /// Ask the running NomadOS init to reboot.
@@ -157,6 +159,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     match cli.command {
         Command::Dhcp(args) => crate::net::run_dhcp_cli(args),
+        Command::Install(args) => crate::install::run::main(&args),
         Command::Poweroff => request_power_action(PowerAction::Poweroff),
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),

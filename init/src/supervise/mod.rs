@@ -2,6 +2,7 @@
 //! and carry out the shutdown that a signal or the power button asks for.
 
 pub mod backoff;
+pub mod install;
 pub mod network;
 pub mod nomad;
 pub mod output;
@@ -166,6 +167,23 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
+    if let Some(req) = install::requested(&booted.root) {
+        // An install boot runs no Nomad: the installer, then a reboot into its result.
+        let action = if install::run(&reaper, &req, &cfg.data.label).await {
+            PowerAction::Reboot
+        } else {
+            loop {
+                match events.recv().await {
+                    Some(Event::Power(action)) => break action,
+                    Some(_) => {}
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        shutdown::terminate_all(&booted.root.path("/proc"), Duration::from_secs(5)).await;
+        network::stop(net).await;
+        return action;
+    }
     let api = crate::nomad::Settings::for_local_agent(&cfg.nomad);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);

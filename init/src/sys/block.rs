@@ -76,6 +76,15 @@ nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlA
 nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+/// Asks the kernel to read the partition table of a whole disk again (BLKRRPART): after
+/// the installer wrote a new one. EBUSY when a partition of it is still in use.
+pub fn reread_partitions(disk: impl AsFd) -> nix::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; the descriptor is valid for the call.
+    unsafe { blkrrpart(disk.as_fd().as_raw_fd()) }?;
+    Ok(())
+}
 
 /// The logical sector size of a block device (BLKSSZGET).
 pub fn logical_sector_size(device: impl AsFd) -> nix::Result<libc::c_int> {
