@@ -1,8 +1,8 @@
 //! First-boot formatting of a blank data partition against the real kernel: a GPT disk
 //! image on a loop device with three partitions all named NOMADOS-DATA (the GPT name is
 //! how PID 1 identifies ours), one blank, one holding an ext4 of another label, one with a
-//! single non-zero byte. Only the blank one may be formatted; the others must be
-//! byte-for-byte untouched. Needs root, losetup, partx, sgdisk, mkfs.ext4, e2fsck.
+//! single non-zero byte in its first MiB (what is probed, with the last 128 KiB). Only the
+//! blank one may be formatted; the others must be byte-for-byte untouched. Needs root, losetup, partx, sgdisk, mkfs.ext4, e2fsck.
 //! Run under `flock /tmp/nomados-heavy.lock`.
 
 use std::os::unix::fs::FileExt;
@@ -118,7 +118,7 @@ fn only_a_blank_partition_named_like_the_data_label_is_formatted() {
         .write(true)
         .open(&parts[2])
         .unwrap()
-        .write_all_at(&[0x42], 8 << 20)
+        .write_all_at(&[0x42], 512 << 10)
         .unwrap();
     let before: Vec<Vec<u8>> = parts[1..].iter().map(|p| digest(p)).collect();
 

@@ -80,6 +80,29 @@ pub fn partition_name(uevent: &str) -> Option<&str> {
     uevent.lines().find_map(|l| l.strip_prefix("PARTNAME="))
 }
 
+/// The GPT name of the partition whose sysfs directory is `sys_part`: the kernel's
+/// `PARTNAME`, else read from the parent disk's GPT (partitions added with BLKPG, such as
+/// `partx`'s, carry no name in sysfs).
+fn gpt_name(dev: &Path, sys_part: &Path) -> Option<String> {
+    let uevent = std::fs::read_to_string(sys_part.join("uevent")).ok()?;
+    if let Some(n) = partition_name(&uevent) {
+        return Some(n.to_string());
+    }
+    let number: u32 = std::fs::read_to_string(sys_part.join("partition"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let real = std::fs::canonicalize(sys_part).ok()?;
+    let disk = real.parent()?.file_name()?;
+    let file = File::open(dev.join(disk)).ok()?;
+    let (_, entries) = crate::install::gpt_read::entries(&file).ok()?;
+    entries
+        .into_iter()
+        .find(|(n, _)| *n == number)
+        .map(|(_, e)| e.name())
+}
+
 /// Partitions listed in `sys_class_block` whose GPT name is `name`, as device paths under
 /// `dev`, sorted.
 pub fn partitions_named(dev: &Path, sys_class_block: &Path, name: &str) -> Vec<PathBuf> {
@@ -89,10 +112,7 @@ pub fn partitions_named(dev: &Path, sys_class_block: &Path, name: &str) -> Vec<P
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("partition").exists())
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("uevent"))
-                .is_ok_and(|u| partition_name(&u) == Some(name))
-        })
+        .filter(|e| gpt_name(dev, &e.path()).as_deref() == Some(name))
         .map(|e| dev.join(e.file_name()))
         .collect();
     found.sort();

@@ -5,6 +5,7 @@
 //! Effects: [`disk`] (facts about the target), [`write`] (stream, verify, data partition).
 
 pub mod disk;
+pub mod gpt_read;
 pub mod iso9660;
 pub mod options;
 pub mod plan;

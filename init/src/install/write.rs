@@ -217,13 +217,45 @@ pub fn finish_data(
     label: &str,
     mount_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
-    crate::sys::block::reread_partitions(disk).context("BLKRRPART (re-reading the table)")?;
-    let parts = super::disk::partitions(sys_class_block, disk_name);
-    let (pname, majmin, _) = parts
+    let (sector, entries) = super::gpt_read::entries(disk).context("reading the written GPT")?;
+    let number = entries
         .iter()
-        .find(|(_, _, l)| l.as_deref() == Some(label))
+        .find(|(_, e)| e.name() == label)
+        .map(|(n, _)| *n)
         .with_context(|| format!("the written image has no partition named {label}"))?;
-    let part = super::disk::partition_node(dev_dir, pname, majmin)?;
+    if let Err(e) = crate::sys::block::reread_partitions(disk) {
+        println!("install: BLKRRPART: {e}; adding the partitions one by one");
+    }
+    let find = || {
+        super::disk::partitions(sys_class_block, disk_name)
+            .into_iter()
+            .find(|(n, _, _)| {
+                std::fs::read_to_string(sys_class_block.join(n).join("partition"))
+                    .is_ok_and(|p| p.trim() == number.to_string())
+            })
+    };
+    let mut found = None;
+    for _ in 0..20 {
+        found = find();
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if found.is_none() {
+        // The kernel did not read the table (no GPT support, or a loop device without
+        // partition scanning): tell it about each partition, as partx does.
+        for (n, e) in &entries {
+            let start = e.first_lba * sector;
+            let len = (e.last_lba + 1 - e.first_lba) * sector;
+            crate::sys::block::add_partition(disk, *n, start, len)
+                .with_context(|| format!("BLKPG_ADD_PARTITION {n}"))?;
+        }
+        found = find();
+    }
+    let (pname, majmin, _) =
+        found.with_context(|| format!("partition {number} of {disk_name} did not appear"))?;
+    let part = super::disk::partition_node(dev_dir, &pname, &majmin)?;
     match crate::boot::grow::grow_partition(&part, sys_class_block)? {
         Some(b) => println!(
             "install: data partition {} grown to {} MiB",

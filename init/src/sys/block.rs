@@ -105,6 +105,24 @@ pub fn size_bytes(device: impl AsFd) -> nix::Result<u64> {
 /// Tells the kernel that partition `number` of `disk` now spans `length` bytes from byte
 /// `start` (BLKPG_RESIZE_PARTITION); the table on disk is the caller's business.
 pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -> nix::Result<()> {
+    blkpg_partition(disk, BLKPG_RESIZE_PARTITION, number, start, length)
+}
+
+/// Adds partition `number` of `disk` to the kernel's view (BLKPG_ADD_PARTITION), for
+/// kernels that did not find it by themselves (the installer, after writing a table).
+pub fn add_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -> nix::Result<()> {
+    blkpg_partition(disk, BLKPG_ADD_PARTITION, number, start, length)
+}
+
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+fn blkpg_partition(
+    disk: impl AsFd,
+    op: libc::c_int,
+    number: u32,
+    start: u64,
+    length: u64,
+) -> nix::Result<()> {
     let too_big = |_| nix::errno::Errno::EOVERFLOW;
     let mut part = BlkpgPartition {
         start: libc::c_longlong::try_from(start).map_err(too_big)?,
@@ -114,7 +132,7 @@ pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -
         volname: [0; 64],
     };
     let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
+        op,
         flags: 0,
         datalen: BLKPG_PARTITION_LEN,
         data: (&mut part as *mut BlkpgPartition).cast(),
