@@ -24,7 +24,8 @@ pub fn sector_size(disk: &File) -> u64 {
 pub fn entries(disk: &File) -> anyhow::Result<(u64, Vec<(u32, Entry)>)> {
     let sector = sector_size(disk);
     let mut hdr = vec![0u8; usize::try_from(sector)?];
-    disk.read_exact_at(&mut hdr, sector).context("reading the GPT header")?;
+    disk.read_exact_at(&mut hdr, sector)
+        .context("reading the GPT header")?;
     let header = Header::parse(&hdr).map_err(anyhow::Error::msg)?;
     let bytes = header.array_bytes();
     if bytes > 1 << 20 {

@@ -271,7 +271,14 @@ pub fn finish_data(
         blank::Outcome::Formatted(_) => {
             println!("install: made the data filesystem on {}", part.display());
         }
-        blank::Outcome::NotBlank(..) => grow_mounted(&part, mount_dir)?,
+        blank::Outcome::NotBlank(..) => {
+            // Not fatal: the installed system's first boot grows it as well.
+            if let Err(e) = grow_mounted(&part, mount_dir) {
+                println!(
+                    "install: the data filesystem was not grown now ({e:#}); its first boot will"
+                );
+            }
+        }
     }
     Ok(part)
 }
