@@ -56,6 +56,8 @@ boot-tests:
 ## every path: our DHCP lease, Nomad healthy, packs applied, clean power-off, data kept.
 e2e:
 	tests/e2e/run.sh; $(call allow_skip)
+	tests/image/install-qemu.sh; $(call allow_skip)
+	FIRMWARE=uefi tests/image/install-qemu.sh; $(call allow_skip)
 
 ## Figures (benchmarks print, they never assert).
 bench:
