@@ -8,8 +8,11 @@
 # installer again against the now used disk: it must refuse (no wipe) and name what is
 # there, leaving the disk's first MiB as it was. Prints the install time.
 #
+# SOURCE=iso installs from the hybrid ISO instead (image/iso.sh, attached as a disk like a USB
+# stick, the target is then /dev/vdb, the image its IMAGE.XZ); no HTTP server is involved.
+#
 # Environment: KERNEL (default: the cached build), NOMAD_BIN, FIRMWARE (bios default, uefi),
-# QEMU_ACCEL, KEEP=1 keeps the work directory. Run under flock /tmp/nomados-heavy.lock.
+# SOURCE (http default, iso), QEMU_ACCEL, KEEP=1 keeps the work directory. Run under flock /tmp/nomados-heavy.lock.
 # Exit: 0 pass, 1 fail, 77 skipped.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -49,21 +52,32 @@ KERNEL_CMDLINE_EXTRA=$install_cmdline e2e_build_pxe "$work/pxe" "$kernel" "$noma
 target=$work/target.raw
 qemu-img create -q -f raw "$target" 2G
 disk_args="-no-reboot -drive file=$target,format=raw,if=none,id=t0 -device virtio-blk-pci,drive=t0"
+installer=("$REPO/qemu/run-pxe.sh" "$work/pxe")
+dev=/dev/vda
 pxe_env=()
 [ "$firmware" = uefi ] && pxe_env=(PXE_FIRMWARE=uefi PXE_BOOTFILE=boot.ipxe)
+if [ "${SOURCE:-http}" = iso ]; then
+    dev=/dev/vdb
+    KERNEL_CMDLINE_EXTRA="nomados.install=$dev" BOOT_TIMEOUT=1 \
+        "$REPO/image/iso.sh" "$work/pxe" "$work/out/nomados.raw" "$work/nomados.iso" >>"$work/iso.log" 2>&1 ||
+        { tail -5 "$work/iso.log" >&2; fail "image/iso.sh failed"; }
+    installer=("$REPO/qemu/run-iso.sh" "$work/nomados.iso")
+    pxe_env=(ISO_AS=disk ISO_FIRMWARE=$firmware)
+    say "installing from the ISO ($(du -h "$work/nomados.iso" | cut -f1)) to $dev"
+fi
 
 # Run 1: install.
 log1=$work/install.log
 start=$SECONDS
-start_vm "$log1" "$work/qmp1" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "$REPO/qemu/run-pxe.sh" "$work/pxe"
-wait_for "$log1" 'install: target /dev/vda' 120
-wait_for "$log1" 'NomadOS installed to /dev/vda in [0-9.]+ s; rebooting' 300
+start_vm "$log1" "$work/qmp1" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "${installer[@]}"
+wait_for "$log1" "install: target $dev" 120
+wait_for "$log1" "NomadOS installed to $dev in [0-9.]+ s; rebooting" 300
 wait_exit 60 || fail_log "$log1" "QEMU did not end at the reboot after the install"
 wall=$((SECONDS - start))
 grep -q 'is 2048 MiB; blank' "$log1" || fail_log "$log1" "the installer did not find the empty disk blank"
 grep -q 'SHA-256 of the compressed image verified' "$log1" || fail_log "$log1" "no SHA-256 verification line"
-grep -qE 'install: data partition /dev/vda[0-9]+ grown to' "$log1" || fail_log "$log1" "the data partition was not grown"
-took=$(grep -oE 'NomadOS installed to /dev/vda in [0-9.]+ s' "$log1" | grep -oE '[0-9.]+ s' | head -1)
+grep -qE "install: data partition $dev[0-9]+ grown to" "$log1" || fail_log "$log1" "the data partition was not grown"
+took=$(grep -oE "NomadOS installed to $dev in [0-9.]+ s" "$log1" | grep -oE '[0-9.]+ s' | head -1)
 say "installed in $took (installer child; PXE boot to reboot: ${wall} s wall, accel $NOMADOS_ACCEL)"
 head_before=$(head -c 1048576 "$target" | sha256sum | cut -d' ' -f1)
 
@@ -82,7 +96,7 @@ say "the installed disk booted ($firmware) to Nomad healthy with the pack set ap
 
 # Run 3: the installer refuses the used disk without wipe.
 log3=$work/refuse.log
-start_vm "$log3" "$work/qmp3" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "$REPO/qemu/run-pxe.sh" "$work/pxe"
+start_vm "$log3" "$work/qmp3" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "${installer[@]}"
 wait_for "$log3" 'install: REFUSED' 120
 for want in 'a GPT partition table' 'labelled NOMADOS-DATA' 'nomados.install.wipe=1' 'nothing was written'; do
     grep -q -- "$want" "$log3" || fail_log "$log3" "the refusal does not say '$want'"
@@ -91,4 +105,4 @@ stop_vm
 head_after=$(head -c 1048576 "$target" | sha256sum | cut -d' ' -f1)
 [ "$head_before" = "$head_after" ] || fail "the refused disk's partition table changed"
 say "a used disk is refused without wipe: $(grep -o 'REFUSED: .*' "$log3" | head -1 | cut -c1-160)..."
-say "PASS ($firmware)"
+say "PASS ($firmware, source ${SOURCE:-http})"
