@@ -245,6 +245,31 @@ mod tests {
     }
 
     #[test]
+    fn the_install_command_pid1_builds_parses() {
+        let req = crate::install::options::Request {
+            target: "/dev/vda".into(),
+            source: crate::install::options::ImageSource::Url {
+                url: "http://10.0.2.2/x.raw.xz".into(),
+                sha256: "ab".repeat(32),
+            },
+            wipe: true,
+        };
+        let cmd = crate::supervise::install::command(std::path::Path::new("x"), &req, "DATA");
+        let mut argv: Vec<String> = vec!["nomad-init".into()];
+        argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Install(a) => {
+                assert_eq!(a.target, PathBuf::from("/dev/vda"));
+                assert_eq!(a.image, "http://10.0.2.2/x.raw.xz");
+                assert_eq!(a.sha256, Some("ab".repeat(32)));
+                assert!(a.wipe);
+                assert_eq!(a.data_label, "DATA");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn nomad_connection_flags_mean_what_nomads_do() {
         let a = packs_args(&[
             "--address=https://10.0.0.1:4646",
