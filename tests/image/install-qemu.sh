@@ -42,7 +42,10 @@ mkdir -p "$work/serve"
 xz -T0 -6 --check=crc32 -c "$work/out/nomados.raw" >"$work/serve/nomados.raw.xz"
 sha=$(sha256sum "$work/serve/nomados.raw.xz" | cut -d' ' -f1)
 http_port=$(free_port)
-python3 -m http.server --bind 127.0.0.1 --directory "$work/serve" "$http_port" \
+# The server must not inherit the heavy lock's descriptor (flock's child would keep the lock
+# held after this test): close everything above stderr before it starts.
+python3 -c 'import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])' \
+    python3 -m http.server --bind 127.0.0.1 --directory "$work/serve" "$http_port" \
     >"$work/http.log" 2>&1 &
 HTTP_PID=$!
 say "serving nomados.raw.xz ($(du -h "$work/serve/nomados.raw.xz" | cut -f1), sha256 $sha) on 127.0.0.1:$http_port"
@@ -70,6 +73,7 @@ fi
 log1=$work/install.log
 start=$SECONDS
 start_vm "$log1" "$work/qmp1" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "${installer[@]}"
+trap cleanup EXIT # start_vm replaced it
 wait_for "$log1" "install: target $dev" 120
 wait_for "$log1" "NomadOS installed to $dev in [0-9.]+ s; rebooting" 300
 wait_exit 60 || fail_log "$log1" "QEMU did not end at the reboot after the install"
@@ -89,6 +93,7 @@ case "$firmware" in
     *) fail "FIRMWARE must be bios or uefi" ;;
 esac
 start_vm "$log2" "$work/qmp2" env DISK_MODE=in-place DISK_FORMAT=raw "$runner" "$target"
+trap cleanup EXIT
 assert_appliance_up "$log2"
 grep -qE 'boot 1 of this data partition' "$log2" || fail_log "$log2" "not the first boot of the installed data partition"
 stop_vm
@@ -97,6 +102,7 @@ say "the installed disk booted ($firmware) to Nomad healthy with the pack set ap
 # Run 3: the installer refuses the used disk without wipe.
 log3=$work/refuse.log
 start_vm "$log3" "$work/qmp3" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "${installer[@]}"
+trap cleanup EXIT
 wait_for "$log3" 'install: REFUSED' 120
 for want in 'a GPT partition table' 'labelled NOMADOS-DATA' 'nomados.install.wipe=1' 'nothing was written'; do
     grep -q -- "$want" "$log3" || fail_log "$log3" "the refusal does not say '$want'"
