@@ -57,8 +57,9 @@ qemu-img create -q -f raw "$target" 2G
 disk_args="-no-reboot -drive file=$target,format=raw,if=none,id=t0 -device virtio-blk-pci,drive=t0"
 installer=("$REPO/qemu/run-pxe.sh" "$work/pxe")
 dev=/dev/vda
-pxe_env=()
-[ "$firmware" = uefi ] && pxe_env=(PXE_FIRMWARE=uefi PXE_BOOTFILE=boot.ipxe)
+# The NIC boots first: OVMF would otherwise boot the installed disk on the refusal run.
+pxe_env=(NIC_MODEL=virtio-net-pci,bootindex=0)
+[ "$firmware" = uefi ] && pxe_env+=(PXE_FIRMWARE=uefi PXE_BOOTFILE=boot.ipxe)
 if [ "${SOURCE:-http}" = iso ]; then
     dev=/dev/vdb
     KERNEL_CMDLINE_EXTRA="nomados.install=$dev" BOOT_TIMEOUT=1 \
@@ -82,7 +83,7 @@ grep -q 'is 2048 MiB; blank' "$log1" || fail_log "$log1" "the installer did not 
 grep -q 'SHA-256 of the compressed image verified' "$log1" || fail_log "$log1" "no SHA-256 verification line"
 grep -qE "install: data partition $dev[0-9]+ grown to" "$log1" || fail_log "$log1" "the data partition was not grown"
 took=$(grep -oE "NomadOS installed to $dev in [0-9.]+ s" "$log1" | grep -oE '[0-9.]+ s' | head -1)
-say "installed in $took (installer child; PXE boot to reboot: ${wall} s wall, accel $NOMADOS_ACCEL)"
+say "installed in $took (installer child; boot to reboot: ${wall} s wall, accel $NOMADOS_ACCEL)"
 head_before=$(head -c 1048576 "$target" | sha256sum | cut -d' ' -f1)
 
 # Run 2: the installed disk boots and runs the appliance.
