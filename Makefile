@@ -51,11 +51,15 @@ unit:
 boot-tests:
 	tests/boot/run.sh
 	tests/image/boot-bios-uefi.sh; $(call allow_skip)
+	tests/image/slots-trial.sh; $(call allow_skip)
+	tests/image/slots-gate.sh; $(call allow_skip)
 
 ## The real image (nomad-init as PID 1, the Nomad test double unless NOMAD_BIN) booted over
 ## every path: our DHCP lease, Nomad healthy, packs applied, clean power-off, data kept.
 e2e:
 	tests/e2e/run.sh; $(call allow_skip)
+	tests/image/install-qemu.sh; $(call allow_skip)
+	FIRMWARE=uefi tests/image/install-qemu.sh; $(call allow_skip)
 
 ## Figures (benchmarks print, they never assert).
 bench:

@@ -14,7 +14,8 @@
 #   INIT_JSON   Nomad agent config (default: config/init.json if present)
 #   TOOLBOX     1 (default) = busybox + applet links; 0 = none.  BUSYBOX=path picks the binary
 #   OUT         output directory (default: out/)
-#   FORMATS     all (default: every disk format + pxe) or a comma list of raw,qcow2,vmdk,vhd,gcp,pxe
+#   FORMATS     all (default: every disk format + pxe) or a comma list of
+#               raw,qcow2,vmdk,vhd,gcp,pxe,iso (iso: hybrid BIOS/UEFI ISO, see docs/install.md)
 #   INIT_BIN    prebuilt static nomad-init (default: built here with crt-static)
 #   TEST_INIT   script to run as PID 1 instead of nomad-init (boot tests; needs TOOLBOX=1)
 #   SEED        seed for reproducible disk GUIDs (default: random)
@@ -159,6 +160,16 @@ elif [[ ",$FORMATS," == *,pxe,* ]]; then
     want_pxe=1
     disk_formats=$(tr ',' '\n' <<<"$FORMATS" | grep -vx pxe | paste -sd, -)
 fi
+# The ISO (image/iso.sh) wraps the PXE kernel + initramfs and carries the raw disk image.
+want_iso=0
+# Not part of `all`: compressing the disk image costs most of a build's time.
+if [[ ",$FORMATS," == *,iso,* ]]; then
+    want_iso=1
+    want_pxe=1
+    disk_formats=$(tr ',' '\n' <<<"$disk_formats" | grep -vx iso | paste -sd, -)
+    [ "$disk_formats" = all ] || [[ ",$disk_formats," == *,raw,* ]] ||
+        disk_formats=${disk_formats:+$disk_formats,}raw
+fi
 build_args=(build --kernel "$kernel" --out "$OUT" --formats "$disk_formats"
     --data-mib "${DATA_MIB:-64}" --slot-mib "${SLOT_MIB:-512}")
 [ -n "${SEED:-}" ] && build_args+=(--seed "$SEED")
@@ -189,5 +200,9 @@ if [ "$want_pxe" = 1 ]; then
         die "staging the PXE root filesystem failed"
     "$ROOT/image/pxe.sh" "$staging" "$kernel" "$OUT/pxe" || die "image/pxe.sh failed"
     rm -rf "$staging"
+fi
+if [ "$want_iso" = 1 ]; then
+    stage "iso: hybrid BIOS/UEFI ISO with the PXE kernel + initramfs and the xz disk image"
+    "$ROOT/image/iso.sh" "$OUT/pxe" "$OUT/nomados.raw" "$OUT/nomados.iso" || die "image/iso.sh failed"
 fi
 stage "done"

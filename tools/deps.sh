@@ -18,7 +18,9 @@ run_packages=(
     build-essential bc flex bison libelf-dev libssl-dev kmod linux-source-6.1
     # the image: file systems, partition tools, boot loaders, PXE, compression
     e2fsprogs dosfstools mtools fdisk gdisk extlinux syslinux syslinux-common syslinux-efi
-    isolinux pxelinux cpio xz-utils busybox-static fakeroot
+    isolinux pxelinux cpio xz-utils busybox-static fakeroot xorriso
+    # UEFI boots GRUB (its env block is the one-shot slot trial; docs/image.md)
+    grub-common grub-efi-amd64-bin
     # the Nomad download (zip, pinned SHA-256)
     curl unzip ca-certificates
     # booting it

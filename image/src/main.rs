@@ -180,8 +180,36 @@ fn stage(a: &RootfsArgs, staging: &Path) -> Result<Vec<rootfs::Placed>> {
         toolbox,
         version: a.system_version.clone(),
     };
-    let entries = rootfs::plan(&inputs)?;
+    let mut entries = rootfs::plan(&inputs)?;
+    if matches!(inputs.init, Init::NomadInit(_)) {
+        add_mkfs_ext4(&mut entries)?;
+    }
     rootfs::apply(&entries, staging)
+}
+
+/// PID 1 makes the data filesystem on a blank disk (first boot, install): the build
+/// host's mke2fs (it builds the image's own filesystems too), its libraries and config.
+fn add_mkfs_ext4(entries: &mut Vec<rootfs::Entry>) -> Result<()> {
+    let host = ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .context("mke2fs not found on the build host (apt-get install e2fsprogs)")?;
+    let out = Command::new("ldd").arg(host).output().context("run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let libs =
+        rootfs::parse_ldd(&text).with_context(|| format!("libraries of {}", host.display()))?;
+    rootfs::add_host_program(entries, "/sbin/mke2fs", host, &libs, &["mkfs.ext4"], "mkfs")?;
+    let conf = Path::new("/etc/mke2fs.conf");
+    if conf.is_file() && !entries.iter().any(|e| e.path == "/etc/mke2fs.conf") {
+        entries.push(rootfs::Entry {
+            path: "/etc/mke2fs.conf".into(),
+            source: rootfs::Source::Copy(conf.to_path_buf()),
+            mode: 0o644,
+            part: "mkfs",
+        });
+    }
+    Ok(())
 }
 
 /// A broken init.json would only show up as a failed boot; catch it at build time.

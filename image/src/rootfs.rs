@@ -313,6 +313,51 @@ pub fn plan(inp: &Inputs) -> Result<Vec<Entry>> {
     Ok(v)
 }
 
+/// A dynamically linked host program at `image_path` (plus `links` to it in the same
+/// directory) and its shared libraries (from [`parse_ldd`]) at their own absolute paths.
+/// Paths already planned (the C library Nomad brought) are kept once.
+pub fn add_host_program(
+    v: &mut Vec<Entry>,
+    image_path: &str,
+    host: &Path,
+    libs: &[PathBuf],
+    links: &[&str],
+    part: &'static str,
+) -> Result<()> {
+    let add = |v: &mut Vec<Entry>, e: Entry| {
+        if !v.iter().any(|x| x.path == e.path) {
+            add_parents(v, &e.path, part);
+            v.push(e);
+        }
+    };
+    add(
+        v,
+        entry(image_path, Source::Copy(host.to_path_buf()), 0o755, part),
+    );
+    let (dir, name) = image_path
+        .rsplit_once('/')
+        .with_context(|| format!("{image_path} is not an absolute path"))?;
+    for l in links {
+        add(
+            v,
+            entry(
+                &format!("{dir}/{l}"),
+                Source::Symlink(name.into()),
+                0o777,
+                part,
+            ),
+        );
+    }
+    for lib in libs {
+        let p = lib
+            .to_str()
+            .filter(|s| s.starts_with('/'))
+            .with_context(|| format!("library path {} is not absolute UTF-8", lib.display()))?;
+        add(v, entry(p, Source::Copy(lib.clone()), 0o755, part));
+    }
+    check_unique(v)
+}
+
 fn entry(path: &str, source: Source, mode: u32, part: &'static str) -> Entry {
     Entry {
         path: path.to_string(),
@@ -500,6 +545,30 @@ pub fn totals(placed: &[Placed]) -> Vec<(&'static str, usize, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_program_shares_libraries_already_planned() {
+        // inputs() already has Nomad's libc.
+        let mut v = plan(&inputs()).unwrap();
+        let libc = PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6");
+        let libs = vec![libc, PathBuf::from("/lib/x86_64-linux-gnu/libext2fs.so.2")];
+        add_host_program(
+            &mut v,
+            "/sbin/mke2fs",
+            Path::new("/usr/sbin/mke2fs"),
+            &libs,
+            &["mkfs.ext4"],
+            "mkfs",
+        )
+        .unwrap();
+        let find = |p: &str| v.iter().filter(|e| e.path == p).count();
+        assert_eq!(find("/lib/x86_64-linux-gnu/libc.so.6"), 1);
+        assert_eq!(find("/lib/x86_64-linux-gnu/libext2fs.so.2"), 1);
+        assert_eq!(find("/sbin/mke2fs"), 1);
+        assert!(v
+            .iter()
+            .any(|e| e.path == "/sbin/mkfs.ext4" && e.source == Source::Symlink("mke2fs".into())));
+    }
 
     fn inputs() -> Inputs {
         Inputs {

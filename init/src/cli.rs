@@ -40,6 +40,8 @@ enum Command {
     },
     /// Acquire a DHCP lease (debugging and tests).
     Dhcp(crate::net::DhcpArgs),
+    /// Write NomadOS to a disk (PID 1 runs this for `nomados.install=`; see docs/install.md).
+    Install(crate::install::run::InstallArgs),
     /// Ask the running NomadOS init to power off.
     Poweroff,
     /// Ask the running NomadOS init to reboot.
@@ -183,6 +185,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     match cli.command {
         Command::Dhcp(args) => crate::net::run_dhcp_cli(args),
+        Command::Install(args) => crate::install::run::main(&args),
         Command::Poweroff => request_power_action(PowerAction::Poweroff),
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),
@@ -321,6 +324,31 @@ mod tests {
                 command: machine::MachineCommand::Apply { .. }
             })
         ));
+    }
+
+    #[test]
+    fn the_install_command_pid1_builds_parses() {
+        let req = crate::install::options::Request {
+            target: "/dev/vda".into(),
+            source: crate::install::options::ImageSource::Url {
+                url: "http://10.0.2.2/x.raw.xz".into(),
+                sha256: "ab".repeat(32),
+            },
+            wipe: true,
+        };
+        let cmd = crate::supervise::install::command(std::path::Path::new("x"), &req, "DATA");
+        let mut argv: Vec<String> = vec!["nomad-init".into()];
+        argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Install(a) => {
+                assert_eq!(a.target, PathBuf::from("/dev/vda"));
+                assert_eq!(a.image, "http://10.0.2.2/x.raw.xz");
+                assert_eq!(a.sha256, Some("ab".repeat(32)));
+                assert!(a.wipe);
+                assert_eq!(a.data_label, "DATA");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

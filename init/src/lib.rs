@@ -27,6 +27,8 @@ pub mod diag;
 #[deny(unsafe_code)]
 pub mod fsutil;
 #[deny(unsafe_code)]
+pub mod install;
+#[deny(unsafe_code)]
 pub mod log;
 #[deny(unsafe_code)]
 pub mod machine;

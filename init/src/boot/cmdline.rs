@@ -32,7 +32,7 @@ pub struct KernelOptions {
 }
 
 /// Splits the command line into words; double quotes group spaces (`a="b c"`).
-fn words(cmdline: &str) -> Vec<String> {
+pub fn words(cmdline: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -121,6 +121,9 @@ pub fn parse(cmdline: &str) -> KernelOptions {
                 Some("error") => o.loglevel = Some(Level::Error),
                 _ => bad(&mut o, "debug, info, warn or error"),
             },
+            // Read by `crate::install::options`.
+            "install" => {}
+            k if k.starts_with("install.") => {}
             _ => o.warnings.push(format!(
                 "kernel command line: unknown option {shown}; ignored"
             )),

@@ -40,13 +40,40 @@ fn grow_filesystem_hook(root: &Root, device: &std::path::Path, mount_point: &std
     }
 }
 
+/// No filesystem carries the label: a blank partition of ours (GPT name = the label) gets
+/// one, see [`crate::boot::blank`]. Returns the device formatted, if any.
+fn format_blank_hook(root: &Root, cfg: &DataConfig) -> Option<std::path::PathBuf> {
+    if root.is_test() {
+        return None;
+    }
+    let mut formatted = None;
+    for outcome in crate::boot::blank::format_blank(
+        &root.path("/dev"),
+        &root.path("/sys/class/block"),
+        &cfg.label,
+        crate::boot::blank::MKFS_DEADLINE,
+    ) {
+        match outcome {
+            Ok(crate::boot::blank::Outcome::Formatted(dev)) => formatted = formatted.or(Some(dev)),
+            Ok(crate::boot::blank::Outcome::NotBlank(dev, what)) => crate::warn!(
+                "partition {} is named {} but holds {what}; not formatting it",
+                dev.display(),
+                cfg.label
+            ),
+            Err(e) => crate::error!("making the data filesystem: {e:#}"),
+        }
+    }
+    formatted
+}
+
 pub fn mount(root: &Root, cfg: &DataConfig) -> anyhow::Result<DataMount> {
     let mountinfo = std::path::Path::new("/proc/self/mountinfo");
     let found = block::find_by_label(
         &root.path("/dev"),
         &root.path("/sys/class/block"),
         &cfg.label,
-    );
+    )
+    .or_else(|| format_blank_hook(root, cfg));
     if let Some(device) = found {
         grow_partition_hook(root, &device);
         let dev = device.to_string_lossy();

@@ -3,6 +3,7 @@
 //! Every stage is timed and logged; a failing stage is logged with its cause and the boot
 //! goes on with what it has (see [`stage::run`]).
 
+pub mod blank;
 pub mod bootcount;
 pub mod cgroup;
 pub mod cmdline;

@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod backoff;
+pub mod install;
 pub mod machine;
 pub mod network;
 pub mod nomad;
@@ -170,6 +171,23 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
+    if let Some(req) = install::requested(&booted.root) {
+        // An install boot runs no Nomad: the installer, then a reboot into its result.
+        let action = if install::run(&reaper, &req, &cfg.data.label).await {
+            PowerAction::Reboot
+        } else {
+            loop {
+                match events.recv().await {
+                    Some(Event::Power(action)) => break action,
+                    Some(_) => {}
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        shutdown::terminate_all(&booted.root.path("/proc"), Duration::from_secs(5)).await;
+        network::stop(net).await;
+        return action;
+    }
     // The machine's own configuration (issue 10) needs the network and comes before Nomad.
     let machine::Configured {
         config: cfg,

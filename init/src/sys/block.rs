@@ -76,6 +76,15 @@ nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlA
 nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+/// Asks the kernel to read the partition table of a whole disk again (BLKRRPART): after
+/// the installer wrote a new one. EBUSY when a partition of it is still in use.
+pub fn reread_partitions(disk: impl AsFd) -> nix::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; the descriptor is valid for the call.
+    unsafe { blkrrpart(disk.as_fd().as_raw_fd()) }?;
+    Ok(())
+}
 
 /// The logical sector size of a block device (BLKSSZGET).
 pub fn logical_sector_size(device: impl AsFd) -> nix::Result<libc::c_int> {
@@ -96,6 +105,24 @@ pub fn size_bytes(device: impl AsFd) -> nix::Result<u64> {
 /// Tells the kernel that partition `number` of `disk` now spans `length` bytes from byte
 /// `start` (BLKPG_RESIZE_PARTITION); the table on disk is the caller's business.
 pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -> nix::Result<()> {
+    blkpg_partition(disk, BLKPG_RESIZE_PARTITION, number, start, length)
+}
+
+/// Adds partition `number` of `disk` to the kernel's view (BLKPG_ADD_PARTITION), for
+/// kernels that did not find it by themselves (the installer, after writing a table).
+pub fn add_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -> nix::Result<()> {
+    blkpg_partition(disk, BLKPG_ADD_PARTITION, number, start, length)
+}
+
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+fn blkpg_partition(
+    disk: impl AsFd,
+    op: libc::c_int,
+    number: u32,
+    start: u64,
+    length: u64,
+) -> nix::Result<()> {
     let too_big = |_| nix::errno::Errno::EOVERFLOW;
     let mut part = BlkpgPartition {
         start: libc::c_longlong::try_from(start).map_err(too_big)?,
@@ -105,7 +132,7 @@ pub fn resize_partition(disk: impl AsFd, number: u32, start: u64, length: u64) -
         volname: [0; 64],
     };
     let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
+        op,
         flags: 0,
         datalen: BLKPG_PARTITION_LEN,
         data: (&mut part as *mut BlkpgPartition).cast(),
