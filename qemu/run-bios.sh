@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot a NomadOS disk image with SeaBIOS (legacy BIOS, extlinux on the disk).
+# Boot a NomadOS disk image with SeaBIOS (legacy BIOS: syslinux from the ESP, gptmbr.bin in the MBR).
 #   qemu/run-bios.sh out/nomados.qcow2
 # Environment: see qemu/common.sh (MEM, SMP, NOMAD_PORT, CONSOLE_LOG, QMP_SOCK, DISK_IF,
 # SNAPSHOT, NIC_MODEL, QEMU_ACCEL, QEMU_EXTRA_ARGS).

@@ -2,7 +2,7 @@
 # End-to-end tests of the real appliance under QEMU, one per boot path, plus persistence:
 #
 #   bios     SeaBIOS -> syslinux on the disk -> nomad-init
-#   uefi     OVMF -> syslinux.efi on the ESP -> nomad-init
+#   uefi     OVMF -> GRUB on the ESP -> nomad-init
 #   pxe      iPXE ROM -> QEMU TFTP -> pxelinux -> the root filesystem as an initramfs
 #   pxe-uefi OVMF's iPXE -> boot.ipxe -> the same initramfs
 #   reboot   the data partition is grown to fill a larger disk, and keeps its contents
