@@ -111,10 +111,12 @@ impl Flow {
     /// For PID 1: the agent config's facts, `nomad.token_file`, and the system paths.
     pub fn for_boot(
         config: &crate::boot::config::NomadConfig,
+        fragment_dirs: &[std::path::PathBuf],
         api: &api::Settings,
         root: &crate::sys::root::Root,
     ) -> Option<Self> {
-        let agent = api::LocalAgent::from_file(&config.config);
+        // What Nomad itself runs with: the base file and the machine's fragments.
+        let agent = api::LocalAgent::from_files(&config.config, fragment_dirs);
         let token_file = match &api.token {
             TokenSource::File(f) => f.clone(),
             // No token file configured: nowhere to keep a bootstrap token.

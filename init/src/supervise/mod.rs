@@ -194,6 +194,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         fragment_dirs,
     } = machine::configure(&booted, &reaper, "/proc/self/exe".into()).await;
     let api = crate::nomad::Settings::for_local_agent_with_fragments(&cfg.nomad, &fragment_dirs);
+    let acl_flow = acl::Flow::for_boot(&cfg.nomad, &fragment_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
@@ -229,7 +230,6 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // The applier sees Nomad healthy only once the ACL bootstrap is settled.
     let (applier_healthy_tx, applier_healthy_rx) = watch::channel(false);
-    let acl_flow = acl::Flow::for_boot(&cfg.nomad, &api, &booted.root);
     tokio::spawn(acl::gate(acl_flow, healthy_rx, applier_healthy_tx));
     let applier = tokio::spawn(packs::run(
         applier,
