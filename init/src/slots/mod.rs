@@ -3,7 +3,7 @@
 //!
 //! Pure core: [`record`] (PID 1's record and what a boot means for it), [`adv`] (syslinux's
 //! ADV), [`grubenv`] (GRUB's environment block), [`loader`] (edits of the loaders' files).
-//! [`gate`] (the trial's health gate). Effects: [`esp`] (the files on a mounted ESP),
+//! [`gate`] (the trial's health gate), [`meta`] (what Nomad is told about the slot). Effects: [`esp`] (the files on a mounted ESP),
 //! [`trial`] (what PID 1 does at boot and on a trial), [`upgrade`], [`find_partition`].
 
 pub mod adv;
@@ -11,6 +11,7 @@ pub mod esp;
 pub mod gate;
 pub mod grubenv;
 pub mod loader;
+pub mod meta;
 pub mod payload;
 pub mod record;
 pub mod trial;

@@ -24,9 +24,27 @@ pub struct TrialBoot {
     deadline: Duration,
 }
 
-/// Mounts the ESP and settles the record for this boot. Some(trial) when this is a trial
-/// boot; None otherwise (and on images without slots, where nothing is done).
-pub fn at_boot(root: &Root) -> Option<TrialBoot> {
+/// What the slots hand supervision at boot.
+#[derive(Debug, Default)]
+pub struct AtBoot {
+    /// Some when this is a trial boot whose gate is still to be run.
+    pub trial: Option<TrialBoot>,
+    /// The agent config fragment telling Nomad the slot (and a rollback), when slots exist.
+    pub meta_fragment: Option<serde_json::Value>,
+}
+
+/// Mounts the ESP and settles the record for this boot; on images without slots nothing
+/// is done.
+pub fn at_boot(root: &Root) -> AtBoot {
+    let mut meta_fragment = None;
+    let trial = settle_at_boot(root, &mut meta_fragment);
+    AtBoot {
+        trial,
+        meta_fragment,
+    }
+}
+
+fn settle_at_boot(root: &Root, meta_out: &mut Option<serde_json::Value>) -> Option<TrialBoot> {
     let cmdline = crate::fsutil::read_bounded_to_string(&root.path("/proc/cmdline"), 8192).ok()?;
     let booted = super::booted_slot(&cmdline)?;
     let Some(dev) = super::find_partition(
@@ -67,7 +85,31 @@ pub fn at_boot(root: &Root) -> Option<TrialBoot> {
             return None;
         }
     };
+    let why = super::meta::rollback_reason(&record, booted);
+    *meta_out = Some(super::meta::fragment(booted, why.as_deref()));
     settle(&esp, record, booted, gate::deadline_secs(&cmdline))
+}
+
+/// Writes the slot's agent config fragment (tmpfs, every boot) and returns its directory,
+/// to be given to Nomad with `-config=`; None (logged) when it cannot be written.
+pub fn write_meta_fragment(
+    root: &Root,
+    fragment: &serde_json::Value,
+) -> Option<std::path::PathBuf> {
+    let dir = root.path(super::meta::FRAGMENT_DIR);
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        crate::fsutil::write_atomic(
+            &dir.join(super::meta::FRAGMENT_FILE),
+            &format!("{fragment:#}\n"),
+        )
+    });
+    match written {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            crate::warn!("cannot tell Nomad the slot ({}): {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// What to do at boot for `record` and the slot the loader booted.

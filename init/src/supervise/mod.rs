@@ -161,7 +161,8 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
 
     // Slots first: a boot the loader fell back to is recorded before anything else runs.
-    let trial = crate::slots::trial::at_boot(&booted.root);
+    let slots = crate::slots::trial::at_boot(&booted.root);
+    let trial = slots.trial;
     let cfg = booted.config.clone();
     if let Some(path) = &cfg.nomad.log_file {
         crate::warn!(
@@ -191,8 +192,12 @@ pub async fn run(booted: Booted) -> PowerAction {
     // The machine's own configuration (issue 10) needs the network and comes before Nomad.
     let machine::Configured {
         config: cfg,
-        fragment_dirs,
+        mut fragment_dirs,
     } = machine::configure(&booted, &reaper, "/proc/self/exe".into()).await;
+    // The slot (and a rolled-back upgrade) as client meta, after the machine's fragments.
+    if let Some(f) = &slots.meta_fragment {
+        fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
+    }
     let api = crate::nomad::Settings::for_local_agent_with_fragments(&cfg.nomad, &fragment_dirs);
     let acl_flow = acl::Flow::for_boot(&cfg.nomad, &fragment_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
