@@ -19,6 +19,8 @@
 )]
 
 #[deny(unsafe_code)]
+pub mod blockdev;
+#[deny(unsafe_code)]
 pub mod boot;
 #[deny(unsafe_code)]
 pub mod cli;

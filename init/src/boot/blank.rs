@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::install::probe;
+use crate::blockdev::probe;
 
 /// How long `mkfs.ext4` may take (lazy inode table init keeps it short even on big disks).
 pub const MKFS_DEADLINE: Duration = Duration::from_secs(300);
@@ -96,7 +96,7 @@ fn gpt_name(dev: &Path, sys_part: &Path) -> Option<String> {
     let real = std::fs::canonicalize(sys_part).ok()?;
     let disk = real.parent()?.file_name()?;
     let file = File::open(dev.join(disk)).ok()?;
-    let (_, entries) = crate::install::gpt_read::entries(&file).ok()?;
+    let (_, entries) = crate::blockdev::gpt_read::entries(&file).ok()?;
     entries
         .into_iter()
         .find(|(n, _)| *n == number)

@@ -95,7 +95,7 @@ pub fn facts(target: &Path, dev_dir: &Path, sys_class_block: &Path) -> anyhow::R
         let found = match blank::read_ends(&device) {
             Ok(e) => e.signatures(),
             // Cannot read it: say so rather than call it blank.
-            Err(_) => vec![super::probe::Signature::UnknownData],
+            Err(_) => vec![crate::blockdev::probe::Signature::UnknownData],
         };
         parts.push(PartitionFacts { device, found });
     }

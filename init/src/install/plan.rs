@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::probe::{describe, Signature};
+use crate::blockdev::probe::{describe, Signature};
 
 /// One partition the kernel sees on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -217,7 +217,8 @@ pub fn finish_data(
     label: &str,
     mount_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
-    let (sector, entries) = super::gpt_read::entries(disk).context("reading the written GPT")?;
+    let (sector, entries) =
+        crate::blockdev::gpt_read::entries(disk).context("reading the written GPT")?;
     let number = entries
         .iter()
         .find(|(_, e)| e.name() == label)
