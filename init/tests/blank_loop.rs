@@ -12,36 +12,10 @@ use std::process::Command;
 use nomad_init::boot::blank::{self, Outcome};
 use sha2::{Digest, Sha256};
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod host;
+use host::run;
 
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in ["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("{tool} not installed"));
-        }
-    }
-    None
-}
+const TOOLS: &[&str] = &["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"];
 
 struct Loop {
     dev: String,
@@ -85,7 +59,7 @@ fn digest(path: &Path) -> Vec<u8> {
 
 #[test]
 fn only_a_blank_partition_named_like_the_data_label_is_formatted() {
-    if let Some(why) = missing_prerequisite() {
+    if let Some(why) = host::missing_prerequisite(TOOLS) {
         eprintln!("SKIP only_a_blank_partition_named_like_the_data_label_is_formatted: {why}");
         return;
     }

@@ -8,36 +8,10 @@ use std::process::Command;
 
 use nomad_init::boot::grow;
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod host;
+use host::run;
 
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in ["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("{tool} not installed"));
-        }
-    }
-    None
-}
+const TOOLS: &[&str] = &["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"];
 
 /// The loop device and what hangs off it; torn down even when an assertion fails.
 struct Loop {
@@ -105,7 +79,7 @@ fn has_cap_sys_resource() -> bool {
 
 #[test]
 fn last_partition_and_its_ext4_grow_to_fill_an_enlarged_disk() {
-    if let Some(why) = missing_prerequisite() {
+    if let Some(why) = host::missing_prerequisite(TOOLS) {
         eprintln!("SKIP last_partition_and_its_ext4_grow_to_fill_an_enlarged_disk: {why}");
         return;
     }

@@ -12,36 +12,10 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod host;
+use host::run;
 
-fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in ["losetup", "sgdisk", "mkfs.ext4", "e2fsck"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("{tool} not installed"));
-        }
-    }
-    None
-}
+const TOOLS: &[&str] = &["losetup", "sgdisk", "mkfs.ext4", "e2fsck"];
 
 struct Loop {
     dev: String,
@@ -110,7 +84,7 @@ fn head(dev: &str) -> Vec<u8> {
 
 #[test]
 fn installs_an_image_from_http_refuses_a_used_disk_and_never_half_writes() {
-    if let Some(why) = missing_prerequisite() {
+    if let Some(why) = host::missing_prerequisite(TOOLS) {
         eprintln!("SKIP installs_an_image_from_http...: {why}");
         return;
     }
