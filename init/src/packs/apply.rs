@@ -95,13 +95,7 @@ async fn run_set(
     };
     match mode {
         Mode::Validate => {
-            out.emit(&Event::Summary {
-                mode,
-                counts: &summary,
-                jobs: prepared.desired.len(),
-                packs_ok: set.packs.len() - prepared.failures.len(),
-                packs_failed: prepared.failures.len(),
-            })?;
+            out.emit(&summary_event(mode, &summary, set, &prepared))?;
             return Ok(Outcome {
                 summary,
                 has_changes: false,
@@ -176,13 +170,7 @@ async fn run_set(
             deleted: c.delete,
             failed: summary.failed,
         };
-        out.emit(&Event::Summary {
-            mode,
-            counts: &planned,
-            jobs: prepared.desired.len(),
-            packs_ok: set.packs.len() - prepared.failures.len(),
-            packs_failed: prepared.failures.len(),
-        })?;
+        out.emit(&summary_event(mode, &planned, set, &prepared))?;
         return Ok(Outcome {
             summary,
             has_changes,
@@ -202,13 +190,7 @@ async fn run_set(
         summary.failed += failed;
     }
     collect_cache_garbage(set, &prepared, out)?;
-    out.emit(&Event::Summary {
-        mode,
-        counts: &summary,
-        jobs: prepared.desired.len(),
-        packs_ok: set.packs.len() - prepared.failures.len(),
-        packs_failed: prepared.failures.len(),
-    })?;
+    out.emit(&summary_event(mode, &summary, set, &prepared))?;
     Ok(Outcome {
         summary,
         has_changes,
@@ -217,6 +199,22 @@ async fn run_set(
 
 /// After an apply, drops cached downloads the set no longer names. A failure costs only
 /// disk space, so it is reported and the run goes on.
+/// The run's last event: the counts, and how the set's packs fared.
+fn summary_event<'a>(
+    mode: Mode,
+    counts: &'a Summary,
+    set: &PackSet,
+    prepared: &Prepared,
+) -> Event<'a> {
+    Event::Summary {
+        mode,
+        counts,
+        jobs: prepared.desired.len(),
+        packs_ok: set.packs.len().saturating_sub(prepared.failures.len()),
+        packs_failed: prepared.failures.len(),
+    }
+}
+
 fn collect_cache_garbage(
     set: &PackSet,
     prepared: &Prepared,
