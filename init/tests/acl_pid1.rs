@@ -12,30 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+mod pid1ns;
+use pid1ns::prerequisites_missing;
 
-fn prerequisites_missing() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    let probe = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--mount",
-            "--uts",
-            "--net",
-            "true",
-        ])
-        .stderr(Stdio::null())
-        .status();
-    match probe {
-        Ok(s) if s.success() => None,
-        Ok(s) => Some(format!("unshare cannot create namespaces here ({s})")),
-        Err(e) => Some(format!("unshare not available: {e}")),
-    }
-}
+const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The double's binary, beside `nomad-init` in the target directory (built when missing:
 /// it is a dev-dependency of this crate, so cargo builds its library only).

@@ -11,35 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod pid1ns;
+use pid1ns::prerequisites_missing;
+
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Namespace {
     unshare: Child,
     lines: Arc<Mutex<Vec<String>>>,
     dir: tempfile::TempDir,
-}
-
-fn prerequisites_missing() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    let probe = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--mount",
-            "--uts",
-            "--net",
-            "true",
-        ])
-        .stderr(Stdio::null())
-        .status();
-    match probe {
-        Ok(s) if s.success() => None,
-        Ok(s) => Some(format!("unshare cannot create namespaces here ({s})")),
-        Err(e) => Some(format!("unshare not available: {e}")),
-    }
 }
 
 macro_rules! skip_unless_possible {
