@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
 /// Writes `contents` to `path` atomically: a temp file in the same directory, fsync,
 /// rename, so readers see the old file or the new one, never half of it. Creates the
 /// directory if needed and skips the write when the file already holds these contents.
@@ -69,8 +71,8 @@ pub fn read_open_bounded(file: File, cap: u64) -> std::io::Result<Vec<u8>> {
     if meta.len() > cap {
         return Err(too_big());
     }
-    let flags = rustix::fs::fcntl_getfl(&file)?;
-    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)?;
+    let flags = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     // The size may change while reading (a file being written): count what is read.
     let mut out = Vec::with_capacity(usize::try_from(meta.len()).map_err(|_| too_big())?);
     file.take(cap + 1).read_to_end(&mut out)?;

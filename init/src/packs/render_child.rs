@@ -270,8 +270,10 @@ enum Stop {
 
 /// The applier's own RLIMIT_DATA (what PID 1 gave it): a child cannot be given more.
 fn current_data_limit() -> u64 {
-    let lim = rustix::process::getrlimit(rustix::process::Resource::Data);
-    lim.current.unwrap_or(u64::MAX)
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_DATA) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => soft,
+        _ => u64::MAX,
+    }
 }
 
 /// Reads `from` to its end keeping at most `cap` bytes; past that, flags `too_big` and
@@ -397,18 +399,15 @@ pub fn check_reply(request: &Request, reply: Reply) -> Result<Vec<JobOutcome>, S
 /// the data limit; the parent reads that from the exit status and stderr.
 pub fn serve() -> i32 {
     // An abort is expected here; a core dump of it is not wanted.
-    let no_core = rustix::process::Rlimit {
-        current: Some(0),
-        maximum: Some(0),
-    };
-    let _ = rustix::process::setrlimit(rustix::process::Resource::Core, no_core);
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     // An applier killed at its deadline takes its render child with it, instead of leaving
     // an orphan that renders on until its own deadline. The parent may already be gone
     // by now: then the parent pid is no longer the one it passed.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let parent = std::env::var(ENV_PARENT_PID).ok();
-    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get().to_string());
-    if parent.is_some() && parent != ppid {
+    // 0 when the parent is outside this PID namespace: not the applier either.
+    let ppid = nix::unistd::getppid().to_string();
+    if parent.is_some_and(|p| p != ppid) {
         eprintln!("nomad-init render-child: the applier that started it is gone");
         return 1;
     }

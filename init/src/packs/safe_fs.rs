@@ -10,7 +10,10 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 /// An open directory; every path given to it is relative to it and must stay beneath it.
 #[derive(Debug)]
@@ -43,9 +46,9 @@ impl Tree {
     /// Opens `path` (which may itself be reached through symlinks: it is the trusted
     /// starting point) as the root.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let root = rustix::fs::open(
+        let root = nix::fcntl::open(
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
         Ok(Self {
@@ -59,24 +62,25 @@ impl Tree {
         &self.path
     }
 
-    fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    fn resolve(&self, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
             rel
         };
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         let mut tries = 0;
         loop {
-            match rustix::fs::openat2(&self.root, rel, flags | OFlags::CLOEXEC, Mode::empty(), how)
-            {
+            match nix::fcntl::openat2(&self.root, rel, how) {
                 Ok(fd) => return Ok(fd),
                 // A rename elsewhere in the filesystem raced the lookup; the kernel asks to retry.
-                Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
-                Err(rustix::io::Errno::XDEV) => {
+                Err(Errno::EAGAIN) if tries < 8 => tries += 1,
+                Err(Errno::EXDEV) => {
                     return Err(io::Error::new(io::ErrorKind::PermissionDenied, Escape))
                 }
-                Err(rustix::io::Errno::NOSYS) => {
+                Err(Errno::ENOSYS) => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
                         "reading packs safely needs openat2 (Linux 5.6 or newer)",
@@ -89,7 +93,7 @@ impl Tree {
 
     /// What `rel` resolves to (following symlinks, all within the tree).
     pub fn metadata(&self, rel: impl AsRef<Path>) -> io::Result<Metadata> {
-        File::from(self.resolve(rel.as_ref(), OFlags::PATH)?).metadata()
+        File::from(self.resolve(rel.as_ref(), OFlag::O_PATH)?).metadata()
     }
 
     /// The regular file `rel`, at most `cap` bytes of it; FIFOs, devices and directories are
@@ -97,7 +101,7 @@ impl Tree {
     pub fn read(&self, rel: impl AsRef<Path>, cap: u64) -> io::Result<Vec<u8>> {
         let fd = self.resolve(
             rel.as_ref(),
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
         )?;
         crate::fsutil::read_open_bounded(File::from(fd), cap)
     }
@@ -106,10 +110,10 @@ impl Tree {
     /// names is an [`TooManyEntries`] error, found without reading the rest: a directory
     /// of a million files costs no more than one of `max`.
     pub fn read_dir(&self, rel: impl AsRef<Path>, max: usize) -> io::Result<Vec<OsString>> {
-        let fd = self.resolve(rel.as_ref(), OFlags::RDONLY | OFlags::DIRECTORY)?;
-        let mut dir = rustix::fs::Dir::new(fd)?;
+        let fd = self.resolve(rel.as_ref(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mut dir = Dir::from_fd(fd)?;
         let mut names = Vec::new();
-        while let Some(entry) = dir.read() {
+        for entry in dir.iter() {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
                 if names.len() == max {

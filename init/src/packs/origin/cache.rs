@@ -159,7 +159,7 @@ impl Cache {
         let dest = self.unpacked_dir().join(hex);
         // Flush the tree before it becomes visible, so a crash cannot expose empty files.
         if let Ok(dir) = File::open(tmp) {
-            let _ = rustix::fs::syncfs(&dir);
+            let _ = nix::unistd::syncfs(&dir);
         }
         match fs::rename(tmp, &dest) {
             Ok(()) => Ok(dest),
