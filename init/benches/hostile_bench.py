@@ -303,14 +303,31 @@ def run_cases(root, nomad_init, addr):
     fifo_set = os.path.join(root, "set-fifo-itself.toml")
     os.mkfifo(fifo_set)
     cases.append(("pack set = a FIFO", fifo_set, {}))
-    # 10 MB of set (just under the 10 MiB limit): one job table with 232 000 variables. Its
-    # pack's origin does not exist, so the figure is the loading alone.
+    # The largest sets the limits let through (10 MiB, 300 000 TOML tokens), their packs'
+    # origin missing, so the figure is the loading alone. Bytes: 10 MB in 42 000 one-line
+    # variables. Shape: nested inline tables, the most memory per token (config/mod.rs).
+    tokens = 299_000
+    lines = tokens // 7
+    width = (10 * MIB - 200) // lines - 17
     big = ['_name = "bench"\n', good, '[big]\n_origin = "missing"\n[big.big]\n']
-    big += [f'v{i:06d} = "{"y" * 30}"\n' for i in range(232_000)]
+    big += [f'v{i:06d} = "{"y" * width}"\n' for i in range(lines)]
     big_path = os.path.join(root, "set-10mb.toml")
     with open(big_path, "w") as f:
         f.writelines(big)
     cases.append((f"{os.path.getsize(big_path) / 1e6:.1f} MB pack set (loading)", big_path, {}))
+    unit = "{a=" * 50 + "1" + "}" * 50 + ","
+    deep = ['_name = "bench"\n', good, '[deep]\n_origin = "missing"\n[deep.deep]\nx = [',
+            unit * ((tokens - 200) // len(unit)), "1]\n"]
+    deep_path = os.path.join(root, "set-deep.toml")
+    with open(deep_path, "w") as f:
+        f.writelines(deep)
+    cases.append(("nested inline tables at the token limit (loading)", deep_path, {}))
+    over = ['_name = "bench"\n', good, '[over]\n_origin = "missing"\n[over.over]\nx = [',
+            "1," * (5 * MIB), "1]\n"]
+    over_path = os.path.join(root, "set-over.toml")
+    with open(over_path, "w") as f:
+        f.writelines(over)
+    cases.append(("10 MiB of `1,` (past the token limit: refused)", over_path, {}))
 
     rows = []
     for label, set_path, extra_env in cases:

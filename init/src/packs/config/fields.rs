@@ -347,7 +347,8 @@ pub(super) fn to_json(
             number.map(Value::Number)
         }
         DeValue::Array(items) => {
-            let mut out = Vec::new();
+            // Sized once: a set of many one-element arrays must not pay for growth room.
+            let mut out = Vec::with_capacity(items.len());
             let mut ok = true;
             for item in items.iter() {
                 match to_json(doc, item, problems) {
@@ -358,7 +359,7 @@ pub(super) fn to_json(
             ok.then_some(Value::Array(out))
         }
         DeValue::Table(table) => {
-            let mut out = serde_json::Map::new();
+            let mut out = serde_json::Map::with_capacity(table.len());
             let mut ok = true;
             for (k, v) in in_document_order(table) {
                 match to_json(doc, v, problems) {

@@ -30,10 +30,17 @@ use parse::parse_layer;
 use source::Doc;
 
 /// Bytes one pack-set file may hold: far above any real set (a 10 MB set loads in well
-/// under a second). TOML parsing holds about 12 bytes per byte of input at its peak
-/// (tokens and events of the `toml` crate), so this keeps the applier under its memory
-/// target of 128 MiB above its baseline (`init/benches/hostile_bench.py`).
+/// under a second). Bytes alone do not bound the parse's memory: see [`MAX_SET_TOKENS`].
 pub const MAX_SET_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// TOML tokens (keys, values, punctuation, whitespace runs, line breaks, comments) all files
+/// of a set may hold together. What loading holds at its peak grows with the tokens, not the
+/// bytes: the `toml` crate keeps every token and parser event, then a value per key and array
+/// element (a map per inline table), then the JSON of the variables: 100 to 330 bytes per
+/// token, the most for nested inline tables (`x = [{a={b=1}}, ...]`). `[1,1,1,...]` is 2 tokens
+/// per 2 bytes, so 10 MiB of it took 800 MB. Counted first (a lexer pass that allocates
+/// nothing), this keeps loading under the applier's target of 128 MiB above its baseline for
+/// any shape (`init/benches/hostile_bench.py`). A real pack set holds a few thousand.
+pub const MAX_SET_TOKENS: usize = 300_000;
 /// Bytes all files of a pack-set directory may hold together: the same bound, as the files
 /// parsed first are still held (merged) while the last one is parsed.
 pub const MAX_SET_BYTES: u64 = MAX_SET_FILE_BYTES;
@@ -156,6 +163,10 @@ fn build(
         .iter()
         .map(|(file, text)| Doc::new(file, text))
         .collect();
+    if let Some(problem) = over_token_limit(&docs, MAX_SET_TOKENS) {
+        problems.push(problem);
+        return Err(ConfigError::new(problems));
+    }
     let mut merged = Layer::default();
     for doc in &docs {
         match parse_layer(doc, &mut problems) {
@@ -170,4 +181,26 @@ fn build(
     } else {
         Err(ConfigError::new(problems))
     }
+}
+
+/// The problem, placed at the first token past `limit`, when `docs` hold more than `limit`
+/// TOML tokens together; counted before anything is parsed, without allocating.
+fn over_token_limit(docs: &[Doc<'_>], limit: usize) -> Option<Problem> {
+    let mut left = limit;
+    for doc in docs {
+        for token in toml_parser::Source::new(doc.text).lex() {
+            if left == 0 {
+                let span = token.span();
+                return Some(doc.problem(
+                    span.start()..span.end(),
+                    format!(
+                        "the pack set holds more than {limit} TOML tokens (keys, values, punctuation, line breaks) by here; \
+                         a pack set declares packs and their variables: bulk data belongs in a pack's files"
+                    ),
+                ));
+            }
+            left -= 1;
+        }
+    }
+    None
 }

@@ -675,3 +675,40 @@ fn locations_match_a_plain_scan_across_index_blocks() {
     assert_eq!(doc.line_text(6), "");
     assert_eq!(doc.line_text(0), "");
 }
+
+#[test]
+fn a_set_past_the_token_limit_is_refused_before_it_is_parsed() {
+    // 2 tokens per 2 bytes: a set far under the byte limit, but past the token limit.
+    let head = "[p]\n_origin = \"r\"\n[p.j]\nx = [";
+    let text = format!("{head}{}1]\n", "1,".repeat(MAX_SET_TOKENS / 2 + 10));
+    assert!((text.len() as u64) < MAX_SET_FILE_BYTES / 4);
+    let e = err(&text);
+    // `head` is 21 tokens (`p.j` is three); then `1` and `,` alternate from column 6.
+    let column = 6 + MAX_SET_TOKENS - 21;
+    assert_eq!(
+        e,
+        format!(
+            "/etc/nomados/packs.toml:4:{column}: the pack set holds more than {MAX_SET_TOKENS} TOML tokens (keys, values, punctuation, line breaks) by here; a pack set declares packs and their variables: bulk data belongs in a pack's files"
+        )
+    );
+    // Exactly at the limit (21 + 2n + `1`, `]`, ` `, line break, end of input) loads.
+    let n = (MAX_SET_TOKENS - 26) / 2;
+    let set = ok(&format!("{head}{}1] \n", "1,".repeat(n)));
+    let x = set.packs[0].jobs[0].vars["x"].as_array().map(Vec::len);
+    assert_eq!(x, Some(n + 1));
+}
+
+#[test]
+fn the_token_limit_counts_every_file_of_a_directory_together() {
+    let (a, b) = (Path::new("/s/a.toml"), Path::new("/s/b.toml"));
+    let docs = [Doc::new(a, "x = 1\n"), Doc::new(b, "y = 2\n")];
+    // `x`, ` `, `=`, ` `, `1`, line break, end of input: 7 tokens a file.
+    assert!(over_token_limit(&docs, 14).is_none());
+    let problem = over_token_limit(&docs, 13).expect("14 tokens > 13");
+    assert!(
+        problem
+            .to_string()
+            .starts_with("/s/b.toml:2:1: the pack set holds more than 13 TOML tokens"),
+        "{problem}"
+    );
+}
