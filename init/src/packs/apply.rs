@@ -10,11 +10,11 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::events::{Event, Sink};
+use super::model::JobKey;
 use super::model::PackSet;
 use super::plan::{self, DesiredJob, LiveJob, Step};
 use super::prepare::{prepare, Prepared};
 use super::record::{self, Record};
-use super::validate::JobKey;
 use super::{config, extras, origin, report};
 use crate::nomad::{self, Client};
 

@@ -6,10 +6,10 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
+use super::model::JobKey;
 use super::model::{Mode, Source, Summary};
 use super::plan::{self, Step};
 use super::report;
-use super::validate::JobKey;
 
 /// A kind of Nomad object besides jobs that packs manage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

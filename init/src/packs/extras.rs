@@ -207,7 +207,7 @@ async fn variables_reconcile(
     }
     let mut live = Vec::with_capacity(variables.len());
     for v in variables {
-        let ns = v.namespace.as_deref().unwrap_or("default");
+        let ns = v.namespace();
         let query = format!("/v1/var/{}?namespace={}", v.path, encode(ns));
         live.push(client.get_optional(&query).await?.map(|l| LiveVariable {
             items: items_of(&l),
@@ -220,7 +220,7 @@ async fn variables_reconcile(
         match step {
             VariableStep::Refuse(v) => {
                 sum.failed += 1;
-                let ns = v.namespace.as_deref().unwrap_or("default");
+                let ns = v.namespace();
                 out.emit(&Event::Problem {
                     subject: &format!("variable `{ns}:{}` ({})", v.path, v.source),
                     message: &format!(
@@ -234,7 +234,7 @@ async fn variables_reconcile(
                 variable: v,
                 cas,
             } => {
-                let ns = v.namespace.as_deref().unwrap_or("default");
+                let ns = v.namespace();
                 out.emit(&Event::Extra {
                     kind: ExtraKind::Variable,
                     action,

@@ -175,7 +175,7 @@ pub fn plan_variables<'a>(
     let mut next = registry.clone();
     let mut declared = BTreeSet::new();
     for (v, live) in variables.iter().zip(live) {
-        let ns = v.namespace.as_deref().unwrap_or("default");
+        let ns = v.namespace();
         let key = var_key(ns, &v.path);
         declared.insert(key.clone());
         if live.is_some() && !registry.contains_key(&key) {

@@ -142,6 +142,63 @@ pub struct RenderedJob {
     pub text: String,
 }
 
+/// Identity of a job in Nomad.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobKey {
+    pub namespace: String,
+    pub id: String,
+}
+
+impl JobKey {
+    pub fn of(job: &Value) -> Option<Self> {
+        let id = job["ID"].as_str().filter(|s| !s.is_empty())?;
+        let namespace = job["Namespace"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        Some(Self {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace == "default" {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.id)
+        }
+    }
+}
+
+/// Identity of anything the applier writes to Nomad: a job, an ACL policy or a Variable.
+/// Two rendered objects with one key clash; messages name objects by it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKey {
+    Job(JobKey),
+    /// ACL policies have a name and no namespace.
+    Policy(String),
+    Variable {
+        namespace: String,
+        path: String,
+    },
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Job(key) => write!(f, "job ID `{key}`"),
+            ObjectKey::Policy(name) => write!(f, "ACL policy `{name}`"),
+            ObjectKey::Variable { namespace, path } if namespace == "default" => {
+                write!(f, "variable `{path}`")
+            }
+            ObjectKey::Variable { namespace, path } => write!(f, "variable `{namespace}/{path}`"),
+        }
+    }
+}
+
 /// A Nomad Variable rendered from `variables/`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedVariable {
@@ -159,6 +216,26 @@ pub struct RenderedPolicy {
     pub name: String,
     pub description: Option<String>,
     pub rules: String,
+}
+
+impl RenderedVariable {
+    /// The namespace it is written to.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::Variable {
+            namespace: self.namespace().to_string(),
+            path: self.path.clone(),
+        }
+    }
+}
+
+impl RenderedPolicy {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::Policy(self.name.clone())
+    }
 }
 
 /// Everything one job table produced.

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::model::JobKey;
 use super::model::{meta, Source};
 use super::record::Record;
-use super::validate::JobKey;
 
 /// A job the pack set wants, ready to register (owner meta already set).
 #[derive(Debug, Clone, PartialEq)]

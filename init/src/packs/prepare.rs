@@ -14,11 +14,12 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use super::model::{
-    JobFormat, PackDecl, PackSet, RenderedJob, RenderedPolicy, RenderedVariable, Source,
+    JobFormat, JobKey, ObjectKey, PackDecl, PackSet, RenderedJob, RenderedPolicy, RenderedVariable,
+    Source,
 };
 use super::plan::{self, DesiredJob};
 use super::render_child::{self, JobOutcome};
-use super::validate::{self, JobKey};
+use super::validate;
 use super::{origin, render};
 use crate::nomad::{AgentInfo, Client};
 
@@ -214,31 +215,12 @@ async fn parse_and_check(
 /// Step 4: job IDs, policy names and variable paths must be unique across the whole
 /// output; a clash fails both packs.
 fn fail_clashes(output: &PackOutput, failures: &mut Vec<PackFailure>) {
-    let mut clashes: Vec<(String, Source, Source)> = Vec::new();
-    for (key, a, b) in validate::find_clashes(output.jobs.iter().map(|(d, _)| (&d.key, &d.source)))
-    {
-        clashes.push((format!("job ID `{key}`"), a, b));
-    }
-    let policies = &output.policies;
-    let policy_keys: Vec<JobKey> = policies.iter().map(|p| JobKey::named(&p.name)).collect();
-    for (key, a, b) in
-        validate::find_clashes(policy_keys.iter().zip(policies.iter().map(|p| &p.source)))
-    {
-        clashes.push((format!("ACL policy `{}`", key.id), a, b));
-    }
-    let variables = &output.variables;
-    let var_keys: Vec<JobKey> = variables
-        .iter()
-        .map(|v| JobKey {
-            namespace: v.namespace.clone().unwrap_or_else(|| "default".into()),
-            id: v.path.clone(),
-        })
+    let keys: Vec<(ObjectKey, &Source)> = (output.jobs.iter())
+        .map(|(d, _)| (ObjectKey::Job(d.key.clone()), &d.source))
+        .chain(output.policies.iter().map(|p| (p.key(), &p.source)))
+        .chain(output.variables.iter().map(|v| (v.key(), &v.source)))
         .collect();
-    for (key, a, b) in
-        validate::find_clashes(var_keys.iter().zip(variables.iter().map(|v| &v.source)))
-    {
-        clashes.push((format!("variable `{key}`"), a, b));
-    }
+    let clashes = validate::find_clashes(keys.iter().map(|(k, s)| (k, *s)));
     for (what, first, second) in &clashes {
         let reason = format!("{what} is rendered twice: by {first} and by {second}");
         for pack in [&first.pack, &second.pack] {

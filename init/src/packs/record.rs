@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::validate::JobKey;
+use super::model::JobKey;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {

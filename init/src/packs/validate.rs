@@ -5,49 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::model::Source;
+use super::model::{ObjectKey, Source};
 
 /// Drivers every job may use; others need the declared job's `_allow-drivers`.
 pub const DEFAULT_DRIVERS: [&str; 2] = ["exec", "raw_exec"];
-
-/// Identity of a job in Nomad.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JobKey {
-    pub namespace: String,
-    pub id: String,
-}
-
-impl JobKey {
-    /// A key for things with a name but no namespace (ACL policies).
-    pub fn named(name: &str) -> Self {
-        Self {
-            namespace: String::new(),
-            id: name.to_string(),
-        }
-    }
-
-    pub fn of(job: &Value) -> Option<Self> {
-        let id = job["ID"].as_str().filter(|s| !s.is_empty())?;
-        let namespace = job["Namespace"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("default");
-        Some(Self {
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for JobKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.namespace == "default" {
-            write!(f, "{}", self.id)
-        } else {
-            write!(f, "{}/{}", self.namespace, self.id)
-        }
-    }
-}
 
 /// Problems with one parsed job; empty when it may be applied.
 pub fn check_job(job: &Value, allow_drivers: &[String]) -> Vec<String> {
@@ -96,11 +57,11 @@ fn drivers(job: &Value) -> Vec<(String, String, String)> {
 
 /// Finds rendered job IDs produced more than once; each clash names both sources.
 pub fn find_clashes<'a>(
-    jobs: impl IntoIterator<Item = (&'a JobKey, &'a Source)>,
-) -> Vec<(JobKey, Source, Source)> {
-    let mut first: BTreeMap<&JobKey, &Source> = BTreeMap::new();
+    objects: impl IntoIterator<Item = (&'a ObjectKey, &'a Source)>,
+) -> Vec<(ObjectKey, Source, Source)> {
+    let mut first: BTreeMap<&ObjectKey, &Source> = BTreeMap::new();
     let mut clashes = Vec::new();
-    for (key, source) in jobs {
+    for (key, source) in objects {
         match first.get(key) {
             Some(prev) => clashes.push((key.clone(), (*prev).clone(), source.clone())),
             None => {
@@ -114,6 +75,7 @@ pub fn find_clashes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packs::model::JobKey;
     use serde_json::json;
 
     fn job(kind: &str, driver: &str) -> Value {
@@ -150,10 +112,10 @@ mod tests {
 
     #[test]
     fn clashes_name_both_sources() {
-        let k = JobKey {
+        let k = ObjectKey::Job(JobKey {
             namespace: "default".into(),
             id: "web".into(),
-        };
+        });
         let a = Source {
             pack: "a".into(),
             job: "x".into(),
@@ -164,11 +126,24 @@ mod tests {
             job: "y".into(),
             file: "jobs/web.hcl".into(),
         };
-        let other = JobKey {
+        let other = ObjectKey::Job(JobKey {
             namespace: "prod".into(),
             id: "web".into(),
+        });
+        // A policy and a variable of the same name are other things than the job.
+        let policy = ObjectKey::Policy("web".into());
+        let variable = ObjectKey::Variable {
+            namespace: "default".into(),
+            path: "web".into(),
         };
-        let clashes = find_clashes([(&k, &a), (&other, &a), (&k, &b)]);
-        assert_eq!(clashes, vec![(k, a, b)]);
+        let clashes = find_clashes([
+            (&k, &a),
+            (&other, &a),
+            (&policy, &a),
+            (&variable, &a),
+            (&k, &b),
+            (&policy, &b),
+        ]);
+        assert_eq!(clashes, vec![(k, a.clone(), b.clone()), (policy, a, b)]);
     }
 }
