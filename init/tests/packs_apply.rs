@@ -871,3 +871,53 @@ fn json_lines_report_pack_failures_steps_and_the_summary() {
     let problem = line["problems"][0].as_str().unwrap();
     assert!(problem.contains("set.toml:2:"), "{problem}");
 }
+
+#[test]
+fn a_policy_someone_else_made_is_refused_and_the_variables_still_written() {
+    let cfg = DoubleConfig {
+        acl: true,
+        ..DoubleConfig::default()
+    };
+    let token = cfg.token.clone();
+    let nomad = Nomad::double(cfg);
+    let ws = Workspace::new();
+    let set = two_pack_set(&ws);
+    ws.write(
+        "packs/cache/policies/cache-read.hcl",
+        "# description: read cache\nnamespace \"default\" { policy = \"read\" }\n",
+    );
+    ws.write(
+        "packs/web/variables/shared.toml",
+        "path = \"apps/{{ jobname }}\"\n[items]\ngreeting = \"{{ message }}\"\n",
+    );
+    // A person made `cache-read` by hand: no owner marker in its description.
+    let by_hand = serde_json::json!({
+        "Name": "cache-read", "Description": "made by hand", "Rules": "namespace \"default\" { policy = \"write\" }"
+    });
+    // Nomad answers a policy write with an empty body, which this helper cannot parse.
+    let _ = nomad.post("/v1/acl/policy/cache-read", &by_hand, Some(&token));
+    let before = nomad.get_with_token("/v1/acl/policy/cache-read", &token);
+    assert_eq!(before.unwrap()["Description"], "made by hand");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .args(["packs", "apply"])
+        .arg(&set)
+        .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
+        .arg(ws.path(".cache"))
+        .env("NOMAD_TOKEN", &token)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("policy `cache-read` (pack 'cache'")
+            && t.contains("exists and is not managed by `test-set`; refusing to overwrite it"),
+        "{t}"
+    );
+    assert!(t.contains("+ create    variable default:apps/web-a"), "{t}");
+    let kept = nomad
+        .get_with_token("/v1/acl/policy/cache-read", &token)
+        .unwrap();
+    assert_eq!(kept["Description"], "made by hand");
+    let var = nomad.get_with_token("/v1/var/apps/web-b", &token).unwrap();
+    assert_eq!(var["Items"]["greeting"], "b");
+}

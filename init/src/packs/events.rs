@@ -19,7 +19,7 @@ pub enum ExtraKind {
 }
 
 impl ExtraKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ExtraKind::Policy => "policy",
             ExtraKind::Variable => "variable",

@@ -104,71 +104,41 @@ async fn policies_reconcile(
             (field("Name"), field("Description"))
         })
         .collect();
+    let mut writes = Vec::new();
     for step in plan_policies(owner, policies, &listed, failed_packs) {
         match step {
-            PolicyStep::Refuse(p) => {
-                sum.failed += 1;
-                out.emit(&Event::Problem {
-                    subject: &format!("policy `{}` ({})", p.name, p.source),
-                    message: &format!(
-                        "exists and is not managed by `{owner}`; refusing to overwrite it"
-                    ),
-                })?;
-            }
+            PolicyStep::Refuse(p) => refuse(
+                &format!("policy `{}` ({})", p.name, p.source),
+                owner,
+                sum,
+                out,
+            )?,
             PolicyStep::Unchanged(_) => sum.unchanged += 1,
             PolicyStep::Write {
                 action,
                 policy: p,
                 description,
-            } => {
-                out.emit(&Event::Extra {
-                    kind: ExtraKind::Policy,
-                    action,
-                    name: &p.name,
-                })?;
-                if dry_run {
-                    continue;
-                }
-                let body = json!({"Name": p.name, "Description": description, "Rules": p.rules});
-                match client
-                    .post(&format!("/v1/acl/policy/{}", encode(&p.name)), &body)
-                    .await
-                {
-                    Ok(_) => sum.written += 1,
-                    Err(e) => {
-                        sum.failed += 1;
-                        out.emit(&Event::Problem {
-                            subject: &format!("policy `{}`", p.name),
-                            message: &e.to_string(),
-                        })?;
-                    }
-                }
-            }
-            PolicyStep::Delete(name) => {
-                out.emit(&Event::Extra {
-                    kind: ExtraKind::Policy,
-                    action: ExtraAction::Delete,
-                    name: &name,
-                })?;
-                if dry_run {
-                    continue;
-                }
-                match client
-                    .delete(&format!("/v1/acl/policy/{}", encode(&name)))
-                    .await
-                {
-                    Ok(_) => sum.deleted += 1,
-                    Err(e) => {
-                        sum.failed += 1;
-                        out.emit(&Event::Problem {
-                            subject: &format!("policy `{name}`"),
-                            message: &e.to_string(),
-                        })?;
-                    }
-                }
-            }
+            } => writes.push(Write {
+                kind: ExtraKind::Policy,
+                action,
+                name: p.name.clone(),
+                request: Request::Put(
+                    Method::Post,
+                    format!("/v1/acl/policy/{}", encode(&p.name)),
+                    json!({"Name": p.name, "Description": description, "Rules": p.rules}),
+                ),
+                registry_entry: None,
+            }),
+            PolicyStep::Delete(name) => writes.push(Write {
+                kind: ExtraKind::Policy,
+                action: ExtraAction::Delete,
+                request: Request::Delete(format!("/v1/acl/policy/{}", encode(&name))),
+                name,
+                registry_entry: None,
+            }),
         }
     }
+    perform(client, writes, dry_run, sum, out).await?;
     Ok(())
 }
 
@@ -215,19 +185,15 @@ async fn variables_reconcile(
         }));
     }
     let plan = plan_variables(variables, &live, &old, failed_packs);
-    let mut new = plan.registry;
+    let mut writes = Vec::new();
     for step in plan.steps {
         match step {
-            VariableStep::Refuse(v) => {
-                sum.failed += 1;
-                let ns = v.namespace();
-                out.emit(&Event::Problem {
-                    subject: &format!("variable `{ns}:{}` ({})", v.path, v.source),
-                    message: &format!(
-                        "exists and is not managed by `{owner}`; refusing to overwrite it"
-                    ),
-                })?;
-            }
+            VariableStep::Refuse(v) => refuse(
+                &format!("variable `{}:{}` ({})", v.namespace(), v.path, v.source),
+                owner,
+                sum,
+                out,
+            )?,
             VariableStep::Unchanged(_) => sum.unchanged += 1,
             VariableStep::Write {
                 action,
@@ -235,61 +201,36 @@ async fn variables_reconcile(
                 cas,
             } => {
                 let ns = v.namespace();
-                out.emit(&Event::Extra {
+                writes.push(Write {
                     kind: ExtraKind::Variable,
                     action,
-                    name: &format!("{ns}:{}", v.path),
-                })?;
-                if dry_run {
-                    continue;
-                }
-                let query = format!("/v1/var/{}?namespace={}&cas={cas}", v.path, encode(ns));
-                let body = json!({"Namespace": ns, "Path": v.path, "Items": v.items});
-                match client.put(&query, &body).await {
-                    Ok(_) => sum.written += 1,
-                    Err(e) => {
-                        sum.failed += 1;
-                        out.emit(&Event::Problem {
-                            subject: &format!("variable `{ns}:{}`", v.path),
-                            message: &e.to_string(),
-                        })?;
-                    }
-                }
+                    name: format!("{ns}:{}", v.path),
+                    request: Request::Put(
+                        Method::Put,
+                        format!("/v1/var/{}?namespace={}&cas={cas}", v.path, encode(ns)),
+                        json!({"Namespace": ns, "Path": v.path, "Items": v.items}),
+                    ),
+                    registry_entry: None,
+                });
             }
             VariableStep::Delete {
                 namespace: ns,
                 path,
                 key,
-            } => {
-                out.emit(&Event::Extra {
-                    kind: ExtraKind::Variable,
-                    action: ExtraAction::Delete,
-                    name: &format!("{ns}:{path}"),
-                })?;
-                if dry_run {
-                    continue;
-                }
-                match client
-                    .delete(&format!("/v1/var/{path}?namespace={}", encode(&ns)))
-                    .await
-                {
-                    Ok(_) => sum.deleted += 1,
-                    Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
-                        sum.deleted += 1
-                    }
-                    Err(e) => {
-                        sum.failed += 1;
-                        // Still this owner's: keep it in the registry.
-                        if let Some(val) = old.get(&key) {
-                            new.insert(key.clone(), val.clone());
-                        }
-                        out.emit(&Event::Problem {
-                            subject: &format!("variable `{ns}:{path}`"),
-                            message: &e.to_string(),
-                        })?;
-                    }
-                }
-            }
+            } => writes.push(Write {
+                kind: ExtraKind::Variable,
+                action: ExtraAction::Delete,
+                name: format!("{ns}:{path}"),
+                request: Request::Delete(format!("/v1/var/{path}?namespace={}", encode(&ns))),
+                registry_entry: Some(key),
+            }),
+        }
+    }
+    let mut new = plan.registry;
+    // A variable that could not be deleted is still this owner's: it stays in the registry.
+    for key in perform(client, writes, dry_run, sum, out).await? {
+        if let Some(val) = old.get(&key) {
+            new.insert(key, val.clone());
         }
     }
     if new != old && !dry_run {
@@ -303,5 +244,88 @@ async fn variables_reconcile(
         }
         sum.written += 1;
     }
+    Ok(())
+}
+
+/// How a planned write reaches Nomad.
+enum Method {
+    Post,
+    Put,
+}
+
+enum Request {
+    Put(Method, String, serde_json::Value),
+    /// A delete; an object that is already gone counts as deleted.
+    Delete(String),
+}
+
+/// One planned write of a policy or a variable, and what to report about it.
+struct Write {
+    kind: ExtraKind,
+    action: ExtraAction,
+    name: String,
+    request: Request,
+    /// The variable's entry in the owner's registry, returned when the write fails.
+    registry_entry: Option<String>,
+}
+
+/// Performs `writes` in order, the one place that writes policies and variables: each is
+/// reported before it is made (and only reported on a dry run), counted, and a failure
+/// reported as a problem of its object. Returns the registry entries of failed writes.
+async fn perform(
+    client: &Client,
+    writes: Vec<Write>,
+    dry_run: bool,
+    sum: &mut ExtrasSummary,
+    out: &mut dyn Sink,
+) -> anyhow::Result<Vec<String>> {
+    let mut failed = Vec::new();
+    for w in writes {
+        out.emit(&Event::Extra {
+            kind: w.kind,
+            action: w.action,
+            name: &w.name,
+        })?;
+        if dry_run {
+            continue;
+        }
+        let result = match &w.request {
+            Request::Put(Method::Post, path, body) => client.post(path, body).await,
+            Request::Put(Method::Put, path, body) => client.put(path, body).await,
+            Request::Delete(path) => match client.delete(path).await {
+                Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
+                    Ok(serde_json::Value::Null)
+                }
+                other => other,
+            },
+        };
+        match (result, &w.request) {
+            (Ok(_), Request::Delete(_)) => sum.deleted += 1,
+            (Ok(_), Request::Put(..)) => sum.written += 1,
+            (Err(e), _) => {
+                sum.failed += 1;
+                failed.extend(w.registry_entry);
+                out.emit(&Event::Problem {
+                    subject: &format!("{} `{}`", w.kind.name(), w.name),
+                    message: &e.to_string(),
+                })?;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// An object that exists and is not this owner's: never overwritten.
+fn refuse(
+    subject: &str,
+    owner: &str,
+    sum: &mut ExtrasSummary,
+    out: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    sum.failed += 1;
+    out.emit(&Event::Problem {
+        subject,
+        message: &format!("exists and is not managed by `{owner}`; refusing to overwrite it"),
+    })?;
     Ok(())
 }
