@@ -14,6 +14,8 @@ pub mod apply;
 pub mod found;
 pub mod overlay;
 pub mod paths;
+pub mod plan;
+pub mod poll;
 pub mod providers;
 pub mod render;
 pub mod run;

@@ -91,11 +91,29 @@ pub async fn apply(opts: &ApplyOptions) -> Outcome {
 
 /// Checks, renders and applies; the error is the message to log (secrets scrubbed).
 async fn apply_found(opts: &ApplyOptions, found: &Found) -> Result<String, String> {
-    let name = PathBuf::from(format!("{}:user-data", found.source));
     let config = match &found.user_data {
-        Some(bytes) => userdata::parse(&name, bytes).map_err(|e| e.to_string())?,
+        Some(bytes) => {
+            userdata::parse(&user_data_name(found.source), bytes).map_err(|e| e.to_string())?
+        }
         None => MachineConfig::default(),
     };
+    apply_checked(opts, found, &config).await?;
+    Ok(config.summary())
+}
+
+/// How a source's user data is named in errors.
+pub(super) fn user_data_name(source: &str) -> PathBuf {
+    PathBuf::from(format!("{source}:user-data"))
+}
+
+/// Renders and applies `config` (checked whole from `found`'s user data); the error is
+/// the message to log (secrets scrubbed). The user data itself is kept beside what it
+/// rendered, root-only, for long-lived mode to compare a new version with.
+pub(super) async fn apply_checked(
+    opts: &ApplyOptions,
+    found: &Found,
+    config: &MachineConfig,
+) -> Result<(), String> {
     let scrub = config.secrets.redactor();
     let fetched = match &config.packs {
         Some(PackSetSource::Url { url, sha256 }) => Some(fetch_pack_set(url, sha256).await?),
@@ -116,9 +134,13 @@ async fn apply_found(opts: &ApplyOptions, found: &Found) -> Result<String, Strin
         base_agent_path: &agent_path,
         fetched_pack_set: fetched.as_deref(),
     };
-    let rendered = render::render(&config, &ctx).map_err(|e| scrub.scrub(&e.to_string()))?;
-    super::apply::apply(&rendered, &paths).map_err(|e| scrub.scrub(&format!("{e:#}")))?;
-    Ok(config.summary())
+    let mut rendered = render::render(config, &ctx).map_err(|e| scrub.scrub(&e.to_string()))?;
+    if let Some(bytes) = &found.user_data {
+        rendered
+            .machine_files
+            .push((super::paths::APPLIED_USER_DATA.into(), bytes.clone()));
+    }
+    super::apply::apply(&rendered, &paths).map_err(|e| scrub.scrub(&format!("{e:#}")))
 }
 
 async fn fetch_pack_set(url: &str, sha256: &str) -> Result<String, String> {
