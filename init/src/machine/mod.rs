@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod found;
+pub mod hcl;
 pub mod overlay;
 pub mod paths;
 pub mod plan;

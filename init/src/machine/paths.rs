@@ -24,6 +24,9 @@ pub const PACK_SET: &str = "packs.toml";
 pub const AGENT_BASE: &str = "agent.json";
 /// The fragment directory, in the machine directory.
 pub const FRAGMENT_DIR: &str = "nomad.d";
+/// What PID 1 reads to talk to Nomad: the API keys of the merged agent config (base and
+/// fragments, HCL included), in the machine directory.
+pub const AGENT_VIEW: &str = "agent-view.json";
 /// The user data in force (0600: it may hold secrets), in the machine directory: what a
 /// poll compares a new version with.
 pub const APPLIED_USER_DATA: &str = "user-data.toml";

@@ -35,6 +35,26 @@ pub struct Configured {
     pub config: InitConfig,
     /// `-config=` directories Nomad is started with after its base file.
     pub fragment_dirs: Vec<PathBuf>,
+    /// The child's merged view of the agent config's API keys (HCL fragments included):
+    /// what PID 1 reads to talk to Nomad instead of the base and the fragments.
+    pub api_view: Option<PathBuf>,
+}
+
+impl Configured {
+    /// The `[nomad]` settings and fragment directories PID 1 derives the API address,
+    /// TLS and ACL facts from: the child's view when it wrote one.
+    pub fn for_api(&self) -> (crate::boot::config::NomadConfig, Vec<PathBuf>) {
+        match &self.api_view {
+            Some(view) => (
+                crate::boot::config::NomadConfig {
+                    config: view.clone(),
+                    ..self.config.nomad.clone()
+                },
+                Vec::new(),
+            ),
+            None => (self.config.nomad.clone(), self.fragment_dirs.clone()),
+        }
+    }
 }
 
 /// How PID 1 starts the child: which binary, and the cgroup tree to give it a cgroup in.
@@ -113,6 +133,7 @@ pub async fn configure(booted: &Booted, child: &Child) -> Configured {
     let baked = Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
+        api_view: None,
     };
     match child.run("apply", &booted.config, None).await {
         RunEnd::Exited(ExitStatus::Exited(0)) => {}
@@ -246,6 +267,7 @@ fn read_back(booted: &Booted) -> Configured {
     let baked = Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
+        api_view: None,
     };
     let paths = Paths::under(&booted.root);
     if !paths.machine_dir.is_dir() {
@@ -281,9 +303,11 @@ fn read_back(booted: &Booted) -> Configured {
             }
         }
     };
+    let view = paths.machine_dir.join(crate::machine::paths::AGENT_VIEW);
     Configured {
         config,
         fragment_dirs: vec![paths.fragment_dir()],
+        api_view: view.is_file().then_some(view),
     }
 }
 
@@ -334,6 +358,19 @@ mod tests {
         assert_eq!(c.config.packs.interval_secs, 7);
         assert_eq!(c.config.nomad.stop_timeout_secs, 9, "the baked keys stay");
         assert_eq!(c.fragment_dirs, [paths.fragment_dir()]);
+
+        assert_eq!(c.api_view, None);
+        let view = paths.machine_dir.join(crate::machine::paths::AGENT_VIEW);
+        std::fs::write(&view, "{}").unwrap();
+        let c = read_back(&b);
+        let (nomad, dirs) = c.for_api();
+        assert_eq!(nomad.config, view, "PID 1 reads the child's view");
+        assert!(dirs.is_empty());
+        let without = Configured {
+            api_view: None,
+            ..c.clone()
+        };
+        assert_eq!(without.for_api().1, [paths.fragment_dir()]);
 
         // An override that does not hold with the baked file: all of it is ignored.
         std::fs::write(paths.init_override(), "[nomad]\nbinary = \"rel\"\n").unwrap();

@@ -199,16 +199,20 @@ pub async fn run(booted: Booted) -> PowerAction {
         cgroup_root: cgroup_root.clone(),
         root: booted.root.clone(),
     };
+    let configured = machine::configure(&booted, &machine_child).await;
+    // What PID 1 talks to Nomad with: the child's merged view (HCL fragments included).
+    let (api_nomad, api_dirs) = configured.for_api();
     let machine::Configured {
         config: cfg,
         mut fragment_dirs,
-    } = machine::configure(&booted, &machine_child).await;
+        ..
+    } = configured;
     // The slot (and a rolled-back upgrade) as client meta, after the machine's fragments.
     if let Some(f) = &slots.meta_fragment {
         fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
     }
-    let api = crate::nomad::Settings::for_local_agent_with_fragments(&cfg.nomad, &fragment_dirs);
-    let acl_flow = acl::Flow::for_boot(&cfg.nomad, &fragment_dirs, &api, &booted.root);
+    let api = crate::nomad::Settings::for_local_agent_with_fragments(&api_nomad, &api_dirs);
+    let acl_flow = acl::Flow::for_boot(&api_nomad, &api_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
