@@ -25,8 +25,10 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The limits of one kind of child.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Tag of its log lines, and the name of its cgroup under the root.
+    /// Tag of its log lines.
     pub name: &'static str,
+    /// Its cgroup under the root.
+    pub cgroup: &'static str,
     /// `memory.max` of its cgroup, and its data rlimit.
     pub memory_mib: u64,
     /// `pids.max` of its cgroup.
@@ -167,16 +169,16 @@ fn kill(name: &str, pid: i32, cgroup: Option<&Cgroup>) {
     }
 }
 
-/// A child's cgroup (`<root>/<name>`), set up before each run.
+/// A child's cgroup (`<root>/<cgroup>`), set up before each run.
 struct Cgroup {
     dir: PathBuf,
 }
 
-/// Creates (or reuses) `<root>/<name>` with `memory.max` and a task limit. The
+/// Creates (or reuses) `<root>/<cgroup>` with `memory.max` and a task limit. The
 /// controllers were enabled on the root by the boot's cgroup stage.
 fn prepare(root: &Path, limits: &Limits) -> anyhow::Result<Cgroup> {
     use anyhow::Context as _;
-    let dir = root.join(limits.name);
+    let dir = root.join(limits.cgroup);
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
     let bytes = limits.memory_mib * 1024 * 1024;
     write_knob(&dir, "memory.max", &bytes.to_string())?;
@@ -242,7 +244,8 @@ mod tests {
         // A plain directory stands in for the cgroup mount: the knobs are files.
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
-            name: "machine-config",
+            name: "machine",
+            cgroup: "machine-config",
             memory_mib: 64,
             pids_max: 32,
             deadline: Duration::from_secs(1),

@@ -73,6 +73,7 @@ impl Child {
     fn limits(&self, config: &InitConfig) -> Limits {
         Limits {
             name: "machine",
+            cgroup: "machine-config",
             memory_mib: config.machine.memory_max_mib,
             // One runtime thread and a resolver thread or two.
             pids_max: 32,

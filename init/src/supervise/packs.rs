@@ -121,6 +121,7 @@ impl Applier {
     fn limits(&self) -> Limits {
         Limits {
             name: "packs",
+            cgroup: "applier",
             memory_mib: self.config.memory_max_mib,
             // The applier is a handful of threads (and its render children).
             pids_max: 64,
