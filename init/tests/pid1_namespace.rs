@@ -649,7 +649,7 @@ fn a_runaway_pack_cannot_delay_power_off() {
     let lines = ns.lines();
     let order = [
         "received SIGTERM",
-        "packs: stopping the running apply",
+        "packs: stopping the running child",
         "stopping nomad",
     ];
     let positions: Vec<usize> = order.iter().map(|n| index_of(&lines, n)).collect();

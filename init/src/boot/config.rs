@@ -37,6 +37,9 @@ pub struct InitConfig {
     pub packs: PacksConfig,
     #[serde(default)]
     pub data: DataConfig,
+    /// The machine configuration's child and its long-lived mode (docs/machine-config.md).
+    #[serde(default)]
+    pub machine: MachineSettings,
     /// Handed to the network stage as is (it owns its schema).
     #[serde(default)]
     pub network: toml::Table,
@@ -144,6 +147,31 @@ impl Default for PacksConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct MachineSettings {
+    /// Poll the user data's URL (`nomados.config=<url>`) every this many seconds, with
+    /// jitter (0 = read it at boot only).
+    pub poll_secs: u64,
+    /// Memory of the `machine-config` child (its cgroup's `memory.max` and data rlimit).
+    pub memory_max_mib: u64,
+    /// A `machine-config` child still running after this is killed.
+    pub deadline_secs: u64,
+}
+
+impl Default for MachineSettings {
+    fn default() -> Self {
+        Self {
+            poll_secs: 300,
+            memory_max_mib: 256,
+            deadline_secs: 120,
+        }
+    }
+}
+
+/// Below this the machine-config child cannot start its runtime.
+const MIN_MACHINE_MIB: u64 = 8;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Filesystem label of the persistent data partition.
     pub label: String,
@@ -168,6 +196,7 @@ impl Default for InitConfig {
             nomad: NomadConfig::default(),
             packs: PacksConfig::default(),
             data: DataConfig::default(),
+            machine: MachineSettings::default(),
             network: toml::Table::new(),
         }
     }
@@ -256,6 +285,18 @@ fn check(file: &Path, text: &str, c: &InitConfig) -> Result<(), SourceError> {
         return Err(SourceError::new(
             at("memory_max_mib"),
             format!("memory_max_mib must be at least {MIN_APPLIER_MIB} (the applier needs about 25 MiB)"),
+        ));
+    }
+    if c.machine.deadline_secs == 0 {
+        return Err(SourceError::new(
+            at("deadline_secs"),
+            "machine.deadline_secs must be at least 1",
+        ));
+    }
+    if c.machine.memory_max_mib < MIN_MACHINE_MIB {
+        return Err(SourceError::new(
+            at("memory_max_mib"),
+            format!("machine.memory_max_mib must be at least {MIN_MACHINE_MIB}"),
         ));
     }
     for (key, path) in [

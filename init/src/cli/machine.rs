@@ -19,17 +19,26 @@ pub enum MachineCommand {
         #[arg(long, default_value = "/etc/nomad.d/init.json")]
         agent_config: PathBuf,
     },
+    /// Long-lived mode: ask the `nomados.config=<url>` for a new version and apply it
+    /// (what PID 1 runs on an interval and on SIGHUP). Exit 0: applied, 3: unchanged,
+    /// 1: failed or refused (the running configuration stays).
+    Poll {
+        /// The baked Nomad agent config (`nomad.config` of the init config).
+        #[arg(long, default_value = "/etc/nomad.d/init.json")]
+        agent_config: PathBuf,
+    },
 }
 
 /// Runs a `machine-config` command; returns the exit code.
 pub fn run(command: MachineCommand) -> i32 {
     match command {
         MachineCommand::Validate { file } => validate(&file),
-        MachineCommand::Apply { agent_config } => apply(agent_config),
+        MachineCommand::Apply { agent_config } => apply(agent_config, false),
+        MachineCommand::Poll { agent_config } => apply(agent_config, true),
     }
 }
 
-fn apply(agent_config: PathBuf) -> i32 {
+fn apply(agent_config: PathBuf, poll: bool) -> i32 {
     use crate::sys::root::{Root, TEST_CMDLINE_ENV};
     let root = Root::from_env();
     // Read here rather than passed in argv: a config URL may carry credentials.
@@ -53,6 +62,16 @@ fn apply(agent_config: PathBuf) -> i32 {
             return super::exit::FAILED;
         }
     };
+    if poll {
+        // One attempt: PID 1 backs off between polls.
+        let limits = crate::machine::sources::url::Limits {
+            attempts: 1,
+            ..Default::default()
+        };
+        return runtime
+            .block_on(crate::machine::poll::poll(&opts, &limits))
+            .exit_code();
+    }
     runtime
         .block_on(crate::machine::run::apply(&opts))
         .exit_code()

@@ -12,8 +12,11 @@
 
 pub mod apply;
 pub mod found;
+pub mod hcl;
 pub mod overlay;
 pub mod paths;
+pub mod plan;
+pub mod poll;
 pub mod providers;
 pub mod render;
 pub mod run;

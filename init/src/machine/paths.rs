@@ -24,6 +24,16 @@ pub const PACK_SET: &str = "packs.toml";
 pub const AGENT_BASE: &str = "agent.json";
 /// The fragment directory, in the machine directory.
 pub const FRAGMENT_DIR: &str = "nomad.d";
+/// What PID 1 reads to talk to Nomad: the API keys of the merged agent config (base and
+/// fragments, HCL included), in the machine directory.
+pub const AGENT_VIEW: &str = "agent-view.json";
+/// The user data in force (0600: it may hold secrets), in the machine directory: what a
+/// poll compares a new version with.
+pub const APPLIED_USER_DATA: &str = "user-data.toml";
+/// Long-lived mode: the URL's validators (`ETag`, `Last-Modified`) of the last poll.
+pub const POLL_STATE: &str = "/run/nomados/machine-poll.json";
+/// Long-lived mode: what the last applied change asks of PID 1 (see `machine::plan`).
+pub const PLAN_FILE: &str = "/run/nomados/machine-plan.json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -31,6 +41,8 @@ pub struct Paths {
     pub machine_dir: PathBuf,
     pub secrets_dir: PathBuf,
     pub token_file: PathBuf,
+    pub poll_state: PathBuf,
+    pub plan_file: PathBuf,
 }
 
 impl Paths {
@@ -40,12 +52,19 @@ impl Paths {
             machine_dir: root.path(MACHINE_DIR),
             secrets_dir: root.path(SECRETS_DIR),
             token_file: root.path(TOKEN_FILE),
+            poll_state: root.path(POLL_STATE),
+            plan_file: root.path(PLAN_FILE),
         }
     }
 
     /// The directory of agent config fragments Nomad is started with.
     pub fn fragment_dir(&self) -> PathBuf {
         self.machine_dir.join(FRAGMENT_DIR)
+    }
+
+    /// The user data in force.
+    pub fn applied_user_data(&self) -> PathBuf {
+        self.machine_dir.join(APPLIED_USER_DATA)
     }
 
     /// The init config override PID 1 layers over the baked `nomados.toml`.

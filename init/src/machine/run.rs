@@ -91,11 +91,29 @@ pub async fn apply(opts: &ApplyOptions) -> Outcome {
 
 /// Checks, renders and applies; the error is the message to log (secrets scrubbed).
 async fn apply_found(opts: &ApplyOptions, found: &Found) -> Result<String, String> {
-    let name = PathBuf::from(format!("{}:user-data", found.source));
     let config = match &found.user_data {
-        Some(bytes) => userdata::parse(&name, bytes).map_err(|e| e.to_string())?,
+        Some(bytes) => {
+            userdata::parse(&user_data_name(found.source), bytes).map_err(|e| e.to_string())?
+        }
         None => MachineConfig::default(),
     };
+    apply_checked(opts, found, &config).await?;
+    Ok(config.summary())
+}
+
+/// How a source's user data is named in errors.
+pub(super) fn user_data_name(source: &str) -> PathBuf {
+    PathBuf::from(format!("{source}:user-data"))
+}
+
+/// Renders and applies `config` (checked whole from `found`'s user data); the error is
+/// the message to log (secrets scrubbed). The user data itself is kept beside what it
+/// rendered, root-only, for long-lived mode to compare a new version with.
+pub(super) async fn apply_checked(
+    opts: &ApplyOptions,
+    found: &Found,
+    config: &MachineConfig,
+) -> Result<(), String> {
     let scrub = config.secrets.redactor();
     let fetched = match &config.packs {
         Some(PackSetSource::Url { url, sha256 }) => Some(fetch_pack_set(url, sha256).await?),
@@ -116,9 +134,35 @@ async fn apply_found(opts: &ApplyOptions, found: &Found) -> Result<String, Strin
         base_agent_path: &agent_path,
         fetched_pack_set: fetched.as_deref(),
     };
-    let rendered = render::render(&config, &ctx).map_err(|e| scrub.scrub(&e.to_string()))?;
-    super::apply::apply(&rendered, &paths).map_err(|e| scrub.scrub(&format!("{e:#}")))?;
-    Ok(config.summary())
+    let mut rendered = render::render(config, &ctx).map_err(|e| scrub.scrub(&e.to_string()))?;
+    let view = api_view(&rendered, base.as_ref()).map_err(|e| scrub.scrub(&e))?;
+    rendered
+        .machine_files
+        .push((super::paths::AGENT_VIEW.into(), view));
+    if let Some(bytes) = &found.user_data {
+        rendered
+            .machine_files
+            .push((super::paths::APPLIED_USER_DATA.into(), bytes.clone()));
+    }
+    super::apply::apply(&rendered, &paths).map_err(|e| scrub.scrub(&format!("{e:#}")))
+}
+
+/// The API keys of the agent config Nomad will run with (`agent.json` when rendered, else
+/// the baked base; then the fragment directory), as JSON for PID 1.
+fn api_view(rendered: &render::Rendered, baked: Option<&Value>) -> Result<Vec<u8>, String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut base = baked.cloned();
+    let mut fragments = Vec::new();
+    for (path, content) in &rendered.machine_files {
+        if path == Path::new(super::paths::AGENT_BASE) {
+            base = serde_json::from_slice(content).ok();
+        } else if let Ok(name) = path.strip_prefix(super::paths::FRAGMENT_DIR) {
+            fragments.push((name.display().to_string(), text(content)));
+        }
+    }
+    let view = super::hcl::api_view(base.as_ref(), &fragments)
+        .map_err(|e| format!("agent config fragment {e}"))?;
+    Ok(serde_json::to_vec_pretty(&view).unwrap_or_default())
 }
 
 async fn fetch_pack_set(url: &str, sha256: &str) -> Result<String, String> {
@@ -191,6 +235,37 @@ mod tests {
         let still =
             std::fs::read_to_string(paths.fragment_dir().join(render::MACHINE_FRAGMENT)).unwrap();
         assert_eq!(still, frag);
+    }
+
+    #[tokio::test]
+    async fn hcl_fragments_reach_pid1_through_the_api_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path(), "console=ttyS0");
+        fw_cfg(
+            dir.path(),
+            "[nomad]\nrole = \"server\"\n[[fragments]]\nname = \"api.hcl\"\ncontent = \"\"\"\n\
+             ports {\n  http = 4747\n}\naddresses {\n  http = \"127.0.0.2\"\n}\nacl {\n  enabled = true\n}\n\"\"\"\n",
+        );
+        assert_eq!(apply(&o).await, Outcome::Applied);
+        let paths = Paths::under(&o.root);
+        let view = paths.machine_dir.join(super::super::paths::AGENT_VIEW);
+        let agent = crate::nomad::LocalAgent::from_files(&view, &[]);
+        assert_eq!(agent.addr, "http://127.0.0.2:4747");
+        assert!(agent.acl_enabled && agent.server, "{agent:?}");
+        // Only the API keys: nothing else of the agent config is repeated there.
+        let v: Value = serde_json::from_slice(&std::fs::read(&view).unwrap()).unwrap();
+        assert!(
+            v.get("data_dir").is_none() && v.get("log_file").is_none(),
+            "{v}"
+        );
+        // A broken HCL fragment: refused whole, the view stays as it was.
+        let before = std::fs::read(&view).unwrap();
+        fw_cfg(
+            dir.path(),
+            "[[fragments]]\nname = \"api.hcl\"\ncontent = \"ports {\"\n",
+        );
+        assert_eq!(apply(&o).await, Outcome::Refused);
+        assert_eq!(std::fs::read(&view).unwrap(), before);
     }
 
     #[tokio::test]

@@ -79,8 +79,9 @@ impl LocalAgent {
 
     /// The merged view Nomad itself has when started with `-config=<base>` and then
     /// `-config=<dir>` for each of `dirs`: the base, then each directory's `*.json` files in
-    /// lexical order, later keys winning, objects merged. HCL fragments cannot be read here
-    /// (no HCL parser in PID 1); what they say about the API is not seen.
+    /// lexical order, later keys winning, objects merged. HCL fragments are not read here
+    /// (no HCL parser in PID 1): the machine-config child merges them into
+    /// `agent-view.json`, which PID 1 reads instead (`crate::machine::hcl`).
     pub fn from_files(base: &Path, dirs: &[std::path::PathBuf]) -> Self {
         let mut merged = read_json(base).unwrap_or_else(|e| {
             crate::warn!(
@@ -139,8 +140,9 @@ fn fragment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Merges `over` into `base`: objects key by key, anything else replaced.
-fn merge(base: &mut Value, over: Value) {
+/// Merges `over` into `base`: objects key by key, anything else replaced (Nomad's own
+/// rule for later config files).
+pub fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {

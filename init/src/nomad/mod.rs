@@ -8,7 +8,7 @@
 //! appears in logs, errors or `Debug` output.
 
 pub mod acl;
-mod agent_config;
+pub mod agent_config;
 mod connection;
 mod error;
 mod jobs;

@@ -1,8 +1,13 @@
-//! The machine configuration at boot (issue 10): after the network is up and before Nomad
-//! starts, PID 1 runs `nomad-init machine-config apply` (this binary) as a child with a
-//! memory limit and a deadline, since finding, checking and writing user data is untrusted
-//! work. Then it layers the rendered init config over the baked one and hands Nomad the
-//! rendered fragment directory. If anything fails, the baked configuration is used whole.
+//! The machine configuration (issue 10). At boot, after the network is up and before Nomad
+//! starts, PID 1 runs `nomad-init machine-config apply` (this binary) as a child under the
+//! same supervision as the pack applier ([`super::limited`]: its own cgroup, memory limit,
+//! deadline), since finding, checking and writing user data is untrusted work. Then it
+//! layers the rendered init config over the baked one and hands Nomad the rendered fragment
+//! directory. If anything fails, the baked configuration is used whole.
+//!
+//! Long-lived mode ([`poll_loop`]): with `nomados.config=<url>`, a `machine-config poll`
+//! child asks the URL for a new version on an interval and on SIGHUP; PID 1 carries out
+//! the plan of a version it applied (restart Nomad, run the applier, set the hostname).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -10,21 +15,18 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use tokio::sync::{watch, Notify};
 
-use super::output::{pump, Filter};
+use super::limited::{self, Limits, RunEnd};
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::InitConfig;
 use crate::boot::{Booted, ConfigSource};
 use crate::log::Level;
 use crate::machine::paths::Paths;
-use crate::sys::process::ChildLimits;
+use crate::machine::plan::{self, Plan};
+use crate::machine::poll::{EXIT_APPLIED, EXIT_UNCHANGED};
 use crate::sys::root::{TEST_CMDLINE_ENV, TEST_ROOT_ENV};
 
-/// URL fetch (60 s) plus the metadata services (30 s) plus a margin.
-pub const DEADLINE: Duration = Duration::from_secs(120);
-/// The child parses a document of at most 1 MiB and a pack set of at most 16 MiB.
-const MEMORY_MIB: u64 = 256;
 const BAKED_LIMIT: u64 = 1024 * 1024;
 
 /// What the machine configuration changed for the rest of the boot.
@@ -33,14 +35,85 @@ pub struct Configured {
     pub config: InitConfig,
     /// `-config=` directories Nomad is started with after its base file.
     pub fragment_dirs: Vec<PathBuf>,
+    /// The child's merged view of the agent config's API keys (HCL fragments included):
+    /// what PID 1 reads to talk to Nomad instead of the base and the fragments.
+    pub api_view: Option<PathBuf>,
+}
+
+impl Configured {
+    /// The `[nomad]` settings and fragment directories PID 1 derives the API address,
+    /// TLS and ACL facts from: the child's view when it wrote one.
+    pub fn for_api(&self) -> (crate::boot::config::NomadConfig, Vec<PathBuf>) {
+        match &self.api_view {
+            Some(view) => (
+                crate::boot::config::NomadConfig {
+                    config: view.clone(),
+                    ..self.config.nomad.clone()
+                },
+                Vec::new(),
+            ),
+            None => (self.config.nomad.clone(), self.fragment_dirs.clone()),
+        }
+    }
+}
+
+/// How PID 1 starts the child: which binary, and the cgroup tree to give it a cgroup in.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub reaper: Arc<Reaper>,
+    /// The program to run (`/proc/self/exe` on a machine: this binary).
+    pub program: PathBuf,
+    /// The cgroup v2 mount (`None` where PID 1 does not own the tree: test mode).
+    pub cgroup_root: Option<PathBuf>,
+    pub root: crate::sys::root::Root,
+}
+
+impl Child {
+    /// The limits of `machine.*` in `config`: the same supervision as the applier's.
+    fn limits(&self, config: &InitConfig) -> Limits {
+        Limits {
+            name: "machine",
+            cgroup: "machine-config",
+            memory_mib: config.machine.memory_max_mib,
+            // One runtime thread and a resolver thread or two.
+            pids_max: 32,
+            deadline: Duration::from_secs(config.machine.deadline_secs),
+            cgroup_root: self.cgroup_root.clone(),
+            stderr_level: Level::Info,
+        }
+    }
+
+    /// Runs `machine-config <verb>` under its limits; returns how it ended.
+    async fn run(
+        &self,
+        verb: &str,
+        config: &InitConfig,
+        stop: Option<&mut watch::Receiver<bool>>,
+    ) -> RunEnd {
+        let mut cmd = command(&self.program, config, verb);
+        let limits = self.limits(config);
+        let ran = limited::run(&self.reaper, &mut cmd, &limits, stop).await;
+        if let RunEnd::Exited(status @ ExitStatus::Signaled(..)) = &ran.end {
+            let why = if ran.oom_killed {
+                "was killed by its memory limit"
+            } else {
+                "died"
+            };
+            crate::error!(
+                "machine config: the child {why} ({status}; machine.memory_max_mib = {} MiB)",
+                limits.memory_mib
+            );
+        }
+        ran.end
+    }
 }
 
 /// The child's command line: no secrets in it (the URL is read from the kernel command line
 /// by the child itself).
-pub fn command(program: &std::path::Path, config: &InitConfig) -> Command {
+pub fn command(program: &std::path::Path, config: &InitConfig, verb: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.arg0("nomad-init")
-        .args(["machine-config", "apply", "--agent-config"])
+        .args(["machine-config", verb, "--agent-config"])
         .arg(&config.nomad.config)
         .env_clear()
         .env("PATH", super::nomad::DEFAULT_PATH)
@@ -57,24 +130,136 @@ pub fn command(program: &std::path::Path, config: &InitConfig) -> Command {
 
 /// Runs the child, then reads back what it wrote. Never fails: the baked configuration is
 /// the answer to every problem.
-pub async fn configure(booted: &Booted, reaper: &Arc<Reaper>, program: PathBuf) -> Configured {
+pub async fn configure(booted: &Booted, child: &Child) -> Configured {
     let baked = Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
+        api_view: None,
     };
-    if !run_child(reaper, &program, &booted.config).await {
-        return baked;
+    match child.run("apply", &booted.config, None).await {
+        RunEnd::Exited(ExitStatus::Exited(0)) => {}
+        RunEnd::Exited(ExitStatus::Exited(code)) => {
+            crate::warn!(
+                "machine config: the child ended with exit code {code}; the baked configuration stays"
+            );
+            return baked;
+        }
+        _ => {
+            crate::warn!("machine config: the baked configuration stays");
+            return baked;
+        }
     }
     let configured = read_back(booted);
     if configured.config.hostname != booted.config.hostname {
         if let Some(h) = &configured.config.hostname {
-            match nix::unistd::sethostname(h) {
-                Ok(()) => crate::info!("hostname set to {h} (machine config)"),
-                Err(e) => crate::warn!("sethostname({h}): {e}"),
-            }
+            set_hostname(h);
         }
     }
     configured
+}
+
+fn set_hostname(h: &str) {
+    match nix::unistd::sethostname(h) {
+        Ok(()) => crate::info!("hostname set to {h} (machine config)"),
+        Err(e) => crate::warn!("sethostname({h}): {e}"),
+    }
+}
+
+/// What long-lived mode acts on in the rest of PID 1.
+#[derive(Debug, Clone)]
+pub struct Actions {
+    /// Restart Nomad (it reads its agent config only when it starts).
+    pub restart_nomad: Arc<Notify>,
+    /// Run the pack applier.
+    pub reapply_packs: Arc<Notify>,
+}
+
+/// Long-lived mode (`nomados.config=<url>`): polls the URL every `machine.poll_secs` (with
+/// jitter; backing off while polls fail) and whenever `now` is notified (SIGHUP), each
+/// poll a `machine-config poll` child under the same limits as the boot's; carries out
+/// the plan of a version it applied. Returns when `stop` turns true.
+pub async fn poll_loop(
+    child: Child,
+    config: InitConfig,
+    actions: Actions,
+    now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_secs(config.machine.poll_secs);
+    let paths = Paths::under(&child.root);
+    let mut failures = 0u32;
+    loop {
+        let delay = plan::next_poll(interval, failures, plan::jitter_unit());
+        let reason = tokio::select! {
+            _ = tokio::time::sleep(delay), if !interval.is_zero() => "interval",
+            _ = now.notified() => "SIGHUP",
+            _ = stop.changed() => return,
+        };
+        if *stop.borrow() {
+            return;
+        }
+        crate::info!("machine config: polling the user data's URL ({reason})");
+        match child.run("poll", &config, Some(&mut stop)).await {
+            RunEnd::Exited(ExitStatus::Exited(EXIT_UNCHANGED)) => failures = 0,
+            RunEnd::Exited(ExitStatus::Exited(EXIT_APPLIED)) => {
+                failures = 0;
+                match crate::machine::poll::take_plan(&paths) {
+                    Some(p) => carry_out(&p, &actions),
+                    None => crate::error!(
+                        "machine config: the poll applied a version but left no plan in {}",
+                        paths.plan_file.display()
+                    ),
+                }
+            }
+            RunEnd::Stopped => return,
+            end => {
+                failures = failures.saturating_add(1);
+                let next = if interval.is_zero() {
+                    "next poll on SIGHUP".to_string()
+                } else {
+                    let next = plan::next_poll(interval, failures, 0.5);
+                    format!("next poll in about {} s", next.as_secs())
+                };
+                crate::warn!(
+                    "machine config: the poll failed ({}); the running configuration stays; {next}",
+                    describe(&end),
+                );
+            }
+        }
+    }
+}
+
+fn describe(end: &RunEnd) -> String {
+    match end {
+        RunEnd::Exited(s) => s.to_string(),
+        RunEnd::DeadlinePassed => "past its deadline".into(),
+        RunEnd::Stopped => "stopped".into(),
+        RunEnd::Lost => "could not run".into(),
+    }
+}
+
+/// What PID 1 does for a plan: the child already rewrote files and secrets.
+fn carry_out(p: &Plan, actions: &Actions) {
+    if let Some(h) = &p.hostname {
+        set_hostname(h);
+    }
+    if !p.restart_nomad.is_empty() {
+        crate::info!(
+            "machine config: restarting nomad for its new agent config ({})",
+            p.restart_nomad.join(", ")
+        );
+        actions.restart_nomad.notify_one();
+    }
+    if p.reapply_packs {
+        crate::info!("machine config: the pack set changed; applying it");
+        actions.reapply_packs.notify_one();
+    }
+    if !p.next_boot.is_empty() {
+        crate::warn!(
+            "machine config: {} changed; in force after the next boot",
+            p.next_boot.join(", ")
+        );
+    }
 }
 
 /// What the child wrote, layered over the baked configuration; the baked configuration
@@ -83,6 +268,7 @@ fn read_back(booted: &Booted) -> Configured {
     let baked = Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
+        api_view: None,
     };
     let paths = Paths::under(&booted.root);
     if !paths.machine_dir.is_dir() {
@@ -118,65 +304,11 @@ fn read_back(booted: &Booted) -> Configured {
             }
         }
     };
+    let view = paths.machine_dir.join(crate::machine::paths::AGENT_VIEW);
     Configured {
         config,
         fragment_dirs: vec![paths.fragment_dir()],
-    }
-}
-
-/// Runs `machine-config apply`; true when it exited 0.
-async fn run_child(reaper: &Arc<Reaper>, program: &std::path::Path, config: &InitConfig) -> bool {
-    let limits = ChildLimits {
-        cgroup_procs: None,
-        data_bytes: Some(MEMORY_MIB * 1024 * 1024),
-    };
-    let mut cmd = command(program, config);
-    let (mut child, pid, exited) = match reaper.spawn_limited(&mut cmd, limits) {
-        Ok(spawned) => spawned,
-        Err(e) => {
-            crate::error!(
-                "machine config: cannot start {}: {e}; the baked configuration stays",
-                program.display()
-            );
-            return false;
-        }
-    };
-    let mut drained = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        drained.extend(pump("machine", "stdout", out, Filter::All(Level::Info)));
-    }
-    if let Some(err) = child.stderr.take() {
-        drained.extend(pump("machine", "stderr", err, Filter::All(Level::Info)));
-    }
-    drop(child);
-    let status = match tokio::time::timeout(DEADLINE, exited).await {
-        Ok(Ok(status)) => Some(status),
-        Ok(Err(_)) => None,
-        Err(_) => {
-            crate::error!(
-                "machine config: still running after {} s; killing it (the baked configuration stays)",
-                DEADLINE.as_secs()
-            );
-            if let Err(e) = crate::sys::process::signal(pid, Signal::SIGKILL) {
-                crate::warn!("machine config: kill({pid}, SIGKILL): {e}");
-            }
-            None
-        }
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_millis(250),
-        futures::future::join_all(drained),
-    )
-    .await;
-    match status {
-        Some(ExitStatus::Exited(0)) => true,
-        Some(status) => {
-            crate::warn!(
-                "machine config: the child ended with {status}; the baked configuration stays"
-            );
-            false
-        }
-        None => false,
+        api_view: view.is_file().then_some(view),
     }
 }
 
@@ -228,6 +360,19 @@ mod tests {
         assert_eq!(c.config.nomad.stop_timeout_secs, 9, "the baked keys stay");
         assert_eq!(c.fragment_dirs, [paths.fragment_dir()]);
 
+        assert_eq!(c.api_view, None);
+        let view = paths.machine_dir.join(crate::machine::paths::AGENT_VIEW);
+        std::fs::write(&view, "{}").unwrap();
+        let c = read_back(&b);
+        let (nomad, dirs) = c.for_api();
+        assert_eq!(nomad.config, view, "PID 1 reads the child's view");
+        assert!(dirs.is_empty());
+        let without = Configured {
+            api_view: None,
+            ..c.clone()
+        };
+        assert_eq!(without.for_api().1, [paths.fragment_dir()]);
+
         // An override that does not hold with the baked file: all of it is ignored.
         std::fs::write(paths.init_override(), "[nomad]\nbinary = \"rel\"\n").unwrap();
         let c = read_back(&b);
@@ -259,6 +404,7 @@ mod tests {
         let cmd = command(
             std::path::Path::new("/proc/self/exe"),
             &InitConfig::default(),
+            "apply",
         );
         let args: Vec<_> = cmd
             .get_args()

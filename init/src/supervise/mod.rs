@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod backoff;
 pub mod install;
+pub mod limited;
 pub mod machine;
 pub mod network;
 pub mod nomad;
@@ -190,26 +191,40 @@ pub async fn run(booted: Booted) -> PowerAction {
         return action;
     }
     // The machine's own configuration (issue 10) needs the network and comes before Nomad.
+    // In test mode the cgroup tree is the host's: leave it alone.
+    let cgroup_root = (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup"));
+    let machine_child = machine::Child {
+        reaper: reaper.clone(),
+        program: "/proc/self/exe".into(),
+        cgroup_root: cgroup_root.clone(),
+        root: booted.root.clone(),
+    };
+    let configured = machine::configure(&booted, &machine_child).await;
+    // What PID 1 talks to Nomad with: the child's merged view (HCL fragments included).
+    let (api_nomad, api_dirs) = configured.for_api();
     let machine::Configured {
         config: cfg,
         mut fragment_dirs,
-    } = machine::configure(&booted, &reaper, "/proc/self/exe".into()).await;
+        ..
+    } = configured;
     // The slot (and a rolled-back upgrade) as client meta, after the machine's fragments.
     if let Some(f) = &slots.meta_fragment {
         fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
     }
-    let api = crate::nomad::Settings::for_local_agent_with_fragments(&cfg.nomad, &fragment_dirs);
-    let acl_flow = acl::Flow::for_boot(&cfg.nomad, &fragment_dirs, &api, &booted.root);
+    let api = crate::nomad::Settings::for_local_agent_with_fragments(&api_nomad, &api_dirs);
+    let acl_flow = acl::Flow::for_boot(&api_nomad, &api_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reapply = Arc::new(Notify::new());
+    let restart_nomad = Arc::new(Notify::new());
 
     let nomad = nomad::Supervisor {
         config: cfg.nomad.clone(),
         api: api.clone(),
         reaper: reaper.clone(),
         healthy: healthy_tx,
-        stop: stop_rx,
+        stop: stop_rx.clone(),
+        restart: restart_nomad.clone(),
         fragment_dirs,
     };
     let supervisor = tokio::spawn(restarting("nomad supervisor", move || nomad.clone().run()));
@@ -217,8 +232,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         config: cfg.packs.clone(),
         api: api.clone(),
         reaper: reaper.clone(),
-        // In test mode the cgroup tree is the host's: leave it alone.
-        cgroup_root: (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup")),
+        cgroup_root,
         program: "/proc/self/exe".into(),
     };
     let (applier_stop_tx, applier_stop_rx) = watch::channel(false);
@@ -244,17 +258,46 @@ pub async fn run(booted: Booted) -> PowerAction {
         packs_seen_tx,
     ));
 
+    // Long-lived mode: the user data's URL is asked again on an interval and on SIGHUP.
+    let poll_now = Arc::new(Notify::new());
+    let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
+    let poller = booted.options.config_url.is_some().then(|| {
+        let actions = machine::Actions {
+            restart_nomad: restart_nomad.clone(),
+            reapply_packs: reapply.clone(),
+        };
+        tokio::spawn(machine::poll_loop(
+            machine_child,
+            cfg.clone(),
+            actions,
+            poll_now.clone(),
+            poll_stop_rx,
+        ))
+    });
+
     let action = loop {
         match events.recv().await {
             Some(Event::Power(action)) => break action,
-            Some(Event::ReapplyPacks) => reapply.notify_one(),
+            Some(Event::ReapplyPacks) => {
+                reapply.notify_one();
+                poll_now.notify_one();
+            }
             // Cannot happen (we hold a sender); never shut down by accident.
             None => std::future::pending::<()>().await,
         }
     };
     crate::info!("{action:?} requested: shutting down");
 
-    // The applier first: it must not register jobs while the node drains.
+    // The poller and the applier first: neither may change the node while it drains.
+    let _ = poll_stop_tx.send(true);
+    if let Some(p) = poller {
+        if tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .is_err()
+        {
+            crate::error!("the machine config poller did not stop in 10 s; going on");
+        }
+    }
     let _ = applier_stop_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(10), applier)
         .await

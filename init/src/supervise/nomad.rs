@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::backoff::Backoff;
 use super::output::{pump, Filter};
@@ -25,6 +25,9 @@ pub struct Supervisor {
     pub healthy: watch::Sender<bool>,
     /// Becomes true when the machine shuts down.
     pub stop: watch::Receiver<bool>,
+    /// Notified when Nomad must restart to read a changed agent config (the machine
+    /// configuration's long-lived mode): stopped as at shutdown, started again at once.
+    pub restart: Arc<Notify>,
     /// Directories of agent config fragments (the machine configuration's), passed after
     /// the base file.
     pub fragment_dirs: Vec<std::path::PathBuf>,
@@ -97,6 +100,14 @@ impl Supervisor {
                     )
                     .await;
                     match end {
+                        End::Restart(status) => {
+                            let status = status.map_or("no status".into(), |s| s.to_string());
+                            crate::info!(
+                                "nomad stopped for a restart ({status}); starting it again"
+                            );
+                            let _ = self.healthy.send(false);
+                            continue;
+                        }
                         End::Exited(status) => status,
                         End::Stopped(Some(status)) => {
                             crate::info!("nomad stopped with {status}");
@@ -122,6 +133,8 @@ impl Supervisor {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                // A new agent config is worth a try at once.
+                _ = self.restart.notified() => {}
                 _ = self.stop.changed() => return,
             }
         }
@@ -160,6 +173,12 @@ impl Supervisor {
                     let timeout = Duration::from_secs(self.config.stop_timeout_secs);
                     return End::Stopped(stop_child(pid, exited, timeout).await);
                 }
+                _ = self.restart.notified() => {
+                    let _ = self.healthy.send(false);
+                    crate::info!("restarting nomad (pid {pid}) for its new agent config");
+                    let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+                    return End::Restart(stop_child(pid, exited, timeout).await);
+                }
             }
         }
     }
@@ -169,6 +188,8 @@ impl Supervisor {
 enum End {
     Exited(Option<ExitStatus>),
     Stopped(Option<ExitStatus>),
+    /// Stopped to start again with a new agent config.
+    Restart(Option<ExitStatus>),
 }
 
 /// Polls the health endpoint once a second until it answers 200. The client is built

@@ -8,25 +8,19 @@
 //! signals and supervising Nomad; the worst case is a killed apply that is reported.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-use super::output::{pump, Filter};
+pub use super::limited::RunEnd;
+use super::limited::{self, Limits};
 use super::reaper::{ExitStatus, Reaper};
 use crate::boot::config::PacksConfig;
 use crate::log::Level;
 use crate::slots::gate::PacksSeen;
-use crate::sys::process::ChildLimits;
-
-/// How long a stopped applier gets between SIGTERM and SIGKILL at shutdown.
-const STOP_GRACE: Duration = Duration::from_secs(2);
-/// How long a SIGKILLed applier may take to be reaped.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything an apply run needs from PID 1.
 #[derive(Debug, Clone)]
@@ -41,18 +35,6 @@ pub struct Applier {
     pub cgroup_root: Option<PathBuf>,
     /// The program to run (`/proc/self/exe` on a machine: this binary).
     pub program: PathBuf,
-}
-
-/// How one apply run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunEnd {
-    Exited(ExitStatus),
-    /// Still running at the deadline: killed.
-    DeadlinePassed,
-    /// The machine is shutting down: stopped.
-    Stopped,
-    /// Could not be started, or its status was lost (logged where it happened).
-    Lost,
 }
 
 /// Waits for triggers and applies, one run at a time, until `stop` turns true.
@@ -135,24 +117,23 @@ impl Applier {
         }
     }
 
+    /// The limits each apply runs under.
+    fn limits(&self) -> Limits {
+        Limits {
+            name: "packs",
+            cgroup: "applier",
+            memory_mib: self.config.memory_max_mib,
+            // The applier is a handful of threads (and its render children).
+            pids_max: 64,
+            deadline: Duration::from_secs(self.config.deadline_secs),
+            cgroup_root: self.cgroup_root.clone(),
+            stderr_level: Level::Warn,
+        }
+    }
+
     /// One apply in a child process, bounded by the deadline; returns how it ended.
     pub async fn run_once(&self, stop: &mut watch::Receiver<bool>) -> RunEnd {
         let started = Instant::now();
-        let cgroup = self.cgroup_root.as_deref().and_then(|root| {
-            prepare_cgroup(root, self.config.memory_max_mib)
-                .map_err(|e| {
-                    crate::warn!(
-                        "packs: no cgroup for the applier ({e:#}); the data rlimit still holds"
-                    )
-                })
-                .ok()
-        });
-        // memory.events counts since the cgroup was made: compare with what it said before.
-        let oom_kills_before = cgroup.as_ref().map_or(0, AppliedCgroup::oom_kills);
-        let limits = ChildLimits {
-            cgroup_procs: cgroup.as_ref().and_then(|c| c.procs_for_writing()),
-            data_bytes: Some(self.config.memory_max_mib * 1024 * 1024),
-        };
         let mut cmd = match self.command() {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -160,61 +141,12 @@ impl Applier {
                 return RunEnd::Lost;
             }
         };
-        let (mut child, pid, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                crate::error!("packs: cannot start {}: {e}", self.program.display());
-                return RunEnd::Lost;
-            }
-        };
-        let mut drained = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            drained.extend(pump("packs", "stdout", out, Filter::All(Level::Info)));
-        }
-        if let Some(err) = child.stderr.take() {
-            drained.extend(pump("packs", "stderr", err, Filter::All(Level::Warn)));
-        }
-        // Its status comes from the reaper, never from `wait`.
-        drop(child);
-
-        let deadline = Duration::from_secs(self.config.deadline_secs);
-        let status = wait_status(exited);
-        tokio::pin!(status);
-        let end = tokio::select! {
-            status = &mut status => status,
-            _ = tokio::time::sleep(deadline) => {
-                crate::error!(
-                    "packs: the apply ran past its deadline of {} s (packs.deadline_secs); killing it",
-                    deadline.as_secs()
-                );
-                kill(pid, cgroup.as_ref());
-                // One run at a time: the next starts only once this one is gone.
-                let _ = tokio::time::timeout(KILL_WAIT, &mut status).await;
-                RunEnd::DeadlinePassed
-            }
-            _ = stop.changed() => {
-                // An apply is safe to interrupt (every write is one idempotent request),
-                // and shutdown must not wait for a slow pack.
-                crate::info!("packs: stopping the running apply (pid {pid})");
-                if let Err(e) = crate::sys::process::signal(pid, Signal::SIGTERM) {
-                    crate::warn!("packs: kill({pid}, SIGTERM): {e}");
-                }
-                if tokio::time::timeout(STOP_GRACE, &mut status).await.is_err() {
-                    kill(pid, cgroup.as_ref());
-                    let _ = tokio::time::timeout(KILL_WAIT, &mut status).await;
-                }
-                RunEnd::Stopped
-            }
-        };
-        // Let its last lines reach the console first; bounded, in case something inherited
-        // the pipes.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(250),
-            futures::future::join_all(drained),
-        )
-        .await;
+        // An apply is safe to interrupt (every write is one idempotent request), and
+        // shutdown must not wait for a slow pack.
+        let ran = limited::run(&self.reaper, &mut cmd, &self.limits(), Some(stop)).await;
         let secs = started.elapsed().as_secs_f64();
-        match &end {
+        let limit = self.config.memory_max_mib;
+        match &ran.end {
             RunEnd::Exited(ExitStatus::Exited(0)) => {
                 crate::info!("packs: apply finished in {secs:.1} s")
             }
@@ -222,100 +154,24 @@ impl Applier {
                 "packs: apply ended with exit code {code} after {secs:.1} s (see the lines above)"
             ),
             RunEnd::Exited(status) => {
-                let limit = self.config.memory_max_mib;
-                let why = match cgroup.as_ref().map(AppliedCgroup::oom_kills) {
-                    Some(n) if n > oom_kills_before => {
-                        format!("was killed by its memory limit of {limit} MiB (packs.memory_max_mib)")
-                    }
-                    _ => format!(
+                let why = if ran.oom_killed {
+                    format!("was killed by its memory limit of {limit} MiB (packs.memory_max_mib)")
+                } else {
+                    format!(
                         "died with {status}: a pack may have exhausted its memory ({limit} MiB) or its stack"
-                    ),
+                    )
                 };
                 crate::error!("packs: after {secs:.1} s the apply {why}; nothing else is affected")
             }
-            RunEnd::DeadlinePassed | RunEnd::Stopped | RunEnd::Lost => {}
+            RunEnd::DeadlinePassed => crate::error!(
+                "packs: the apply ran past its deadline of {} s (packs.deadline_secs) and was killed",
+                self.config.deadline_secs
+            ),
+            RunEnd::Stopped => crate::info!("packs: stopped the running apply"),
+            RunEnd::Lost => {}
         }
-        end
+        ran.end
     }
-}
-
-async fn wait_status(exited: oneshot::Receiver<ExitStatus>) -> RunEnd {
-    match exited.await {
-        Ok(status) => RunEnd::Exited(status),
-        Err(_) => {
-            crate::error!("packs: the applier's exit status was lost");
-            RunEnd::Lost
-        }
-    }
-}
-
-/// SIGKILL to the applier, and to everything in its cgroup should it have started more.
-fn kill(pid: i32, cgroup: Option<&AppliedCgroup>) {
-    if let Some(c) = cgroup {
-        c.kill_all();
-    }
-    if let Err(e) = crate::sys::process::signal(pid, Signal::SIGKILL) {
-        crate::warn!("packs: kill({pid}, SIGKILL): {e}");
-    }
-}
-
-/// The applier's cgroup (`<root>/applier`), set up before each run.
-struct AppliedCgroup {
-    dir: PathBuf,
-}
-
-/// Creates (or reuses) `<root>/applier` with `memory.max` and a task limit. The
-/// controllers were enabled on the root by the boot's cgroup stage.
-fn prepare_cgroup(root: &Path, memory_mib: u64) -> anyhow::Result<AppliedCgroup> {
-    use anyhow::Context as _;
-    let dir = root.join("applier");
-    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-    let bytes = memory_mib * 1024 * 1024;
-    write_knob(&dir, "memory.max", &bytes.to_string())?;
-    // Without swap on the appliance this is moot; where there is swap, a runaway applier
-    // must not push Nomad's memory out to it.
-    let _ = write_knob(&dir, "memory.swap.max", "0");
-    // The applier is a handful of threads; a fork bomb in it stops here.
-    let _ = write_knob(&dir, "pids.max", "64");
-    Ok(AppliedCgroup { dir })
-}
-
-fn write_knob(dir: &Path, knob: &str, value: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let path = dir.join(knob);
-    std::fs::write(&path, value).with_context(|| format!("write {value} to {}", path.display()))
-}
-
-impl AppliedCgroup {
-    fn procs_for_writing(&self) -> Option<std::fs::File> {
-        let path = self.dir.join("cgroup.procs");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| crate::warn!("packs: {}: {e}", path.display()))
-            .ok()
-    }
-
-    /// `oom_kill` from `memory.events`: how often the limit killed something here.
-    fn oom_kills(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("memory.events"))
-            .ok()
-            .and_then(|s| oom_kills_in(&s))
-            .unwrap_or(0)
-    }
-
-    fn kill_all(&self) {
-        // cgroup.kill exists from Linux 5.14; the SIGKILL to the pid covers older kernels.
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-    }
-}
-
-/// The `oom_kill N` line of a `memory.events` file.
-fn oom_kills_in(events: &str) -> Option<u64> {
-    events
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -365,12 +221,5 @@ mod tests {
             "{env:?}"
         );
         assert!(env.contains(&("NOMAD_ADDR".into(), "http://127.0.0.1:4646".into())));
-    }
-
-    #[test]
-    fn oom_kills_are_read_from_memory_events() {
-        let events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
-        assert_eq!(oom_kills_in(events), Some(1));
-        assert_eq!(oom_kills_in("low 0\n"), None);
     }
 }

@@ -47,12 +47,54 @@ pub enum FetchError {
     Failed { url: String, reason: String },
 }
 
+/// What a server said identifies the version it sent (`ETag`, `Last-Modified`), kept for
+/// the next conditional request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validators {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+/// A validator longer than this is not one we keep (a header is bounded by the client too).
+const MAX_VALIDATOR_LEN: usize = 256;
+
+/// The answer to a conditional request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// 304: what we have is current.
+    NotModified,
+    /// 200: the content (checked against the sha256, if given) and its validators.
+    Changed {
+        body: Vec<u8>,
+        validators: Validators,
+    },
+}
+
 /// Fetches `url`, retrying transient failures with backoff until `limits` say stop.
 pub async fn fetch(
     url: &str,
     sha256: Option<&str>,
     limits: &Limits,
 ) -> Result<Vec<u8>, FetchError> {
+    match fetch_if_changed(url, sha256, limits, &Validators::default()).await? {
+        Conditional::Changed { body, .. } => Ok(body),
+        Conditional::NotModified => Err(FetchError::Failed {
+            url: crate::redact::url(url),
+            reason: "HTTP 304 to an unconditional request".into(),
+        }),
+    }
+}
+
+/// Like [`fetch`], asking only for a version other than `since` (`If-None-Match`,
+/// `If-Modified-Since`); the same bounds, retries and sha256 rule.
+pub async fn fetch_if_changed(
+    url: &str,
+    sha256: Option<&str>,
+    limits: &Limits,
+    since: &Validators,
+) -> Result<Conditional, FetchError> {
     let shown = crate::redact::url(url);
     let failed = |reason: String| FetchError::Failed {
         url: shown.clone(),
@@ -69,7 +111,8 @@ pub async fn fetch(
     loop {
         attempt += 1;
         let left = limits.deadline.saturating_sub(started.elapsed());
-        let outcome = match tokio::time::timeout(left, once(&client, url, &shown, limits)).await {
+        let request = once(&client, url, &shown, limits, since);
+        let outcome = match tokio::time::timeout(left, request).await {
             Ok(r) => r,
             Err(_) => Err(failed(format!(
                 "no answer within the deadline of {} s",
@@ -77,7 +120,8 @@ pub async fn fetch(
             ))),
         };
         let err = match outcome {
-            Ok(body) => {
+            Ok(Conditional::NotModified) => return Ok(Conditional::NotModified),
+            Ok(Conditional::Changed { body, validators }) => {
                 if let Some(want) = sha256 {
                     let got = hex::encode(Sha256::digest(&body));
                     if !got.eq_ignore_ascii_case(want) {
@@ -88,7 +132,7 @@ pub async fn fetch(
                         });
                     }
                 }
-                return Ok(body);
+                return Ok(Conditional::Changed { body, validators });
             }
             Err(e @ FetchError::TooLarge { .. }) => return Err(e),
             Err(e) => e,
@@ -108,18 +152,26 @@ async fn once(
     url: &str,
     shown: &str,
     limits: &Limits,
-) -> Result<Vec<u8>, FetchError> {
+    since: &Validators,
+) -> Result<Conditional, FetchError> {
+    use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
     let failed = |reason: String| FetchError::Failed {
         url: shown.to_string(),
         reason,
     };
     // reqwest's messages repeat the URL; scrub it to the shown form.
     let describe = |e: reqwest::Error| e.without_url().to_string();
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(describe(e)))?;
+    let mut request = client.get(url);
+    if let Some(etag) = &since.etag {
+        request = request.header(IF_NONE_MATCH, etag);
+    }
+    if let Some(date) = &since.last_modified {
+        request = request.header(IF_MODIFIED_SINCE, date);
+    }
+    let mut resp = request.send().await.map_err(|e| failed(describe(e)))?;
+    if resp.status() == reqwest::StatusCode::NOT_MODIFIED && since != &Validators::default() {
+        return Ok(Conditional::NotModified);
+    }
     if !resp.status().is_success() {
         return Err(failed(format!("HTTP {}", resp.status())));
     }
@@ -137,7 +189,18 @@ async fn once(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_VALIDATOR_LEN)
+            .map(str::to_string)
+    };
+    let validators = Validators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+    };
+    Ok(Conditional::Changed { body, validators })
 }
 
 #[cfg(test)]

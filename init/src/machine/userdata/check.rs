@@ -287,6 +287,12 @@ fn check_fragments(
             }
         } else if content.trim().is_empty() {
             c.err(f.content.span(), format!("fragment {name} is empty"));
+        } else if name.ends_with(".hcl") {
+            if let Err(e) = crate::machine::hcl::to_json(content) {
+                let loc = c.inside(f.content.span(), e.line, e.column);
+                let msg = format!("fragment {name}: invalid HCL: {}", e.message);
+                c.errors.push(SourceError::new(loc, msg));
+            }
         }
         out.push((name.clone(), content.clone()));
     }

@@ -28,7 +28,16 @@ pub fn json_schema() -> Value {
                 "properties": {
                     "hostname": { "type": "string" },
                     "nomad": { "type": "object" },
-                    "packs": { "type": "object" }
+                    "packs": { "type": "object" },
+                    "machine": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "poll_secs": { "type": "integer", "minimum": 0 },
+                            "memory_max_mib": { "type": "integer", "minimum": 8 },
+                            "deadline_secs": { "type": "integer", "minimum": 1 }
+                        }
+                    }
                 },
                 "additionalProperties": false
             },

@@ -1,0 +1,313 @@
+//! The machine configuration with the real `nomad-init` as PID 1 of fresh namespaces (test
+//! mode, as in pid1_namespace.rs): long-lived mode picks up a change at the
+//! `nomados.config=<url>` after SIGHUP (a real HTTP server inside the namespace's network,
+//! Python's `http.server`, which answers `If-Modified-Since` with 304), and the
+//! machine-config child's memory limit holds. Needs root; skips with a message otherwise.
+
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+mod pid1ns;
+use pid1ns::prerequisites_missing;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+macro_rules! skip_unless_possible {
+    () => {
+        if let Some(why) = prerequisites_missing() {
+            eprintln!(
+                "SKIP {}: {why}; this test needs root and namespaces",
+                module_path!()
+            );
+            return;
+        }
+        if Command::new("python3").arg("--version").output().is_err()
+            || Command::new("nsenter").arg("--version").output().is_err()
+        {
+            eprintln!("SKIP {}: python3 and nsenter are needed", module_path!());
+            return;
+        }
+    };
+}
+
+/// Processes killed on drop: the namespace's init (which ends the namespace) and helpers.
+struct Namespace {
+    unshare: Child,
+    helpers: Vec<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Holds the test root until the namespace is gone.
+    _dir: tempfile::TempDir,
+}
+
+/// The fake Nomad: prints its machine fragment (so the console shows which configuration
+/// it started with), then waits to be stopped.
+const FAKE_NOMAD: &str = "for f in \"$NOMADOS_TEST_ROOT\"/run/nomados/machine/nomad.d/50-*; do \
+     [ -f \"$f\" ] && echo \"fake nomad started with $(cat \"$f\")\"; done\n\
+     echo 'fake nomad up'\n\
+     exec sleep 1000";
+
+impl Namespace {
+    /// Boots nomad-init with `machine` as the `[machine]` table of its nomados.toml and
+    /// `cmdline` as the kernel command line.
+    fn boot(dir: tempfile::TempDir, machine: &str, cmdline: &str) -> Namespace {
+        let root = dir.path().join("root");
+        let d = dir.path().display();
+        std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
+        let nomad = dir.path().join("fake-nomad");
+        std::fs::write(&nomad, format!("#!/bin/sh\n{FAKE_NOMAD}\n")).unwrap();
+        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("init.json"), r#"{"ports": {"http": 4646}}"#).unwrap();
+        std::fs::write(
+            root.join("etc/nomados/nomados.toml"),
+            format!(
+                "hostname = \"ns-test\"\n\
+                 [nomad]\nbinary = \"{d}/fake-nomad\"\nconfig = \"{d}/init.json\"\nstop_timeout_secs = 2\n\
+                 [packs]\nset = \"{d}/root/etc/nomados/packs\"\ncache_dir = \"{d}/root/var/cache\"\ninterval_secs = 0\n\
+                 [data]\nmount_point = \"{d}/root/var/lib/nomad\"\n\
+                 [machine]\n{machine}\n"
+            ),
+        )
+        .unwrap();
+        let mut unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--mount",
+                "--uts",
+                "--net",
+            ])
+            .arg(env!("CARGO_BIN_EXE_nomad-init"))
+            .env("NOMADOS_TEST_ROOT", &root)
+            .env("NOMADOS_TEST_CMDLINE", cmdline)
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = unshare.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  | {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Namespace {
+            unshare,
+            helpers: Vec::new(),
+            lines,
+            _dir: dir,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `n` console lines contain `needle`.
+    fn wait_for_count(&self, needle: &str, n: usize) {
+        let start = Instant::now();
+        while self.count(needle) < n {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "timed out waiting for {n} x {needle:?}; console:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, needle: &str) {
+        self.wait_for_count(needle, 1)
+    }
+
+    /// Host PID of the namespace's init (the child of `unshare`).
+    fn init_pid(&self) -> i32 {
+        let parent = self.unshare.id() as i32;
+        let start = Instant::now();
+        loop {
+            let found = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .find(|&p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit_once(')')?
+                                .1
+                                .split_whitespace()
+                                .nth(1)?
+                                .parse::<i32>()
+                                .ok()
+                        })
+                        == Some(parent)
+                });
+            if let Some(pid) = found {
+                return pid;
+            }
+            assert!(start.elapsed() < TIMEOUT, "no init process under unshare");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Serves `www` on 127.0.0.1:8765 inside the namespace's network.
+    fn serve(&mut self, www: &Path) {
+        let init = self.init_pid();
+        let server = Command::new("nsenter")
+            .args(["--target", &init.to_string(), "--net", "--"])
+            .args([
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "8765",
+            ])
+            .arg("--directory")
+            .arg(www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.helpers.push(server);
+    }
+
+    fn sighup(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.init_pid()),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        for h in &mut self.helpers {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        if let Ok(None) = self.unshare.try_wait() {
+            let init = self.init_pid();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.unshare.kill();
+            let _ = self.unshare.wait();
+        }
+    }
+}
+
+/// Writes the user data served at /user-data, its mtime `secs` from now: http.server
+/// compares If-Modified-Since at second granularity.
+fn publish(www: &Path, text: &str, secs: u64) {
+    std::fs::create_dir_all(www).unwrap();
+    let path = www.join("user-data");
+    std::fs::write(&path, text).unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(secs))
+        .unwrap();
+}
+
+fn fragment_user_data(name: &str) -> String {
+    format!("[[fragments]]\nname = \"a.json\"\ncontent = '{{\"name\": \"{name}\"}}'\n")
+}
+
+#[test]
+fn a_change_at_the_config_url_is_applied_after_sighup() {
+    skip_unless_possible!();
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    publish(&www, &fragment_user_data("v1"), 0);
+    // No interval: only SIGHUP polls, so every poll below is the test's.
+    let mut ns = Namespace::boot(
+        dir,
+        "poll_secs = 0",
+        "console=ttyS0 nomados.config=http://127.0.0.1:8765/user-data",
+    );
+    // The boot's fetch retries with backoff while the server starts.
+    ns.serve(&www);
+    ns.wait_for("fake nomad started with {\"name\": \"v1\"}");
+
+    // Nothing changed: the first poll fetches (no validators yet), the next is a 304.
+    ns.sighup();
+    ns.wait_for("machine config: http://127.0.0.1:8765/user-data: unchanged");
+    ns.sighup();
+    ns.wait_for("machine config: http://127.0.0.1:8765/user-data: not modified");
+    assert_eq!(ns.count("fake nomad up"), 1, "no restart without a change");
+
+    // A broken version: refused with its line and column, the running one stays.
+    publish(&www, "[nomad]\nrole = \"leader\"\n", 10);
+    ns.sighup();
+    ns.wait_for("cmdline-url:user-data:2:");
+    ns.wait_for("is refused; the running configuration stays");
+    assert_eq!(ns.count("fake nomad up"), 1);
+
+    // A good new version: applied, and Nomad restarted to read it.
+    publish(&www, &fragment_user_data("v2"), 20);
+    ns.sighup();
+    ns.wait_for("is applied: restart nomad (fragments)");
+    ns.wait_for("nomad stopped for a restart");
+    ns.wait_for("fake nomad started with {\"name\": \"v2\"}");
+    assert_eq!(ns.count("fake nomad up"), 2);
+}
+
+#[test]
+fn the_machine_config_child_is_held_to_its_memory_limit() {
+    skip_unless_possible!();
+    // A user data of nearly 1 MiB (the most a source reads): thousands of meta keys. It
+    // is valid, and its parse takes about twice 8 MiB (a small one needs less than 8).
+    let meta: String = (0..36_000)
+        .map(|i| format!("k{i:05} = \"{}\"\n", "v".repeat(16)))
+        .collect();
+    let user_data = format!("[nomad]\nrole = \"client\"\n[nomad.meta]\n{meta}");
+    assert!(user_data.len() < 1024 * 1024);
+    // The user data baked into the image: the one source a test root can hold (sysfs
+    // is mounted over the fw_cfg path).
+    let place = |dir: &tempfile::TempDir| {
+        let baked = dir.path().join("root/etc/nomados/user-data.toml");
+        std::fs::create_dir_all(baked.parent().unwrap()).unwrap();
+        std::fs::write(&baked, &user_data).unwrap();
+    };
+
+    // Within the default limit it is applied...
+    let dir = tempfile::tempdir().unwrap();
+    place(&dir);
+    let ns = Namespace::boot(dir, "", "console=ttyS0");
+    ns.wait_for("machine config from baked: applied");
+    ns.wait_for("fake nomad up");
+    drop(ns);
+
+    // ...with 8 MiB the child dies alone, the baked configuration stays, Nomad starts.
+    let dir = tempfile::tempdir().unwrap();
+    place(&dir);
+    let ns = Namespace::boot(dir, "memory_max_mib = 8", "console=ttyS0");
+    ns.wait_for("machine config: the child died");
+    ns.wait_for("fake nomad up");
+    assert_eq!(ns.count("machine config from baked: applied"), 0);
+    let started: Vec<String> = ns
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("agent -config="))
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(
+        !started[0].contains("machine/nomad.d"),
+        "nothing of the refused configuration reaches Nomad: {}",
+        started[0]
+    );
+}
