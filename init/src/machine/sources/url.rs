@@ -221,7 +221,7 @@ mod tests {
             .route(
                 "/slow",
                 get(|| async {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    tokio::time::sleep(Duration::from_secs(300)).await;
                     "late"
                 }),
             )
@@ -297,14 +297,10 @@ mod tests {
             timeout: Duration::from_secs(10),
             ..quick()
         };
-        let started = Instant::now();
+        // The server answers after 300 s and the per-request timeout is 10 s: only the
+        // overall deadline can end this fetch with a "deadline" error.
         let url = base.replace("http://", "http://user:hunter2@") + "/slow";
         let e = fetch(&url, None, &limits).await.unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
-        );
         let msg = e.to_string();
         assert!(msg.contains("deadline"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
