@@ -102,21 +102,22 @@ token=$(tr -d '\r' <"$log" | grep -oE 'Secret ID: +[0-9a-f-]{36}' | head -1 | aw
 # The host's view over the forwarded port: the certificate names 127.0.0.1 and
 # server.global.nomad; only the CA of the user data is trusted.
 api=https://127.0.0.1:$NOMAD_PORT
-job=$(curl -fsS --max-time 20 --cacert "$pki/ca.pem" -H "X-Nomad-Token: $token" "$api/v1/job/hello") ||
+curl_time=$((10 * ${TIMEOUT_SCALE:-1}))
+job=$(curl -fsS --max-time "$curl_time" --cacert "$pki/ca.pem" -H "X-Nomad-Token: $token" "$api/v1/job/hello") ||
     fail "GET $api/v1/job/hello with --cacert and the token failed"
 JOB=$job python3 -c 'import json,os,sys; m=json.loads(os.environ["JOB"]).get("Meta") or {}; sys.exit(0 if m.get("nomados.owner") else f"no nomados.owner meta: {m}")' ||
     fail "job hello is not the applier's"
-curl -fsS --max-time 20 --cacert "$pki/ca.pem" -H "X-Nomad-Token: $token" \
+curl -fsS --max-time "$curl_time" --cacert "$pki/ca.pem" -H "X-Nomad-Token: $token" \
     --resolve "server.global.nomad:$NOMAD_PORT:127.0.0.1" \
     "https://server.global.nomad:$NOMAD_PORT/v1/agent/health" >/dev/null ||
     fail "the API did not answer as server.global.nomad"
-code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 --cacert "$pki/ca.pem" "$api/v1/jobs" || true)
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$curl_time" --cacert "$pki/ca.pem" "$api/v1/jobs" || true)
 [ "$code" = 403 ] || fail "GET /v1/jobs without a token over https answered $code, not 403"
-if curl -sS -o /dev/null --max-time 20 --cacert "$pki/wrong-ca.pem" "$api/v1/agent/health" 2>"$TEST_TMP/wrong.err"; then
+if curl -sS -o /dev/null --max-time "$curl_time" --cacert "$pki/wrong-ca.pem" "$api/v1/agent/health" 2>"$TEST_TMP/wrong.err"; then
     fail "a client trusting another CA was answered"
 fi
 grep -qi 'certificate' "$TEST_TMP/wrong.err" || fail "wrong CA: $(cat "$TEST_TMP/wrong.err")"
-code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$NOMAD_PORT/v1/agent/health" 2>/dev/null || true)
+code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$curl_time" "http://127.0.0.1:$NOMAD_PORT/v1/agent/health" 2>/dev/null || true)
 case $code in 2??) fail "plain http answered $code: TLS is not enforced" ;; esac
 note "host: $api/v1/job/hello answered with --cacert; another CA refused; plain http answered '$code'"
 
