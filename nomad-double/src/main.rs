@@ -147,6 +147,10 @@ fn agent(args: &[String]) -> Result<ExitCode> {
         Some(files) => Some(files),
         None => config.https().context("invalid tls block")?,
     };
+    // Unusable certificate files stop the agent before it says it started, as in Nomad.
+    if let Some(files) = &tls {
+        nomad_double::tls::acceptor(files)?;
+    }
     let mut options = Options::from_env(config)?;
     options.tls = tls;
     if options.config.acl_enabled
