@@ -30,6 +30,8 @@ test_packages=(
     "${run_packages[@]}"
     # DHCP: a real server for our client, and udhcpc as the peer it is measured against
     dnsmasq udhcpc iproute2 pkg-config make
+    # the TLS boot test makes its CA and node certificate at test time
+    openssl
 )
 
 list=0

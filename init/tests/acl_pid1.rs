@@ -5,45 +5,15 @@
 //! applied with it, the shutdown drain uses it. Second boot: no bootstrap, the token is not
 //! shown, the node's eligibility and the packs use it. Needs root; skips otherwise.
 
-use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 mod pid1ns;
-use pid1ns::prerequisites_missing;
-
-const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The double's binary, beside `nomad-init` in the target directory (built when missing:
-/// it is a dev-dependency of this crate, so cargo builds its library only).
-fn double_binary() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_nomad-init"))
-        .parent()
-        .unwrap();
-    let bin = dir.join("nomad-double");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "nomad-double"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && bin.exists(),
-            "cannot build nomad-double at {}",
-            bin.display()
-        );
-    }
-    bin
-}
+use pid1ns::{double_binary, log_lines, prerequisites_missing, Console};
 
 /// One boot of the namespace; the console is its stderr.
 struct Boot {
-    unshare: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    console: Console,
     _dir: tempfile::TempDir,
 }
 
@@ -85,106 +55,23 @@ impl Boot {
             ),
         )
         .unwrap();
-        let mut unshare = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--mount",
-                "--uts",
-                "--net",
-            ])
-            .arg(env!("CARGO_BIN_EXE_nomad-init"))
-            .env("NOMADOS_TEST_ROOT", &root)
-            .env("NOMADOS_TEST_CMDLINE", "")
-            .env("TMPDIR", dir.path())
+        let unshare = pid1ns::init_command(&root, dir.path(), true)
             .env("NOMAD_DOUBLE_ALLOC_DELAY_MS", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = unshare.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  | {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
         Boot {
-            unshare,
-            lines,
+            console: Console::new(unshare),
             _dir: dir,
         }
     }
 
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
     fn wait_for(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return l;
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "timed out waiting for {needle:?}; console:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.console.wait_for(needle)
     }
 
-    /// SIGTERM to PID 1 (a power-off), then waits for the namespace to end.
     fn power_off(&mut self) -> Vec<String> {
-        let parent = self.unshare.id() as i32;
-        let init = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .find(|&p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = s.rsplit_once(") ")?.1.to_string();
-                        rest.split(' ').nth(1)?.parse::<i32>().ok()
-                    })
-                    == Some(parent)
-            })
-            .expect("the namespace's init");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(init),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        while self.unshare.try_wait().unwrap().is_none() {
-            assert!(start.elapsed() < TIMEOUT, "the namespace did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.lines()
+        self.console.power_off()
     }
-}
-
-impl Drop for Boot {
-    fn drop(&mut self) {
-        if let Ok(None) = self.unshare.try_wait() {
-            let _ = self.unshare.kill();
-            let _ = self.unshare.wait();
-        }
-    }
-}
-
-/// Log lines (`[   12.345] level target: ...`) as opposed to the console banner.
-fn log_lines(lines: &[String]) -> Vec<&String> {
-    lines
-        .iter()
-        .filter(|l| l.trim_start().starts_with('['))
-        .collect()
 }
 
 #[test]

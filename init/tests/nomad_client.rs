@@ -141,7 +141,10 @@ async fn a_wrong_ca_is_a_clear_error_naming_the_address() {
     let pki = Pki::new();
     let double = Double::start(Some(pki.tls(false)), false);
     let client = Client::new(&with_ca(double.https(), &pki.path("wrong-ca.pem"))).unwrap();
-    let e = client.health().await.unwrap_err().to_string();
+    let e = client.health().await.unwrap_err();
+    // PID 1 says this one loudly: waiting does not fix it.
+    assert!(e.is_tls_failure(), "{e}");
+    let e = e.to_string();
     let url = format!("GET {}/v1/agent/health: ", double.https());
     assert!(e.starts_with(&url), "{e}");
     assert!(e.contains("certificate"), "{e}");
@@ -186,7 +189,9 @@ async fn https_is_never_downgraded_to_http() {
     // An https address on a plain-http agent fails; nothing retries over http.
     let double = Double::start(None, false);
     let client = Client::new(&Settings::new(double.https())).unwrap();
-    let e = client.health().await.unwrap_err().to_string();
+    let e = client.health().await.unwrap_err();
+    assert!(e.is_tls_failure(), "{e}");
+    let e = e.to_string();
     assert!(e.starts_with(&format!("GET {}/", double.https())), "{e}");
     assert!(e.contains("does not speak TLS"), "{e}");
 
@@ -376,4 +381,17 @@ fn packs_apply_with_acls_needs_the_token_and_never_prints_it() {
         common::summary(&out),
         "Apply: 1 created, 0 updated, 0 unchanged, 0 deleted, 0 failed."
     );
+}
+
+#[tokio::test]
+async fn an_agent_not_listening_yet_is_no_tls_failure() {
+    // What PID 1 sees while Nomad starts: worth waiting for, not an error to shout.
+    let addr = format!("https://127.0.0.1:{}", common::free_port());
+    let e = Client::new(&Settings::new(addr.clone()))
+        .unwrap()
+        .health()
+        .await
+        .unwrap_err();
+    assert!(!e.is_tls_failure(), "{e}");
+    assert!(e.to_string().starts_with(&format!("GET {addr}/")), "{e}");
 }

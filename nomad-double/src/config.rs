@@ -24,7 +24,21 @@ pub struct AgentConfig {
     pub dev: bool,
     /// `raw_exec` is off by default in Nomad; on in `-dev`, or via client options / plugin config.
     pub raw_exec_enabled: bool,
+    /// The `tls` block's HTTP part (Nomad's `tls.http`, `ca_file`, `cert_file`, `key_file`,
+    /// `verify_https_client`); checked into [`crate::TlsFiles`] by [`AgentConfig::https`].
+    pub tls: TlsBlock,
     pub files: Vec<String>,
+}
+
+/// What the `tls` block says about the HTTP API. Nomad's RPC keys (`rpc`,
+/// `verify_server_hostname`) are ignored: the double has no RPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsBlock {
+    pub http: bool,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub verify_https_client: bool,
 }
 
 impl Default for AgentConfig {
@@ -42,6 +56,7 @@ impl Default for AgentConfig {
             server_enabled: false,
             dev: false,
             raw_exec_enabled: false,
+            tls: TlsBlock::default(),
             files: Vec::new(),
         }
     }
@@ -86,6 +101,29 @@ impl AgentConfig {
         } else {
             host.to_string()
         }
+    }
+
+    /// The files to serve https with when `tls.http` is on, as Nomad checks them: a
+    /// certificate and its key are required, and `verify_https_client` needs the CA the
+    /// client certificates must be signed by.
+    pub fn https(&self) -> Result<Option<crate::TlsFiles>> {
+        let t = &self.tls;
+        if !t.http {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) else {
+            bail!("tls.http is enabled but tls.cert_file or tls.key_file is not set");
+        };
+        let client_ca = match (&t.ca_file, t.verify_https_client) {
+            (Some(ca), true) => Some(ca.into()),
+            (None, true) => bail!("tls.verify_https_client needs tls.ca_file"),
+            (_, false) => None,
+        };
+        Ok(Some(crate::TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            client_ca,
+        }))
     }
 
     /// Like Nomad's `-config`: a file, or a directory whose `*.hcl` and `*.json` files are
@@ -167,6 +205,9 @@ impl AgentConfig {
                 }
             }
         }
+        if let Some(t) = top.get("tls").and_then(Value::as_object) {
+            self.merge_tls(t)?;
+        }
         if let Some(opts) = top
             .get("client")
             .and_then(|c| c.get("options"))
@@ -183,6 +224,30 @@ impl AgentConfig {
             .and_then(|c| c.get("enabled"))
         {
             self.raw_exec_enabled = truthy(en);
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    fn merge_tls(&mut self, t: &Map<String, Value>) -> Result<()> {
+        let tls = &mut self.tls;
+        for (key, field) in [
+            ("http", &mut tls.http),
+            ("verify_https_client", &mut tls.verify_https_client),
+        ] {
+            if let Some(b) = bool_key(t, key, "tls")? {
+                *field = b;
+            }
+        }
+        for (key, field) in [
+            ("ca_file", &mut tls.ca_file),
+            ("cert_file", &mut tls.cert_file),
+            ("key_file", &mut tls.key_file),
+        ] {
+            if let Some(s) = str_key(t, key).with_context(|| format!("tls.{key}"))? {
+                *field = Some(s).filter(|s| !s.is_empty());
+            }
         }
         Ok(())
     }
@@ -314,6 +379,58 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(loaded.len(), 2);
         assert_eq!((c.datacenter.as_str(), c.region.as_str()), ("b", "r"));
+    }
+
+    #[test]
+    fn the_tls_block_says_whether_and_how_https_is_served() {
+        let v = parse_config_text(
+            r#"
+            tls {
+              http = true
+              rpc = true
+              ca_file = "/s/ca.pem"
+              cert_file = "/s/cert.pem"
+              key_file = "/s/key.pem"
+              verify_server_hostname = true
+            }
+            "#,
+            Path::new("tls.hcl"),
+        )
+        .unwrap();
+        let mut c = AgentConfig::default();
+        assert_eq!(c.https().unwrap(), None);
+        c.merge(&v).unwrap();
+        let files = c.https().unwrap().unwrap();
+        assert_eq!(
+            (files.cert.to_str(), files.key.to_str(), files.client_ca),
+            (Some("/s/cert.pem"), Some("/s/key.pem"), None)
+        );
+        c.merge(&serde_json::json!({"tls": [{"verify_https_client": true}]}))
+            .unwrap();
+        let files = c.https().unwrap().unwrap();
+        assert_eq!(files.client_ca.as_deref(), Some(Path::new("/s/ca.pem")));
+        // A later file turns it off again, like Nomad's merge.
+        c.merge(&serde_json::json!({"tls": {"http": false}}))
+            .unwrap();
+        assert_eq!(c.https().unwrap(), None);
+    }
+
+    #[test]
+    fn tls_without_its_files_is_an_error_naming_the_key() {
+        let mut c = AgentConfig::default();
+        c.merge(&serde_json::json!({"tls": {"http": true, "cert_file": "/c.pem"}}))
+            .unwrap();
+        let e = c.https().unwrap_err().to_string();
+        assert!(e.contains("tls.key_file"), "{e}");
+        c.merge(&serde_json::json!({"tls": {"key_file": "/k.pem", "verify_https_client": true}}))
+            .unwrap();
+        let e = c.https().unwrap_err().to_string();
+        assert!(e.contains("tls.ca_file"), "{e}");
+        let e = c
+            .merge(&serde_json::json!({"tls": {"http": "yes"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.http"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,10 @@ Commands:
     agent -dev                                  Serve like `nomad agent -dev`
     agent ... -tls-cert <pem> -tls-key <pem> [-tls-client-ca <pem>]
                                                 Serve https (and require client
-                                                certificates signed by the CA)
+                                                certificates signed by the CA);
+                                                without them, the config's `tls` block
+                                                (http, cert_file, key_file, ca_file,
+                                                verify_https_client) decides, as in Nomad
     version                                     Print the Nomad version it pretends to be
 
 Environment: NOMAD_DOUBLE_VERSION, NOMAD_DOUBLE_ALLOC_DELAY_MS,
@@ -139,8 +142,17 @@ fn agent(args: &[String]) -> Result<ExitCode> {
     config
         .merge(&serde_json::Value::Object(parsed.overrides))
         .context("invalid command-line flag")?;
+    // The double's own flags win over the config's `tls` block (which Nomad serves from).
+    let tls = match parsed.tls {
+        Some(files) => Some(files),
+        None => config.https().context("invalid tls block")?,
+    };
+    // Unusable certificate files stop the agent before it says it started, as in Nomad.
+    if let Some(files) = &tls {
+        nomad_double::tls::acceptor(files)?;
+    }
     let mut options = Options::from_env(config)?;
-    options.tls = parsed.tls;
+    options.tls = tls;
     if options.config.acl_enabled
         && options.management_token.is_none()
         && nomad_double::persist::bootstrap_token(&options.config).is_none()

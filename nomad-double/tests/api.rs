@@ -404,6 +404,42 @@ fn bad_config_is_reported_with_the_file() {
     assert_eq!(String::from_utf8_lossy(&v.stdout), "Nomad v1.6.3\n");
 }
 
+/// `tls.http` needs the files to serve with, as in Nomad: the agent refuses to start and
+/// names the missing key (a certificate that does not load names its file).
+#[test]
+fn a_tls_block_without_its_files_stops_the_agent() {
+    let dir = std::env::temp_dir().join(format!("nomad-double-tlscfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let half = dir.join("half.hcl");
+    std::fs::write(
+        &half,
+        "ports { http = 0 }\ntls {\n  http = true\n  cert_file = \"/c.pem\"\n}\n",
+    )
+    .unwrap();
+    let missing = dir.join("missing.json");
+    std::fs::write(
+        &missing,
+        r#"{"ports": {"http": 0}, "tls": {"http": true, "cert_file": "/nonexistent/c.pem", "key_file": "/nonexistent/k.pem"}}"#,
+    )
+    .unwrap();
+    let run = |f: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nomad-double"))
+            .args(["agent", "-config", f.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let (half_out, missing_out) = (run(&half), run(&missing));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!half_out.status.success());
+    let err = String::from_utf8_lossy(&half_out.stderr);
+    assert!(err.contains("tls.key_file"), "{err}");
+    assert!(!missing_out.status.success());
+    let err = String::from_utf8_lossy(&missing_out.stderr);
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    let said = String::from_utf8_lossy(&missing_out.stdout);
+    assert!(!said.contains("agent started"), "{said}");
+}
+
 /// Nomad's Go decoder matches keys without regard to case and keeps the last: a job sent
 /// with `"Type": "system"` then `"type": "service"` is a service job, and a lowercase
 /// `taskgroups` after `TaskGroups` replaces it. The double must store what Nomad would

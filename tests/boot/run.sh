@@ -44,6 +44,7 @@ tests=(
     "disk-scsi-ext4:test-disk.sh:DISK_IF=scsi FS=ext4"
     "disk-pvscsi-ext4:test-disk.sh:DISK_IF=pvscsi FS=ext4"
     "machine-config:test-machine-config.sh:"
+    "tls:test-tls.sh:"
 )
 selected=("$@")
 passed=0 failed=0 skipped=0

@@ -25,7 +25,10 @@ impl LocalAgent {
     /// The API address from the agent config: `addresses.http`, else `bind_addr`, with
     /// 0.0.0.0/:: (and go-sockaddr templates) meaning loopback; `ports.http` else 4646;
     /// `https` when `tls.http` is on, trusting the agent's own CA (and presenting its
-    /// certificate when it verifies HTTPS clients).
+    /// certificate when it verifies HTTPS clients). With `tls.verify_server_hostname` the
+    /// certificate is checked for the name Nomad requires it to carry,
+    /// `server.<region>.nomad` (`client.<region>.nomad` on a client-only agent), whatever
+    /// the address; without it, for the address itself (e.g. an IP SAN `127.0.0.1`).
     pub fn from_config(config: &Value) -> Self {
         let host = config
             .pointer("/addresses/http")
@@ -50,9 +53,32 @@ impl LocalAgent {
                 .filter(|s| !s.is_empty())
                 .map(Into::into)
         };
+        let enabled = |block: &str| {
+            config
+                .pointer(&format!("/{block}/enabled"))
+                .and_then(Value::as_bool)
+                == Some(true)
+        };
         let mut tls = Tls::default();
         if tls_on {
             tls.ca_file = file("ca_file");
+            if config
+                .pointer("/tls/verify_server_hostname")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                let region = config
+                    .get("region")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or("global");
+                let role = if enabled("server") {
+                    "server"
+                } else {
+                    "client"
+                };
+                tls.server_name = Some(format!("{role}.{region}.nomad"));
+            }
             if config
                 .pointer("/tls/verify_https_client")
                 .and_then(Value::as_bool)
@@ -63,12 +89,6 @@ impl LocalAgent {
             }
         }
         let scheme = if tls_on { "https" } else { "http" };
-        let enabled = |block: &str| {
-            config
-                .pointer(&format!("/{block}/enabled"))
-                .and_then(Value::as_bool)
-                == Some(true)
-        };
         Self {
             addr: format!("{scheme}://{host}:{port}"),
             tls,
@@ -180,7 +200,7 @@ impl Settings {
             ca_file: config.ca_file.clone().or(agent.tls.ca_file),
             client_cert: config.client_cert_file.clone().or(agent.tls.client_cert),
             client_key: config.client_key_file.clone().or(agent.tls.client_key),
-            server_name: config.tls_server_name.clone(),
+            server_name: config.tls_server_name.clone().or(agent.tls.server_name),
             skip_verify: config.tls_skip_verify,
         };
         s
@@ -254,6 +274,22 @@ mod tests {
             a.tls.client_key.as_deref(),
             Some(Path::new("/etc/nomad.d/server-key.pem"))
         );
+    }
+
+    #[test]
+    fn verify_server_hostname_checks_the_name_nomad_gives_its_agents() {
+        let mut c = json!({"tls": {"http": true, "ca_file": "/ca.pem",
+            "verify_server_hostname": true}, "server": {"enabled": true}});
+        let name = |c: &Value| LocalAgent::from_config(c).tls.server_name;
+        assert_eq!(name(&c).as_deref(), Some("server.global.nomad"));
+        c["region"] = json!("eu");
+        c["server"]["enabled"] = json!(false);
+        assert_eq!(name(&c).as_deref(), Some("client.eu.nomad"));
+        c["tls"]["verify_server_hostname"] = json!(false);
+        assert_eq!(name(&c), None, "the address's own name then");
+        c["tls"]["verify_server_hostname"] = json!(true);
+        c["tls"]["http"] = json!(false);
+        assert_eq!(name(&c), None, "plain http has no name to check");
     }
 
     #[test]

@@ -200,10 +200,14 @@ impl Client {
         }
         let timeout = timeout.unwrap_or(self.timeout);
         req = req.timeout(timeout);
-        let transport = |e: reqwest::Error| ApiError::Transport {
-            method: method.clone(),
-            url: format!("{}{path}", self.base),
-            message: describe(&e, timeout, self.https),
+        let transport = |e: reqwest::Error| {
+            let (message, tls) = describe(&e, timeout, self.https);
+            ApiError::Transport {
+                method: method.clone(),
+                url: format!("{}{path}", self.base),
+                message,
+                tls,
+            }
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();

@@ -18,6 +18,9 @@ pub enum ApiError {
         method: Method,
         url: String,
         message: String,
+        /// The TLS handshake failed (certificate not trusted or for another name, or no
+        /// TLS on the other side): waiting will not fix it.
+        tls: bool,
     },
     #[error("{method} {path}: the response is larger than {limit} bytes; refusing to read it")]
     TooLarge {
@@ -55,6 +58,12 @@ impl ApiError {
         }
     }
 
+    /// True when the connection failed in the TLS handshake (wrong CA, wrong name, an
+    /// agent without TLS): a setup mistake to report loudly, not a start-up delay.
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(self, ApiError::Transport { tls: true, .. })
+    }
+
     /// The plain-text body Nomad answered with, if it answered with an error status.
     pub fn body(&self) -> Option<&str> {
         match self {
@@ -75,9 +84,17 @@ pub type Result<T> = std::result::Result<T, ApiError>;
 
 /// A transport error as one line: reqwest's own words and every cause below them, plus a
 /// hint for the mistakes people make with TLS. The URL is left out (the caller names it).
-pub(crate) fn describe(e: &reqwest::Error, timeout: std::time::Duration, https: bool) -> String {
+/// The flag says whether it was one of those TLS mistakes.
+pub(crate) fn describe(
+    e: &reqwest::Error,
+    timeout: std::time::Duration,
+    https: bool,
+) -> (String, bool) {
     if e.is_timeout() {
-        return format!("no answer within {} s", timeout.as_secs_f64());
+        return (
+            format!("no answer within {} s", timeout.as_secs_f64()),
+            false,
+        );
     }
     let mut parts = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -96,6 +113,7 @@ pub(crate) fn describe(e: &reqwest::Error, timeout: std::time::Duration, https: 
     }
     let mut message = parts.join(": ");
     let lower = message.to_ascii_lowercase();
+    let mut tls = true;
     if https && (lower.contains("certificate") || lower.contains("unknownissuer")) {
         message.push_str(
             " (the server's TLS certificate is not trusted or does not match: check the CA \
@@ -105,6 +123,8 @@ pub(crate) fn describe(e: &reqwest::Error, timeout: std::time::Duration, https: 
         message.push_str(" (the server does not speak TLS: does it serve plain http?)");
     } else if !https && lower.contains("invalid http version") {
         message.push_str(" (the server does not speak plain HTTP: does it serve https?)");
+    } else {
+        tls = false;
     }
-    message
+    (message, tls)
 }

@@ -197,6 +197,7 @@ enum End {
 async fn wait_healthy(settings: &api::Settings) {
     let mut client = None;
     let mut logged = false;
+    let mut tls_said = false;
     loop {
         if client.is_none() {
             match api::Client::new(settings) {
@@ -211,6 +212,13 @@ async fn wait_healthy(settings: &api::Settings) {
         if let Some(c) = &client {
             match c.health().await {
                 Ok(()) => return,
+                // A wrong CA or name does not go away by waiting: said as an error, once
+                // (the message names the address); never retried over plain http.
+                Err(e) if e.is_tls_failure() && !tls_said => {
+                    crate::error!("the nomad API cannot be reached over TLS: {e}");
+                    tls_said = true;
+                    logged = true;
+                }
                 Err(e) if !logged => {
                     crate::debug!("waiting for the nomad API at {}: {e}", settings.addr);
                     logged = true;
