@@ -172,8 +172,23 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
-    if let Some(req) = install::requested(&booted.root) {
+    // An install request on the command line wins; without one, the user data's
+    // `[install]` (read with the machine configuration) may ask.
+    let cmdline_install = install::from_cmdline(&booted.root);
+    let configured = match cmdline_install {
+        Ok(Some(_)) => None,
+        _ => Some(machine::configure(&booted, &reaper, "/proc/self/exe".into()).await),
+    };
+    let decision = crate::install::options::decide(
+        cmdline_install,
+        configured.as_ref().and_then(|c| c.install.clone()),
+    );
+    for note in &decision.notes {
+        crate::warn!("install: {note}");
+    }
+    if let Some((req, origin)) = decision.install {
         // An install boot runs no Nomad: the installer, then a reboot into its result.
+        crate::info!("install: requested by the {origin}");
         let action = if install::run(&reaper, &req, &cfg.data.label).await {
             PowerAction::Reboot
         } else {
@@ -190,10 +205,15 @@ pub async fn run(booted: Booted) -> PowerAction {
         return action;
     }
     // The machine's own configuration (issue 10) needs the network and comes before Nomad.
+    let configured = match configured {
+        Some(c) => c,
+        None => machine::configure(&booted, &reaper, "/proc/self/exe".into()).await,
+    };
     let machine::Configured {
         config: cfg,
         mut fragment_dirs,
-    } = machine::configure(&booted, &reaper, "/proc/self/exe".into()).await;
+        ..
+    } = configured;
     // The slot (and a rolled-back upgrade) as client meta, after the machine's fragments.
     if let Some(f) = &slots.meta_fragment {
         fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
