@@ -2,8 +2,9 @@
 # Boot the NomadOS hybrid ISO (image/iso.sh) in QEMU, as a CD or as a USB-stick-like disk.
 #   qemu/run-iso.sh out/nomados.iso
 # ISO_FIRMWARE=bios (default, SeaBIOS) or uefi (OVMF).
-# ISO_AS=cdrom (default: El Torito from an AHCI CD drive) or disk (the same file as a
-# read-only virtio disk: the hybrid MBR/GPT path a USB stick takes).
+# ISO_AS=cdrom (default: El Torito from an IDE CD drive), usb (the same file as a USB stick:
+# usb-storage on QEMU's xHCI controller, booted through the hybrid MBR/GPT) or disk (a
+# read-only virtio disk: the same hybrid path without USB).
 # Add a target disk for an install with QEMU_EXTRA_ARGS, e.g.
 #   QEMU_EXTRA_ARGS="-drive file=disk.raw,format=raw,if=virtio"
 # Environment: see qemu/common.sh.
@@ -27,8 +28,10 @@ esac
 case "${ISO_AS:-cdrom}" in
     cdrom) media=(-drive "file=$iso,format=raw,if=none,id=cd0,media=cdrom,readonly=on"
         -device ide-cd,drive=cd0,bus=ide.0,bootindex=0) ;;
+    usb) media=(-drive "file=$iso,format=raw,if=none,id=iso0,readonly=on"
+        -device qemu-xhci,id=xhci -device usb-storage,bus=xhci.0,drive=iso0,removable=on,bootindex=0) ;;
     disk) media=(-drive "file=$iso,format=raw,if=none,id=iso0,readonly=on"
         -device virtio-blk-pci,drive=iso0,bootindex=0) ;;
-    *) nomados_die "ISO_AS must be cdrom or disk, got '$ISO_AS'" ;;
+    *) nomados_die "ISO_AS must be cdrom, usb or disk, got '$ISO_AS'" ;;
 esac
 nomados_exec_qemu "${firmware[@]}" "${BASE_ARGS[@]}" "${media[@]}"

@@ -450,7 +450,8 @@ fn build_esp(
 
 /// Copies `src` to `dst` at `offset`, skipping all-zero blocks so the raw image stays
 /// sparse (the destination is freshly truncated, so skipped blocks read as zero).
-fn copy_sparse(src: &Path, dst: &File, offset: u64, max: u64) -> Result<()> {
+/// Refuses a `src` larger than `max`.
+pub fn copy_sparse(src: &Path, dst: &File, offset: u64, max: u64) -> Result<()> {
     let mut f = File::open(src)?;
     let len = f.metadata()?.len();
     if len > max {

@@ -1,12 +1,16 @@
 //! Output formats converted from the raw disk, one per cloud/platform family.
 
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::layout::vhd_size;
-use crate::tools;
+use crate::cloudcheck::{self, GIB};
+use crate::layout::{round_up, vhd_size, GPT_ARRAY_SECTORS, SECTOR};
+use crate::{disk, gpt, tools};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -18,7 +22,7 @@ pub enum Format {
     Vmdk,
     /// Fixed VHD, 1 MiB aligned (Azure).
     Vhd,
-    /// tar.gz holding `disk.raw`, GNU oldgnu sparse (GCP).
+    /// tar.gz holding `disk.raw` grown to a whole GiB, GNU oldgnu sparse (GCP).
     Gcp,
 }
 
@@ -130,26 +134,94 @@ pub fn parse_list(s: &str) -> Result<Vec<Format>, String> {
     Ok(out)
 }
 
-/// Converts `raw` into `format` inside `out_dir`, atomically (temp name, then rename).
+/// The size GCE's `disk.raw` gets: the disk rounded up to a whole GiB.
+pub fn gce_disk_size(raw_bytes: u64) -> u64 {
+    round_up(raw_bytes, GIB)
+}
+
+/// Writes `dst`: a sparse copy of the disk image `raw` on a disk of `size` bytes, its GPT
+/// moved to the new end (the data partition grows into the space on first boot).
+pub fn grow_disk_copy(raw: &Path, dst: &Path, size: u64) -> Result<()> {
+    let len = std::fs::metadata(raw)
+        .with_context(|| format!("stat {}", raw.display()))?
+        .len();
+    let head_len = (2 + GPT_ARRAY_SECTORS) * SECTOR;
+    let mut head = vec![0u8; head_len as usize];
+    File::open(raw)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("read the GPT of {}", raw.display()))?;
+    let table = gpt::grown(&head, size / SECTOR)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("growing {} to {size} bytes", raw.display()))?;
+    let _ = std::fs::remove_file(dst);
+    let f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(dst)
+        .with_context(|| format!("create {}", dst.display()))?;
+    f.set_len(size)?;
+    disk::copy_sparse(raw, &f, 0, len)?;
+    // The old backup GPT would be a stale second table in the middle of the disk.
+    let old_tail = (1 + GPT_ARRAY_SECTORS) * SECTOR;
+    f.write_all_at(&vec![0u8; old_tail as usize], len - old_tail)?;
+    f.write_all_at(&table.head, 0)?;
+    f.write_all_at(&table.tail, table.tail_offset)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Reads back what a conversion wrote and checks the platform's rules on it
+/// (see [`cloudcheck`]); raw and qcow2 have none beyond qemu-img's own.
+pub fn verify(format: Format, path: &Path, raw_bytes: u64) -> Result<()> {
+    match format {
+        Format::Raw | Format::Qcow2 => Ok(()),
+        Format::Vhd => cloudcheck::check_azure_vhd(path, raw_bytes).map(drop),
+        Format::Vmdk => cloudcheck::check_stream_optimized_vmdk(path, raw_bytes).map(drop),
+        Format::Gcp => cloudcheck::check_gce_tar(path, gce_disk_size(raw_bytes)).map(drop),
+    }
+}
+
+/// Converts `raw` into `format` inside `out_dir`, atomically (temp name, then rename), and
+/// checks the result with [`verify`] before it gets its final name.
 pub fn convert(raw: &Path, format: Format, out_dir: &Path) -> Result<PathBuf> {
     let dst = out_dir.join(format.file_name());
     let Some(tmp_name) = format.file_name().strip_prefix("nomados") else {
         bail!("internal: odd file name");
     };
     let tmp = out_dir.join(format!(".tmp-nomados{tmp_name}"));
-    let Some((prog, args)) = format.command(raw, &tmp) else {
+    let raw_bytes = std::fs::metadata(raw)?.len();
+    if format == Format::Raw {
         return Ok(raw.to_path_buf());
-    };
-    if format == Format::Vhd {
-        let len = std::fs::metadata(raw)?.len();
-        if vhd_size(len) != len {
-            bail!("raw image is {len} bytes, not a whole MiB; Azure rejects it");
-        }
     }
+    if format == Format::Vhd && vhd_size(raw_bytes) != raw_bytes {
+        bail!("raw image is {raw_bytes} bytes, not a whole MiB; Azure rejects it");
+    }
+    // GCE: tar a grown copy named disk.raw from a scratch directory.
+    let gce_dir = out_dir.join(".tmp-gce");
+    let source = if format == Format::Gcp {
+        let _ = std::fs::remove_dir_all(&gce_dir);
+        std::fs::create_dir(&gce_dir).with_context(|| format!("mkdir {}", gce_dir.display()))?;
+        let disk = gce_dir.join("disk.raw");
+        grow_disk_copy(raw, &disk, gce_disk_size(raw_bytes))?;
+        disk
+    } else {
+        raw.to_path_buf()
+    };
+    let Some((prog, args)) = format.command(&source, &tmp) else {
+        bail!("internal: no conversion command for {}", format.name());
+    };
     tools::require(&prog)?;
     let _ = std::fs::remove_file(&tmp);
-    tools::run(Command::new(&prog).args(&args))
-        .with_context(|| format!("converting to {}", format.name()))?;
+    let converted = tools::run(Command::new(&prog).args(&args))
+        .with_context(|| format!("converting to {}", format.name()))
+        .and_then(|_| verify(format, &tmp, raw_bytes));
+    if format == Format::Gcp {
+        let _ = std::fs::remove_dir_all(&gce_dir);
+    }
+    if let Err(e) = converted {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, &dst).with_context(|| format!("rename to {}", dst.display()))?;
     Ok(dst)
 }

@@ -46,6 +46,65 @@ pub fn encode(layout: &Layout, boot_code: Option<&[u8]>) -> Result<GptImage, Str
     })
 }
 
+/// The partition table of a disk whose image (`head`: its first `2 + array` sectors, as
+/// [`encode`] writes them) is copied onto a larger disk of `total` sectors: same partitions
+/// and boot code, the backup array and header moved to the new end, the last usable LBA and
+/// the protective MBR's size following. What a cloud that wants a bigger disk than the
+/// image needs (GCE: a whole GiB); the data partition grows into the space on first boot.
+pub fn grown(head: &[u8], total: u64) -> Result<GptImage, String> {
+    let s = SECTOR as usize;
+    if head.len() < 2 * s {
+        return Err("disk image shorter than its protective MBR and GPT header".into());
+    }
+    let old = Header::parse(&head[s..2 * s]).map_err(|e| format!("disk image: {e}"))?;
+    if old.my_lba != 1 {
+        return Err(format!(
+            "disk image: primary GPT header says it is at LBA {}",
+            old.my_lba
+        ));
+    }
+    let array_sectors = old.array_sectors(SECTOR);
+    let array_start = (old.entries_lba * SECTOR) as usize;
+    let array_end = array_start + old.array_bytes() as usize;
+    if array_end > head.len() || array_start < 2 * s {
+        return Err("disk image: GPT entry array is not right after the header".into());
+    }
+    let array = head[array_start..array_end].to_vec();
+    if entries_crc(&array) != old.entries_crc {
+        return Err("disk image: GPT entry array CRC mismatch".into());
+    }
+    let last = total
+        .checked_sub(1)
+        .filter(|l| *l > old.alternate_lba)
+        .ok_or_else(|| {
+            format!(
+                "a disk of {total} sectors is not larger than the image (backup GPT at LBA {})",
+                old.alternate_lba
+            )
+        })?;
+    let backup_array_lba = last - array_sectors;
+    let mut primary = old.clone();
+    primary.alternate_lba = last;
+    primary.last_usable_lba = backup_array_lba - 1;
+    let mut backup = primary.clone();
+    backup.my_lba = last;
+    backup.alternate_lba = 1;
+    backup.entries_lba = backup_array_lba;
+
+    let mut head = head[..array_end].to_vec();
+    head[nomados_gpt::MBR_SIZE_OFFSET..nomados_gpt::MBR_SIZE_OFFSET + 4]
+        .copy_from_slice(&nomados_gpt::protective_mbr_size(total));
+    head[s..2 * s].copy_from_slice(&primary.encode(s));
+    let mut tail = array;
+    tail.resize((array_sectors * SECTOR) as usize, 0);
+    tail.extend_from_slice(&backup.encode(s));
+    Ok(GptImage {
+        head,
+        tail,
+        tail_offset: backup_array_lba * SECTOR,
+    })
+}
+
 fn encode_entries(parts: &[Partition]) -> Result<Vec<u8>, String> {
     let mut array = vec![0u8; (GPT_ENTRIES * GPT_ENTRY_SIZE) as usize];
     for (i, p) in parts.iter().enumerate() {
@@ -119,6 +178,43 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn grown_table_moves_the_backup_to_the_new_end_and_keeps_partitions() {
+        let l = sample();
+        let g = encode(&l, Some(&[0xAB; 440])).unwrap();
+        let total = 3 * l.total_sectors();
+        let grown = grown(&g.head, total).unwrap();
+        // Boot code and partition entries unchanged; MBR size and headers follow the disk.
+        assert_eq!(&grown.head[..440], &[0xAB; 440][..]);
+        assert_eq!(grown.head[1024..], g.head[1024..]);
+        assert_eq!(u32_at(&grown.head, 446 + 12) as u64, total - 1);
+        let p = Header::parse(&grown.head[512..1024]).unwrap();
+        assert_eq!((p.my_lba, p.alternate_lba), (1, total - 1));
+        assert_eq!(p.last_usable_lba, total - 2 - GPT_ARRAY_SECTORS);
+        assert_eq!(grown.tail_offset + grown.tail.len() as u64, total * SECTOR);
+        let b = Header::parse(&grown.tail[grown.tail.len() - 512..]).unwrap();
+        assert_eq!((b.my_lba, b.alternate_lba), (total - 1, 1));
+        assert_eq!(b.entries_lba * SECTOR, grown.tail_offset);
+        assert_eq!(&grown.tail[..grown.tail.len() - 512], &g.head[1024..]);
+        // The same as planning the bigger disk from the start, but for where data may go.
+        let mut big = l.clone();
+        big.size_bytes = total * SECTOR;
+        let direct = encode(&big, Some(&[0xAB; 440])).unwrap();
+        assert_eq!(grown.head, direct.head);
+        assert_eq!(grown.tail, direct.tail);
+        assert_eq!(grown.tail_offset, direct.tail_offset);
+
+        assert!(grown_err(&g.head, l.total_sectors()).contains("not larger"));
+        let mut bad = g.head.clone();
+        bad[1024] ^= 1;
+        assert!(grown_err(&bad, total).contains("CRC"));
+        assert!(grown_err(&g.head[..512], total).contains("shorter"));
+    }
+
+    fn grown_err(head: &[u8], total: u64) -> String {
+        grown(head, total).unwrap_err()
     }
 
     #[test]

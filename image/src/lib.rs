@@ -5,6 +5,7 @@
 //! the logic and tests; `disk`, `formats` and `tools` run the external programs.
 
 pub mod bootcfg;
+pub mod cloudcheck;
 pub mod disk;
 pub mod formats;
 pub mod gpt;

@@ -7,6 +7,11 @@
 //! nomados.install.image=iso                  the image the booted ISO carries (default)
 //! nomados.install.wipe=1                     overwrite partitions and filesystems found
 //! ```
+//!
+//! The same request can come from the user data's `[install]` table
+//! (`crate::machine::userdata`); [`decide`] says which one a boot follows: the command line
+//! wins. The machine-config child hands a user data request to PID 1 as these same words
+//! ([`to_words`], read back with [`from_cmdline`]), so there is one parser.
 
 use std::path::PathBuf;
 
@@ -115,11 +120,165 @@ pub fn from_cmdline(cmdline: &str) -> Result<Option<Request>, String> {
     }))
 }
 
+/// The request as the command-line words [`from_cmdline`] reads back.
+pub fn to_words(req: &Request) -> String {
+    let mut w = vec![format!("nomados.install={}", req.target.display())];
+    match &req.source {
+        ImageSource::Url { url, sha256 } => {
+            w.push(format!("nomados.install.image={url}"));
+            w.push(format!("nomados.install.sha256={sha256}"));
+        }
+        ImageSource::Iso(None) => w.push("nomados.install.image=iso".into()),
+        ImageSource::Iso(Some(p)) => w.push(format!("nomados.install.image=iso:{}", p.display())),
+    }
+    if req.wipe {
+        w.push("nomados.install.wipe=1".into());
+    }
+    w.join(" ")
+}
+
+/// Where the install request a boot follows came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Cmdline,
+    UserData,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Cmdline => "kernel command line",
+            Origin::UserData => "user data's [install]",
+        })
+    }
+}
+
+/// What a boot does about installing, and what to say about the request it does not follow.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub install: Option<(Request, Origin)>,
+    /// Warnings for the console: an ignored or broken request.
+    pub notes: Vec<String>,
+}
+
+/// The command line wins when both ask: it is what the operator typed for this one boot
+/// (a boot prompt, a PXE entry), the user data is what the whole fleet is told. A broken
+/// command-line request installs nothing at all (not the user data's either): the operator
+/// meant something for this boot that cannot be done safely.
+pub fn decide(cmdline: Result<Option<Request>, String>, user_data: Option<Request>) -> Decision {
+    match (cmdline, user_data) {
+        (Ok(Some(c)), u) => Decision {
+            notes: u
+                .filter(|u| u != &c)
+                .map(|u| {
+                    format!(
+                        "the user data's [install] ({}) is ignored: the kernel command line's                          request wins",
+                        u.target.display()
+                    )
+                })
+                .into_iter()
+                .collect(),
+            install: Some((c, Origin::Cmdline)),
+        },
+        (Err(e), u) => Decision {
+            install: None,
+            notes: vec![format!(
+                "kernel command line: {e}; not installing{}",
+                if u.is_some() {
+                    " (nor from the user data's [install]: the command line's request wins)"
+                } else {
+                    ""
+                }
+            )],
+        },
+        (Ok(None), Some(u)) => Decision {
+            install: Some((u, Origin::UserData)),
+            notes: Vec::new(),
+        },
+        (Ok(None), None) => Decision::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SHA: &str = "9F2C000000000000000000000000000000000000000000000000000000000000";
+
+    fn req(target: &str, wipe: bool) -> Request {
+        Request {
+            target: target.into(),
+            source: ImageSource::Iso(None),
+            wipe,
+        }
+    }
+
+    #[test]
+    fn words_read_back_as_the_same_request() {
+        for r in [
+            req("/dev/sda", false),
+            req("/dev/nvme0n1", true),
+            Request {
+                target: "/dev/vda".into(),
+                source: ImageSource::Url {
+                    url: "https://h.example/n.raw.xz?x=1".into(),
+                    sha256: SHA.to_ascii_lowercase(),
+                },
+                wipe: true,
+            },
+            Request {
+                target: "/dev/sdb".into(),
+                source: ImageSource::Iso(Some("/dev/sr0".into())),
+                wipe: false,
+            },
+        ] {
+            assert_eq!(from_cmdline(&to_words(&r)), Ok(Some(r.clone())), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_user_data() {
+        let (c, u) = (req("/dev/vda", false), req("/dev/sda", true));
+        let d = decide(Ok(Some(c.clone())), Some(u.clone()));
+        assert_eq!(d.install, Some((c.clone(), Origin::Cmdline)));
+        assert_eq!(d.notes.len(), 1);
+        assert!(
+            d.notes[0].contains("/dev/sda") && d.notes[0].contains("wins"),
+            "{d:?}"
+        );
+        // The same request twice is nothing to warn about.
+        assert!(decide(Ok(Some(c.clone())), Some(c.clone()))
+            .notes
+            .is_empty());
+
+        let d = decide(Ok(None), Some(u.clone()));
+        assert_eq!(d.install, Some((u.clone(), Origin::UserData)));
+        assert!(d.notes.is_empty());
+        assert_eq!(
+            decide(Ok(Some(c.clone())), None).install,
+            Some((c, Origin::Cmdline))
+        );
+        assert_eq!(decide(Ok(None), None), Decision::default());
+    }
+
+    #[test]
+    fn a_broken_command_line_installs_nothing_not_even_the_user_data() {
+        let d = decide(
+            Err("nomados.install=vda: expected a disk under /dev".into()),
+            Some(req("/dev/sda", true)),
+        );
+        assert_eq!(d.install, None);
+        assert!(d.notes[0].contains("nomados.install=vda"), "{d:?}");
+        assert!(d.notes[0].contains("nor from the user data"), "{d:?}");
+        let d = decide(Err("bad".into()), None);
+        assert_eq!(
+            (d.install, d.notes),
+            (
+                None,
+                vec!["kernel command line: bad; not installing".to_string()]
+            )
+        );
+    }
 
     #[test]
     fn no_install_words_means_no_install() {

@@ -22,6 +22,8 @@ pub const INIT_OVERRIDE: &str = "nomados.toml";
 pub const PACK_SET: &str = "packs.toml";
 /// The baked agent config with the role's `enabled` switches set, in the machine directory.
 pub const AGENT_BASE: &str = "agent.json";
+/// The user data's install request as `nomados.install*` words, in the machine directory.
+pub const INSTALL_REQUEST: &str = "install.cmdline";
 /// The fragment directory, in the machine directory.
 pub const FRAGMENT_DIR: &str = "nomad.d";
 /// What PID 1 reads to talk to Nomad: the API keys of the merged agent config (base and

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::found::Facts;
 use super::paths::Paths;
-pub use super::paths::{AGENT_BASE, FRAGMENT_DIR, INIT_OVERRIDE, PACK_SET};
+pub use super::paths::{AGENT_BASE, FRAGMENT_DIR, INIT_OVERRIDE, INSTALL_REQUEST, PACK_SET};
 use super::userdata::{MachineConfig, PlacedFile, Role};
 
 /// The fragment this renders (first in lexical order: the user's fragments may override it).
@@ -158,6 +158,12 @@ pub fn render(config: &MachineConfig, ctx: &Context<'_>) -> Result<Rendered, Ren
         out.machine_files.push((
             fragments.join(format!("{USER_FRAGMENT_PREFIX}{name}")),
             content.as_bytes().to_vec(),
+        ));
+    }
+    if let Some(req) = &config.install {
+        out.machine_files.push((
+            INSTALL_REQUEST.into(),
+            crate::install::options::to_words(req).into_bytes(),
         ));
     }
     out.files = config.files.clone();

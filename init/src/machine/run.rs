@@ -269,6 +269,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_install_table_is_handed_to_pid1_as_install_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path(), "console=ttyS0");
+        fw_cfg(
+            dir.path(),
+            "[install]\ntarget = \"/dev/sda\"\nwipe = true\n",
+        );
+        assert_eq!(apply(&o).await, Outcome::Applied);
+        let paths = Paths::under(&o.root);
+        let file = paths
+            .machine_dir
+            .join(crate::machine::paths::INSTALL_REQUEST);
+        let words = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            words,
+            "nomados.install=/dev/sda nomados.install.image=iso nomados.install.wipe=1"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an image URL may carry credentials");
+        // A user data without [install] leaves no request behind.
+        fw_cfg(dir.path(), "[nomad]\nrole = \"client\"\n");
+        assert_eq!(apply(&o).await, Outcome::Applied);
+        assert!(!file.exists());
+    }
+
+    #[tokio::test]
     async fn the_cmdline_url_wins_over_fw_cfg_and_its_sha256_is_checked() {
         use sha2::Digest as _;
         let dir = tempfile::tempdir().unwrap();

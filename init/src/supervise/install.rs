@@ -17,20 +17,15 @@ use crate::log::Level;
 /// How long an install may take (a slow link and a big disk).
 pub const DEADLINE: Duration = Duration::from_secs(3 * 3600);
 
-/// The install request of this boot's kernel command line, if any (a bad one is logged).
-pub fn requested(root: &crate::sys::root::Root) -> Option<Request> {
+/// The install request of this boot's kernel command line: none, one, or why the words
+/// given cannot be followed (see [`crate::install::options::decide`]).
+pub fn from_cmdline(root: &crate::sys::root::Root) -> Result<Option<Request>, String> {
     let cmdline = if root.is_test() {
         std::env::var(crate::sys::root::TEST_CMDLINE_ENV).unwrap_or_default()
     } else {
         std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
     };
-    match crate::install::options::from_cmdline(&cmdline) {
-        Ok(r) => r,
-        Err(e) => {
-            crate::error!("install: kernel command line: {e}; not installing");
-            None
-        }
-    }
+    crate::install::options::from_cmdline(&cmdline)
 }
 
 /// The child's command line: no secret travels here (a URL's credentials would show in

@@ -38,6 +38,8 @@ pub struct Configured {
     /// The child's merged view of the agent config's API keys (HCL fragments included):
     /// what PID 1 reads to talk to Nomad instead of the base and the fragments.
     pub api_view: Option<PathBuf>,
+    /// The user data's `[install]`, if it has one.
+    pub install: Option<crate::install::options::Request>,
 }
 
 impl Configured {
@@ -135,6 +137,7 @@ pub async fn configure(booted: &Booted, child: &Child) -> Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
         api_view: None,
+        install: None,
     };
     match child.run("apply", &booted.config, None).await {
         RunEnd::Exited(ExitStatus::Exited(0)) => {}
@@ -269,6 +272,7 @@ fn read_back(booted: &Booted) -> Configured {
         config: booted.config.clone(),
         fragment_dirs: Vec::new(),
         api_view: None,
+        install: None,
     };
     let paths = Paths::under(&booted.root);
     if !paths.machine_dir.is_dir() {
@@ -309,7 +313,27 @@ fn read_back(booted: &Booted) -> Configured {
         config,
         fragment_dirs: vec![paths.fragment_dir()],
         api_view: view.is_file().then_some(view),
+        install: read_install(&paths),
     }
+}
+
+/// The install request the child rendered from `[install]` (the command-line words).
+fn read_install(paths: &Paths) -> Option<crate::install::options::Request> {
+    let path = paths
+        .machine_dir
+        .join(crate::machine::paths::INSTALL_REQUEST);
+    let words = match crate::fsutil::read_bounded_to_string(&path, 64 * 1024) {
+        Ok(w) => w,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            crate::error!("machine config: {}: {e}; not installing", path.display());
+            return None;
+        }
+    };
+    crate::install::options::from_cmdline(&words)
+        .map_err(|e| crate::error!("machine config: {}: {e}; not installing", path.display()))
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -378,6 +402,24 @@ mod tests {
         let c = read_back(&b);
         assert_eq!(c.config, b.config);
         assert!(c.fragment_dirs.is_empty());
+    }
+
+    #[test]
+    fn the_install_request_the_child_wrote_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = booted(dir.path(), None);
+        let paths = Paths::under(&b.root);
+        std::fs::create_dir_all(&paths.machine_dir).unwrap();
+        assert_eq!(read_back(&b).install, None);
+        let file = paths
+            .machine_dir
+            .join(crate::machine::paths::INSTALL_REQUEST);
+        std::fs::write(&file, "nomados.install=/dev/vdb nomados.install.wipe=1").unwrap();
+        let r = read_back(&b).install.unwrap();
+        assert_eq!((r.target.to_str(), r.wipe), (Some("/dev/vdb"), true));
+        // Words that do not parse install nothing.
+        std::fs::write(&file, "nomados.install=vdb").unwrap();
+        assert_eq!(read_back(&b).install, None);
     }
 
     #[test]

@@ -173,8 +173,31 @@ pub async fn run(booted: Booted) -> PowerAction {
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
     let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
-    if let Some(req) = install::requested(&booted.root) {
+    // An install request on the command line wins; without one, the user data's
+    // `[install]` (read with the machine configuration) may ask.
+    let cmdline_install = install::from_cmdline(&booted.root);
+    // In test mode the cgroup tree is the host's: leave it alone.
+    let cgroup_root = (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup"));
+    let machine_child = machine::Child {
+        reaper: reaper.clone(),
+        program: "/proc/self/exe".into(),
+        cgroup_root: cgroup_root.clone(),
+        root: booted.root.clone(),
+    };
+    let configured = match cmdline_install {
+        Ok(Some(_)) => None,
+        _ => Some(machine::configure(&booted, &machine_child).await),
+    };
+    let decision = crate::install::options::decide(
+        cmdline_install,
+        configured.as_ref().and_then(|c| c.install.clone()),
+    );
+    for note in &decision.notes {
+        crate::warn!("install: {note}");
+    }
+    if let Some((req, origin)) = decision.install {
         // An install boot runs no Nomad: the installer, then a reboot into its result.
+        crate::info!("install: requested by the {origin}");
         let action = if install::run(&reaper, &req, &cfg.data.label).await {
             PowerAction::Reboot
         } else {
@@ -191,15 +214,10 @@ pub async fn run(booted: Booted) -> PowerAction {
         return action;
     }
     // The machine's own configuration (issue 10) needs the network and comes before Nomad.
-    // In test mode the cgroup tree is the host's: leave it alone.
-    let cgroup_root = (!booted.root.is_test()).then(|| booted.root.path("/sys/fs/cgroup"));
-    let machine_child = machine::Child {
-        reaper: reaper.clone(),
-        program: "/proc/self/exe".into(),
-        cgroup_root: cgroup_root.clone(),
-        root: booted.root.clone(),
+    let configured = match configured {
+        Some(c) => c,
+        None => machine::configure(&booted, &machine_child).await,
     };
-    let configured = machine::configure(&booted, &machine_child).await;
     // What PID 1 talks to Nomad with: the child's merged view (HCL fragments included).
     let (api_nomad, api_dirs) = configured.for_api();
     let machine::Configured {

@@ -101,6 +101,18 @@ pub(super) fn check(
         .as_ref()
         .map(|s| check_secrets(&mut c, s))
         .unwrap_or_default();
+    let install = written
+        .install
+        .as_ref()
+        .and_then(|i| match super::install::check(i) {
+            Ok(r) => Some(r),
+            Err(errors) => {
+                for (span, message) in errors {
+                    c.err(span, message);
+                }
+                None
+            }
+        });
     if c.errors.is_empty() {
         Ok(MachineConfig {
             init,
@@ -109,6 +121,7 @@ pub(super) fn check(
             packs,
             files,
             secrets,
+            install,
         })
     } else {
         c.errors.sort_by(|a, b| a.location.cmp(&b.location));

@@ -6,6 +6,7 @@
 //! [`schema`] prints it as JSON Schema.
 
 mod check;
+pub mod install;
 pub mod model;
 pub mod schema;
 #[cfg(test)]
@@ -32,6 +33,8 @@ pub struct MachineConfig {
     pub packs: Option<PackSetSource>,
     pub files: Vec<PlacedFile>,
     pub secrets: SecretValues,
+    /// `[install]`: write the system to this disk instead of starting Nomad.
+    pub install: Option<crate::install::options::Request>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,6 +169,9 @@ impl MachineConfig {
         }
         if !self.files.is_empty() {
             parts.push(format!("{} file(s)", self.files.len()));
+        }
+        if let Some(i) = &self.install {
+            parts.push(format!("install to {}", i.target.display()));
         }
         let secrets = self.secrets.names();
         if !secrets.is_empty() {

@@ -26,6 +26,9 @@ pub struct UserData {
     pub files: Vec<Spanned<FileSpec>>,
     #[serde(default)]
     pub secrets: Option<Spanned<Secrets>>,
+    /// Install this machine to a disk (the command line's `nomados.install=` wins).
+    #[serde(default)]
+    pub install: Option<Spanned<super::install::InstallSpec>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -115,6 +115,25 @@ pub fn json_schema() -> Value {
                     ]
                 }
             },
+            "install": {
+                "title": "Install to a disk",
+                "description": "Write the system to a local disk instead of starting Nomad, \
+                    then reboot into it (docs/install.md). `nomados.install=` on the kernel \
+                    command line wins over this table.",
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["target"],
+                "properties": {
+                    "target": { "type": "string", "pattern": "^/dev/[^/]+$", "description": "A whole disk, like /dev/sda." },
+                    "image": {
+                        "type": "string",
+                        "pattern": "^(https?://\\S+|iso|iso:/\\S*)$",
+                        "description": "An http(s) URL of the raw or xz-compressed raw image (needs sha256), \"iso\" (default: the booted ISO's IMAGE.XZ) or \"iso:/path\"."
+                    },
+                    "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" },
+                    "wipe": { "type": "boolean", "description": "Overwrite partitions and filesystems found on the disk." }
+                }
+            },
             "secrets": {
                 "title": "Secrets",
                 "description": "Written root-only under /run/nomados/secrets (the token to \

@@ -391,3 +391,94 @@ fn committed_user_data_schema_is_current() {
         path.display()
     );
 }
+
+#[test]
+fn install_table_is_the_same_request_as_the_command_line() {
+    use crate::install::options::{from_cmdline, ImageSource, Request};
+    let sha = "ab".repeat(32);
+    let c = ok(&format!(
+        "[install]\ntarget = \"/dev/sda\"\nimage = \"https://h.example/nomados.raw.xz\"\nsha256 = \"{sha}\"\nwipe = true\n"
+    ));
+    let want = Request {
+        target: "/dev/sda".into(),
+        source: ImageSource::Url {
+            url: "https://h.example/nomados.raw.xz".into(),
+            sha256: sha.clone(),
+        },
+        wipe: true,
+    };
+    assert_eq!(c.install.as_ref(), Some(&want));
+    let cmdline = format!(
+        "nomados.install=/dev/sda nomados.install.image=https://h.example/nomados.raw.xz nomados.install.sha256={sha} nomados.install.wipe=1"
+    );
+    assert_eq!(from_cmdline(&cmdline).unwrap(), Some(want));
+    assert!(
+        c.summary().contains("install to /dev/sda"),
+        "{}",
+        c.summary()
+    );
+
+    // Defaults: the booted ISO's image, no wipe.
+    let c = ok("[install]\ntarget = \"/dev/nvme0n1\"\n");
+    let r = c.install.unwrap();
+    assert_eq!((r.source, r.wipe), (ImageSource::Iso(None), false));
+    let c = ok("[install]\ntarget = \"/dev/vda\"\nimage = \"iso:/dev/sr0\"\n");
+    assert_eq!(
+        c.install.unwrap().source,
+        ImageSource::Iso(Some("/dev/sr0".into()))
+    );
+    assert!(ok("").install.is_none());
+}
+
+#[test]
+fn install_table_errors_point_at_the_field() {
+    assert_eq!(
+        one_err("[install]\ntarget = \"sda\"\n"),
+        "2:10: install.target `sda` is not a whole disk under /dev (like /dev/sda)"
+    );
+    let e = one_err("[install]\ntarget = \"/dev/sda\"\nimage = \"https://h/x.raw\"\n");
+    assert!(
+        e.starts_with("3:9: install.image is a URL but install.sha256 is missing"),
+        "{e}"
+    );
+    let e = one_err(
+        "[install]\ntarget = \"/dev/sda\"\nimage = \"https://h/x.raw\"\nsha256 = \"abc\"\n",
+    );
+    assert!(
+        e.starts_with("4:10: install.sha256: expected 64 hex digits"),
+        "{e}"
+    );
+    let e = one_err("[install]\ntarget = \"/dev/sda\"\nimage = \"ftp://u:pw@h/x\"\n");
+    assert!(e.starts_with("3:9: install.image `ftp://"), "{e}");
+    assert!(!e.contains("pw"), "credentials are not echoed: {e}");
+    let e = one_err("[install]\ntarget = \"/dev/sda\"\nimage = \"https://h/a b\"\n");
+    assert!(e.contains("spaces"), "{e}");
+    // Both problems at once, in file order; a missing target is serde's.
+    let e = errs("[install]\ntarget = \"/dev/a/b\"\nsha256 = \"xyz\"\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("2:10:") && e[1].starts_with("3:10:"),
+        "{e:?}"
+    );
+    let e = one_err("[install]\nwipe = true\n");
+    assert!(e.contains("target"), "{e}");
+    let e = one_err("[install]\ntarget = \"/dev/sda\"\nforce = true\n");
+    assert!(e.contains("force"), "{e}");
+}
+
+#[test]
+fn schema_knows_the_install_table() {
+    let schema = schema::json_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let sha = "ab".repeat(32);
+    assert!(validator.is_valid(&serde_json::json!({"install": {"target": "/dev/sda"}})));
+    assert!(validator.is_valid(&serde_json::json!({"install": {
+        "target": "/dev/sda", "image": "https://h/x.raw.xz", "sha256": sha, "wipe": true}})));
+    assert!(validator.is_valid(
+        &serde_json::json!({"install": {"target": "/dev/sda", "image": "iso:/dev/sr0"}})
+    ));
+    assert!(!validator.is_valid(&serde_json::json!({"install": {"wipe": true}})));
+    assert!(!validator.is_valid(&serde_json::json!({"install": {"target": "sda"}})));
+    assert!(!validator
+        .is_valid(&serde_json::json!({"install": {"target": "/dev/sda", "image": "ftp://x"}})));
+}
