@@ -25,6 +25,15 @@ pub struct AgentConfig {
     /// `raw_exec` is off by default in Nomad; on in `-dev`, or via client options / plugin config.
     pub raw_exec_enabled: bool,
     pub files: Vec<String>,
+    /// `ports.rpc` (4647) and `ports.serf` (4648): where the peer handshake listens.
+    pub rpc_port: u16,
+    pub serf_port: u16,
+    /// `server.bootstrap_expect`: servers seen before a leader is reported.
+    pub bootstrap_expect: Option<u64>,
+    /// `server.server_join.retry_join` (and the older `server.retry_join`).
+    pub server_join: Vec<String>,
+    /// `client.servers` and `client.server_join.retry_join`.
+    pub client_servers: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -43,6 +52,11 @@ impl Default for AgentConfig {
             dev: false,
             raw_exec_enabled: false,
             files: Vec::new(),
+            rpc_port: 4647,
+            serf_port: 4648,
+            bootstrap_expect: None,
+            server_join: Vec::new(),
+            client_servers: Vec::new(),
         }
     }
 }
@@ -145,17 +159,24 @@ impl AgentConfig {
             }
         }
         if let Some(p) = top.get("ports").and_then(Value::as_object) {
-            if let Some(port) = p.get("http") {
-                let n = match port {
-                    Value::Number(n) => n.as_u64(),
-                    Value::String(s) => s.parse().ok(),
-                    _ => None,
-                };
-                self.http_port = n
-                    .and_then(|n| u16::try_from(n).ok())
-                    .with_context(|| format!("ports.http: not a port number: {port}"))?;
+            for (key, field) in [
+                ("http", &mut self.http_port),
+                ("rpc", &mut self.rpc_port),
+                ("serf", &mut self.serf_port),
+            ] {
+                if let Some(port) = p.get(key) {
+                    let n = match port {
+                        Value::Number(n) => n.as_u64(),
+                        Value::String(s) => s.parse().ok(),
+                        _ => None,
+                    };
+                    *field = n
+                        .and_then(|n| u16::try_from(n).ok())
+                        .with_context(|| format!("ports.{key}: not a port number: {port}"))?;
+                }
             }
         }
+        self.merge_joins(top)?;
         for (block, field) in [
             ("acl", &mut self.acl_enabled),
             ("client", &mut self.client_enabled),
@@ -183,6 +204,54 @@ impl AgentConfig {
             .and_then(|c| c.get("enabled"))
         {
             self.raw_exec_enabled = truthy(en);
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// `server.bootstrap_expect`, `server.server_join.retry_join`, `server.retry_join`,
+    /// `client.servers`, `client.server_join.retry_join`: a later file's list replaces.
+    fn merge_joins(&mut self, top: &Map<String, Value>) -> Result<()> {
+        let at = |path: &[&str]| {
+            path.iter()
+                .try_fold(Value::Object(top.clone()), |v, k| v.get(k).cloned())
+        };
+        if let Some(n) = at(&["server", "bootstrap_expect"]) {
+            let be = n
+                .as_u64()
+                .or_else(|| n.as_str().and_then(|s| s.parse().ok()));
+            self.bootstrap_expect =
+                Some(be.with_context(|| format!("server.bootstrap_expect: not a number: {n}"))?);
+        }
+        let list = |path: &[&str]| -> Result<Option<Vec<String>>> {
+            let Some(v) = at(path) else { return Ok(None) };
+            let items = v.as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            });
+            items.flatten().map(Some).with_context(|| {
+                format!("{}: expected a list of strings, found {v}", path.join("."))
+            })
+        };
+        for path in [
+            &["server", "retry_join"][..],
+            &["server", "server_join", "retry_join"],
+        ] {
+            if let Some(l) = list(path)? {
+                self.server_join = l;
+            }
+        }
+        let mut client = Vec::new();
+        for path in [
+            &["client", "servers"][..],
+            &["client", "server_join", "retry_join"],
+        ] {
+            client.extend(list(path)?.unwrap_or_default());
+        }
+        if !client.is_empty() {
+            self.client_servers = client;
         }
         Ok(())
     }
