@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub server_join: Vec<String>,
     /// `client.servers` and `client.server_join.retry_join`.
     pub client_servers: Vec<String>,
+    /// `client.meta`, merged key by key across files.
+    pub client_meta: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {
@@ -57,6 +59,7 @@ impl Default for AgentConfig {
             bootstrap_expect: None,
             server_join: Vec::new(),
             client_servers: Vec::new(),
+            client_meta: Default::default(),
         }
     }
 }
@@ -253,6 +256,14 @@ impl AgentConfig {
         if !client.is_empty() {
             self.client_servers = client;
         }
+        if let Some(Value::Object(meta)) = at(&["client", "meta"]) {
+            for (k, v) in meta {
+                let v = v
+                    .as_str()
+                    .with_context(|| format!("client.meta.{k}: expected a string, found {v}"))?;
+                self.client_meta.insert(k, v.to_string());
+            }
+        }
         Ok(())
     }
 }
@@ -383,6 +394,33 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(loaded.len(), 2);
         assert_eq!((c.datacenter.as_str(), c.region.as_str()), ("b", "r"));
+    }
+
+    #[test]
+    fn joins_bootstrap_expect_and_client_meta() {
+        let mut c = AgentConfig::default();
+        c.merge(&serde_json::json!({
+            "ports": {"rpc": 5647, "serf": "5648"},
+            "server": {"bootstrap_expect": 3, "server_join": {"retry_join": ["10.0.0.11", "10.0.0.12:4648"]}},
+            "client": {"servers": ["a:4647"], "server_join": [{"retry_join": ["b"]}], "meta": {"rack": "r1"}}
+        }))
+        .unwrap();
+        c.merge(&serde_json::json!({"client": {"meta": {"zone": "z"}}}))
+            .unwrap();
+        assert_eq!(
+            (c.rpc_port, c.serf_port, c.bootstrap_expect),
+            (5647, 5648, Some(3))
+        );
+        assert_eq!(c.server_join, ["10.0.0.11", "10.0.0.12:4648"]);
+        assert_eq!(c.client_servers, ["a:4647", "b"]);
+        assert_eq!(c.client_meta.len(), 2);
+        let e = c
+            .merge(&serde_json::json!({"server": {"server_join": {"retry_join": "x"}}}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("server.server_join.retry_join"),
+            "{e}"
+        );
     }
 
     #[test]
