@@ -8,8 +8,9 @@
 //! datacenter, roles, node ID and ports. Nothing else travels: there is no shared state, no
 //! Raft, no scheduling across agents. What was learned is reported where Nomad reports it:
 //! `/v1/agent/members` (servers seen, `alive` or `failed`), `/v1/status/peers` and
-//! `/v1/status/leader` (once `bootstrap_expect` servers are alive, the one with the lowest
-//! RPC address, so every server names the same leader), and client peers in `/v1/nodes`.
+//! `/v1/status/leader` (once `bootstrap_expect` servers were alive together: the alive one
+//! with the lowest RPC address while a majority is alive, so every server names the same
+//! leader), and client peers in `/v1/nodes`.
 
 use crate::config::AgentConfig;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,8 @@ pub struct Peers {
     me: Mutex<Hello>,
     peers: Mutex<BTreeMap<String, Peer>>,
     bootstrap_expect: u64,
+    /// Set once `bootstrap_expect` servers were alive together (Raft's configuration).
+    bootstrapped: Mutex<bool>,
     version: String,
     log: bool,
 }
@@ -108,6 +111,7 @@ impl Peers {
                 serf_port: c.serf_port,
             }),
             peers: Mutex::new(BTreeMap::new()),
+            bootstrapped: Mutex::new(false),
             bootstrap_expect: c.bootstrap_expect.unwrap_or(1).max(1),
             version,
             log,
@@ -201,27 +205,39 @@ impl Peers {
                "Members": members})
     }
 
-    /// `GET /v1/status/peers`: the RPC addresses of the alive servers, once there are
-    /// `bootstrap_expect` of them (before that there is no Raft configuration).
-    pub fn raft_peers(&self, now: Instant) -> Vec<String> {
-        let alive: Vec<String> = self
+    /// The Raft configuration as (RPC address, alive): empty until `bootstrap_expect`
+    /// servers were alive at once; from then on every server seen, failed ones included.
+    fn raft(&self, now: Instant) -> Vec<(SocketAddr, bool)> {
+        let servers: Vec<(SocketAddr, bool)> = self
             .servers(now)
             .into_iter()
-            .filter(|s| s.2)
-            .map(|(addr, h, _)| SocketAddr::new(addr, h.rpc_port).to_string())
+            .map(|(addr, h, alive)| (SocketAddr::new(addr, h.rpc_port), alive))
             .collect();
-        if (alive.len() as u64) < self.bootstrap_expect {
+        let mut bootstrapped = lock(&self.bootstrapped);
+        let alive = servers.iter().filter(|s| s.1).count() as u64;
+        *bootstrapped |= alive >= self.bootstrap_expect;
+        if !*bootstrapped {
             return Vec::new();
         }
-        alive
+        servers
     }
 
-    /// `GET /v1/status/leader`: the lowest alive RPC address, or `""` without a quorum.
+    /// `GET /v1/status/peers`: the RPC addresses of the Raft configuration (`[]` before
+    /// the bootstrap).
+    pub fn raft_peers(&self, now: Instant) -> Vec<String> {
+        self.raft(now).iter().map(|s| s.0.to_string()).collect()
+    }
+
+    /// `GET /v1/status/leader`: the lowest alive RPC address while a majority of the Raft
+    /// configuration is alive, else `""` (no bootstrap yet, or quorum lost).
     pub fn leader(&self, now: Instant) -> String {
-        let peers = self.raft_peers(now);
-        let mut addrs: Vec<SocketAddr> = peers.iter().filter_map(|p| p.parse().ok()).collect();
-        addrs.sort();
-        addrs.first().map(ToString::to_string).unwrap_or_default()
+        let raft = self.raft(now);
+        let mut alive: Vec<SocketAddr> = raft.iter().filter(|s| s.1).map(|s| s.0).collect();
+        if alive.len() * 2 <= raft.len() {
+            return String::new();
+        }
+        alive.sort();
+        alive.first().map(ToString::to_string).unwrap_or_default()
     }
 
     /// `GET /v1/nodes` on this agent: `own` (its node stub) and a stub per client peer,
@@ -447,12 +463,17 @@ mod tests {
                 .iter()
                 .all(|m| m["Status"] == "alive"));
         }
-        // node-3 falls silent: failed, and no leader with 2 alive of 3 expected.
+        // node-3 falls silent: failed, still a Raft peer, and 2 of 3 keep a leader.
         let later = t0 + FAILED_AFTER + Duration::from_secs(1);
         views[0].record(hellos[1].clone(), IpAddr::from([9, 9, 9, 9]), later);
         let m = views[0].members(later);
         assert_eq!(m["Members"][2]["Status"], "failed");
-        assert_eq!(views[0].leader(later), "", "2 alive of 3 expected");
+        assert_eq!(views[0].raft_peers(later).len(), 3);
+        assert_eq!(views[0].leader(later), "10.0.0.11:4647");
+        // node-2 too: 1 of 3 is no quorum.
+        let much_later = later + FAILED_AFTER;
+        assert_eq!(views[0].leader(much_later), "", "1 alive of 3");
+        assert_eq!(views[0].raft_peers(much_later).len(), 3);
     }
 
     #[test]
