@@ -108,7 +108,8 @@ for i in "${NODES[@]}"; do
     nsx ip link set "tap$i" up
     hosts+=("--dhcp-host=$(mac "$i"),$(addr "$i"),node-$i")
 done
-nsx dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
+# `ip netns exec` execs its command: $! is dnsmasq's (and below QEMU's) own PID.
+ip netns exec "$NS" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
     --dhcp-range="$SUBNET.100,$SUBNET.150,255.255.255.0,600" --dhcp-authoritative \
     "${hosts[@]}" --dhcp-leasefile="$work/dnsmasq.leases" --log-dhcp \
     --log-facility="$work/dnsmasq.log" &
@@ -147,7 +148,7 @@ umask 022
 boot() {
     local i=$1
     : >"$work/node-$i.log"
-    nsx env CONSOLE_LOG="$work/node-$i.log" QMP_SOCK="$work/node-$i.qmp" NET_TAP="tap$i" \
+    ip netns exec "$NS" env CONSOLE_LOG="$work/node-$i.log" QMP_SOCK="$work/node-$i.qmp" NET_TAP="tap$i" \
         NIC_MAC="$(mac "$i")" MEM="${MEM:-512M}" SMP="${SMP:-1}" DISK_MODE=in-place \
         QEMU_EXTRA_ARGS="-fw_cfg name=opt/nomados/user-data,file=$work/node-$i.toml" \
         "$REPO/qemu/run-bios.sh" "$work/node-$i.qcow2" &
