@@ -112,7 +112,7 @@ done
 ip netns exec "$NS" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces \
     --dhcp-range="$SUBNET.100,$SUBNET.150,255.255.255.0,600" --dhcp-authoritative \
     "${hosts[@]}" --dhcp-leasefile="$work/dnsmasq.leases" --log-dhcp \
-    --log-facility="$work/dnsmasq.log" &
+    --log-facility="$work/dnsmasq.log" 2>"$work/dnsmasq.stderr" &
 DNSMASQ_PID=$!
 
 # --- user data ---------------------------------------------------------------------------
