@@ -215,7 +215,7 @@ for i in "${NODES[@]}"; do
     wait_for "$log" "eth0: bound $SUBNET\\.1$i/24 from $SUBNET\\.1" 90
     wait_for "$log" 'nomad API healthy' 90
     for want in "machine config from fw_cfg: applied; provides role both; bootstrap_expect 3; retry_join (3)" \
-        "agent -config=/run/nomados/machine/agent.json -config=/run/nomados/machine/nomad.d (pid"; do
+        "agent -config=/run/nomados/machine/agent.json -config=/run/nomados/machine/nomad.d"; do
         grep -qF -- "$want" "$log" || fail_log "$log" "node-$i: no '$want' on the console"
     done
     grep -q "$secret" "$log" && fail_log "$log" "node-$i: the ACL bootstrap secret reached the console"
