@@ -55,11 +55,13 @@ boot-tests:
 	tests/image/slots-gate.sh; $(call allow_skip)
 
 ## The real image (nomad-init as PID 1, the Nomad test double unless NOMAD_BIN) booted over
-## every path: our DHCP lease, Nomad healthy, packs applied, clean power-off, data kept.
+## every path: our DHCP lease, Nomad healthy, packs applied, clean power-off, data kept;
+## then three machines from that one image forming one cluster (tests/cluster/).
 e2e:
 	tests/e2e/run.sh; $(call allow_skip)
 	tests/image/install-qemu.sh; $(call allow_skip)
 	FIRMWARE=uefi tests/image/install-qemu.sh; $(call allow_skip)
+	tests/cluster/three-nodes.sh; $(call allow_skip)
 
 ## Figures (benchmarks print, they never assert).
 bench:

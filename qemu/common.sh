@@ -13,6 +13,10 @@
 #   KERNEL_CMDLINE_EXTRA  appended to the kernel command line where the script sets one
 #   QEMU_EXTRA_ARGS       appended verbatim (word-split) to the QEMU command line
 #   NETDEV_EXTRA  appended to the -netdev user options (e.g. ",hostname=node-1": DHCP option 12)
+#   NET_TAP       use this existing tap device instead of user networking (no port forward,
+#                 no QEMU DHCP: the tap's network serves the guest; tests/cluster/ runs QEMU
+#                 in a network namespace whose bridge holds the taps)
+#   NIC_MAC       the NIC's MAC address (default: QEMU's 52:54:00:12:34:56)
 
 QEMU=${QEMU:-qemu-system-x86_64}
 
@@ -80,11 +84,24 @@ nomados_console_args() {
 
 # Sets NET_ARGS: user networking with the Nomad API forwarded to 127.0.0.1:$NOMAD_PORT.
 # $1: extra -netdev user options (e.g. ",tftp=DIR,bootfile=pxelinux.0").
+# With NET_TAP: the tap device instead (user options in $1 are refused: nothing serves them).
 nomados_net_args() {
-    local port=${NOMAD_PORT:-4646}
+    local port=${NOMAD_PORT:-4646} nic=${NIC_MODEL:-virtio-net-pci},netdev=n0
+    if [ -n "${NIC_MAC:-}" ]; then
+        [[ "$NIC_MAC" =~ ^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$ ]] ||
+            nomados_die "NIC_MAC must be a MAC address like 52:54:00:12:34:56, got '$NIC_MAC'"
+        nic+=",mac=$NIC_MAC"
+    fi
+    if [ -n "${NET_TAP:-}" ]; then
+        [[ "$NET_TAP" =~ ^[a-zA-Z0-9_.-]{1,15}$ ]] || nomados_die "NET_TAP must be an interface name, got '$NET_TAP'"
+        [ -z "${1:-}${NETDEV_EXTRA:-}" ] ||
+            nomados_die "NET_TAP=$NET_TAP: user networking options '${1:-}${NETDEV_EXTRA:-}' do not apply to a tap"
+        NET_ARGS=(-netdev "tap,id=n0,ifname=$NET_TAP,script=no,downscript=no" -device "$nic")
+        return
+    fi
     [[ "$port" =~ ^[0-9]+$ ]] || nomados_die "NOMAD_PORT must be a port number, got '$port'"
     NET_ARGS=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:4646${1:-}${NETDEV_EXTRA:-}"
-        -device "${NIC_MODEL:-virtio-net-pci},netdev=n0")
+        -device "$nic")
 }
 
 # Sets BASE_ARGS: machine, accel, memory, CPUs, RNG, console, network. Call after the above.

@@ -40,6 +40,9 @@ pub fn self_document(app: &App, store: &Store) -> Value {
     cfg["Server"]["Enabled"] = json!(c.server_enabled);
     cfg["Client"]["Options"]["driver.raw_exec.enable"] =
         json!(if c.raw_exec_enabled { "true" } else { "false" });
+    for (k, val) in &c.client_meta {
+        cfg["Client"]["Meta"][k] = json!(val);
+    }
     cfg["Addresses"]["HTTP"] = json!(c.http_addr.clone().unwrap_or_else(|| c.bind_addr.clone()));
     cfg["Ports"]["HTTP"] = json!(c.http_port);
     cfg["AdvertiseAddrs"]["HTTP"] = json!(format!("{host}:{}", c.http_port));

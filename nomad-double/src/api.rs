@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Counters for tests: how many requests changed state.
@@ -34,6 +34,7 @@ pub struct App {
     pub version: Version,
     pub management_token: Option<String>,
     pub log_requests: bool,
+    pub peers: Arc<crate::peers::Peers>,
     pub initial: Box<dyn Fn() -> Store + Send + Sync>,
 }
 
@@ -410,8 +411,19 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
         Ok(match segs.as_slice() {
             ["v1", "agent", "health"] => only!(get, Reply::json(&agent::health(&app.config))),
             ["v1", "agent", "self"] => only!(get, Reply::json(&agent::self_document(app, store))),
-            ["v1", "status", "leader"] => only!(get, Reply::json(&json!("127.0.0.1:4647"))),
-            ["v1", "status", "peers"] => only!(get, Reply::json(&json!(["127.0.0.1:4647"]))),
+            ["v1", "status", "leader"] => {
+                only!(get, Reply::json(&json!(app.peers.leader(Instant::now()))))
+            }
+            ["v1", "status", "peers"] => only!(
+                get,
+                Reply::json(&json!(app.peers.raft_peers(Instant::now())))
+            ),
+            ["v1", "agent", "members"] if !app.config.server_enabled => {
+                Reply::text(StatusCode::NOT_IMPLEMENTED, "Invalid method")
+            }
+            ["v1", "agent", "members"] => {
+                only!(get, Reply::json(&app.peers.members(Instant::now())))
+            }
             ["v1", "regions"] => only!(get, Reply::json(&json!([app.config.region]))),
             ["v1", "namespaces"] => only!(get, {
                 let list: Vec<Value> = store
@@ -424,13 +436,8 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                 Reply::json(&Value::Array(list)).query(idx)
             }),
             ["v1", "nodes"] => only!(get, {
-                let n = store.node();
                 let prefix = req.q.get("prefix").map_or("", String::as_str);
-                let list = if n["ID"].as_str().unwrap_or("").starts_with(prefix) {
-                    vec![n]
-                } else {
-                    vec![]
-                };
+                let list = app.peers.node_list(store.node(), prefix, Instant::now());
                 Reply::json(&Value::Array(list)).query(idx)
             }),
             ["v1", "node", id] => only!(get, {

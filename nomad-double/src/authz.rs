@@ -33,6 +33,7 @@ pub fn need(method: &str, segs: &[&str], ns: &str) -> Need {
         | ["v1", "regions"]
         | ["v1", "acl", "bootstrap"]
         | ["v1", "acl", "token", "self"] => Need::Open,
+        ["v1", "agent", "members"] => Need::Node(!read),
         ["v1", "agent", ..] => Need::Agent(!read),
         ["v1", "nodes"] | ["v1", "node", ..] => Need::Node(!read),
         ["v1", "namespaces"] => Need::AnyToken,

@@ -28,6 +28,17 @@ pub struct AgentConfig {
     /// `verify_https_client`); checked into [`crate::TlsFiles`] by [`AgentConfig::https`].
     pub tls: TlsBlock,
     pub files: Vec<String>,
+    /// `ports.rpc` (4647) and `ports.serf` (4648): where the peer handshake listens.
+    pub rpc_port: u16,
+    pub serf_port: u16,
+    /// `server.bootstrap_expect`: servers seen before a leader is reported.
+    pub bootstrap_expect: Option<u64>,
+    /// `server.server_join.retry_join` (and the older `server.retry_join`).
+    pub server_join: Vec<String>,
+    /// `client.servers` and `client.server_join.retry_join`.
+    pub client_servers: Vec<String>,
+    /// `client.meta`, merged key by key across files.
+    pub client_meta: std::collections::BTreeMap<String, String>,
 }
 
 /// What the `tls` block says about the HTTP API. Nomad's RPC keys (`rpc`,
@@ -58,6 +69,12 @@ impl Default for AgentConfig {
             raw_exec_enabled: false,
             tls: TlsBlock::default(),
             files: Vec::new(),
+            rpc_port: 4647,
+            serf_port: 4648,
+            bootstrap_expect: None,
+            server_join: Vec::new(),
+            client_servers: Vec::new(),
+            client_meta: Default::default(),
         }
     }
 }
@@ -183,17 +200,24 @@ impl AgentConfig {
             }
         }
         if let Some(p) = top.get("ports").and_then(Value::as_object) {
-            if let Some(port) = p.get("http") {
-                let n = match port {
-                    Value::Number(n) => n.as_u64(),
-                    Value::String(s) => s.parse().ok(),
-                    _ => None,
-                };
-                self.http_port = n
-                    .and_then(|n| u16::try_from(n).ok())
-                    .with_context(|| format!("ports.http: not a port number: {port}"))?;
+            for (key, field) in [
+                ("http", &mut self.http_port),
+                ("rpc", &mut self.rpc_port),
+                ("serf", &mut self.serf_port),
+            ] {
+                if let Some(port) = p.get(key) {
+                    let n = match port {
+                        Value::Number(n) => n.as_u64(),
+                        Value::String(s) => s.parse().ok(),
+                        _ => None,
+                    };
+                    *field = n
+                        .and_then(|n| u16::try_from(n).ok())
+                        .with_context(|| format!("ports.{key}: not a port number: {port}"))?;
+                }
             }
         }
+        self.merge_joins(top)?;
         for (block, field) in [
             ("acl", &mut self.acl_enabled),
             ("client", &mut self.client_enabled),
@@ -247,6 +271,60 @@ impl AgentConfig {
         ] {
             if let Some(s) = str_key(t, key).with_context(|| format!("tls.{key}"))? {
                 *field = Some(s).filter(|s| !s.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    /// `server.bootstrap_expect`, `server.server_join.retry_join`, `server.retry_join`,
+    /// `client.servers`, `client.server_join.retry_join`: a later file's list replaces.
+    fn merge_joins(&mut self, top: &Map<String, Value>) -> Result<()> {
+        let at = |path: &[&str]| {
+            path.iter()
+                .try_fold(Value::Object(top.clone()), |v, k| v.get(k).cloned())
+        };
+        if let Some(n) = at(&["server", "bootstrap_expect"]) {
+            let be = n
+                .as_u64()
+                .or_else(|| n.as_str().and_then(|s| s.parse().ok()));
+            self.bootstrap_expect =
+                Some(be.with_context(|| format!("server.bootstrap_expect: not a number: {n}"))?);
+        }
+        let list = |path: &[&str]| -> Result<Option<Vec<String>>> {
+            let Some(v) = at(path) else { return Ok(None) };
+            let items = v.as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            });
+            items.flatten().map(Some).with_context(|| {
+                format!("{}: expected a list of strings, found {v}", path.join("."))
+            })
+        };
+        for path in [
+            &["server", "retry_join"][..],
+            &["server", "server_join", "retry_join"],
+        ] {
+            if let Some(l) = list(path)? {
+                self.server_join = l;
+            }
+        }
+        let mut client = Vec::new();
+        for path in [
+            &["client", "servers"][..],
+            &["client", "server_join", "retry_join"],
+        ] {
+            client.extend(list(path)?.unwrap_or_default());
+        }
+        if !client.is_empty() {
+            self.client_servers = client;
+        }
+        if let Some(Value::Object(meta)) = at(&["client", "meta"]) {
+            for (k, v) in meta {
+                let v = v
+                    .as_str()
+                    .with_context(|| format!("client.meta.{k}: expected a string, found {v}"))?;
+                self.client_meta.insert(k, v.to_string());
             }
         }
         Ok(())
@@ -413,6 +491,33 @@ mod tests {
         c.merge(&serde_json::json!({"tls": {"http": false}}))
             .unwrap();
         assert_eq!(c.https().unwrap(), None);
+    }
+
+    #[test]
+    fn joins_bootstrap_expect_and_client_meta() {
+        let mut c = AgentConfig::default();
+        c.merge(&serde_json::json!({
+            "ports": {"rpc": 5647, "serf": "5648"},
+            "server": {"bootstrap_expect": 3, "server_join": {"retry_join": ["10.0.0.11", "10.0.0.12:4648"]}},
+            "client": {"servers": ["a:4647"], "server_join": [{"retry_join": ["b"]}], "meta": {"rack": "r1"}}
+        }))
+        .unwrap();
+        c.merge(&serde_json::json!({"client": {"meta": {"zone": "z"}}}))
+            .unwrap();
+        assert_eq!(
+            (c.rpc_port, c.serf_port, c.bootstrap_expect),
+            (5647, 5648, Some(3))
+        );
+        assert_eq!(c.server_join, ["10.0.0.11", "10.0.0.12:4648"]);
+        assert_eq!(c.client_servers, ["a:4647", "b"]);
+        assert_eq!(c.client_meta.len(), 2);
+        let e = c
+            .merge(&serde_json::json!({"server": {"server_join": {"retry_join": "x"}}}))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("server.server_join.retry_join"),
+            "{e}"
+        );
     }
 
     #[test]

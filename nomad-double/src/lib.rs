@@ -12,6 +12,7 @@ pub mod diff;
 pub mod filter;
 pub mod go_decode;
 pub mod hcl_job;
+pub mod peers;
 pub mod persist;
 pub mod state;
 pub mod tls;
@@ -117,6 +118,12 @@ pub fn app(options: &Options) -> (axum::Router, Arc<api::App>) {
         move || state::Store::new(settings.clone(), api::now())
     };
     let store = initial();
+    let peers = peers::Peers::new(
+        &options.config,
+        &store.node_id,
+        options.version.to_string(),
+        options.log_requests,
+    );
     let (index_tx, _) = tokio::sync::watch::channel(store.index);
     let app = Arc::new(api::App {
         store: Mutex::new(store),
@@ -126,6 +133,7 @@ pub fn app(options: &Options) -> (axum::Router, Arc<api::App>) {
         version: options.version,
         management_token: options.management_token.clone(),
         log_requests: options.log_requests,
+        peers: Arc::new(peers),
         initial: Box::new(initial),
     });
     let router = axum::Router::new()
@@ -163,6 +171,7 @@ pub async fn serve_with_shutdown(
             }
         })
     };
+    let network = tokio::spawn(peers::run(app.peers.clone(), options.config.clone()));
     let service = hyper_util::service::TowerToHyperService::new(router);
     tokio::pin!(shutdown);
     // Connections die with the server: a stopped double must look stopped to pooled clients.
@@ -198,6 +207,7 @@ pub async fn serve_with_shutdown(
         }
     };
     ticker.abort();
+    network.abort();
     connections.abort_all();
     result
 }

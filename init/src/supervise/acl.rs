@@ -241,6 +241,13 @@ impl Flow {
                 Outcome::Settled
             }
             Ok(Bootstrap::AlreadyDone(words)) => {
+                // Every server of a cluster may be given the same secret: the first one
+                // bootstraps, the others find it is the management token already.
+                if let Some(secret) = sent.as_ref().filter(|_| choice == SecretChoice::Operator) {
+                    if self.is_management(secret).await {
+                        return self.adopt(secret);
+                    }
+                }
                 crate::error!(
                     "nomad's ACLs were bootstrapped before ({words}) and this node has no \
                      token at {}: give this node a token through its machine configuration",
@@ -251,6 +258,40 @@ impl Flow {
             Err(e) if retryable(&e) => Outcome::Retry(e.to_string()),
             Err(e) => {
                 crate::error!("ACL bootstrap failed: {e}");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// The secret is a management token of this cluster (`GET /v1/acl/token/self`).
+    async fn is_management(&self, secret: &Secret) -> bool {
+        let settings = self.anonymous().with_token(Some(secret.expose().into()));
+        match api::Client::new(&settings) {
+            Ok(c) => c
+                .get("/v1/acl/token/self")
+                .await
+                .is_ok_and(|t| t["Type"] == "management"),
+            Err(_) => false,
+        }
+    }
+
+    /// Keeps the machine configuration's secret as this node's token (another server
+    /// bootstrapped with it); it is not shown: the operator wrote it.
+    fn adopt(&self, secret: &Secret) -> Outcome {
+        match write_token(&self.token_file, secret) {
+            Ok(()) => {
+                crate::info!(
+                    "nomad's ACLs were bootstrapped by another server with the machine \
+                     configuration's secret: kept it as this node's token in {}",
+                    self.token_file.display()
+                );
+                Outcome::Settled
+            }
+            Err(e) => {
+                crate::error!(
+                    "cannot keep the token in {}: {e}",
+                    self.token_file.display()
+                );
                 Outcome::Failed
             }
         }

@@ -181,6 +181,26 @@ async fn bootstrapped_elsewhere_without_a_token_here_is_a_clear_failure() {
 }
 
 #[tokio::test]
+async fn a_server_given_the_secret_another_server_bootstrapped_with_keeps_it() {
+    let s = double_flow("1.7.7", true, true).await;
+    let c = api::Client::new(&s.flow.anonymous()).unwrap();
+    let first = c.acl_bootstrap(Some(&Secret::new(CHOSEN))).await;
+    assert!(matches!(first.unwrap(), Bootstrap::Done(_)));
+    std::fs::create_dir_all(s.flow.secret_file.parent().unwrap()).unwrap();
+    // Another secret: not this cluster's token, a clear failure as before.
+    let other = "00000000-0000-4000-8000-000000000001";
+    std::fs::write(&s.flow.secret_file, other).unwrap();
+    assert!(matches!(s.flow.attempt().await, Outcome::Failed));
+    assert!(!s.flow.token_file.exists());
+    // The same secret: kept as this node's token, not shown on the console.
+    std::fs::write(&s.flow.secret_file, CHOSEN).unwrap();
+    assert!(matches!(s.flow.attempt().await, Outcome::Settled));
+    assert_eq!(read(&s.flow.token_file).trim(), CHOSEN);
+    assert!(can_manage(&s.flow).await);
+    assert_eq!(read(&s.console), "");
+}
+
+#[tokio::test]
 async fn client_only_nodes_and_acls_off_never_bootstrap() {
     for (acl, server) in [(true, false), (false, true)] {
         let s = double_flow("1.7.7", acl, server).await;
