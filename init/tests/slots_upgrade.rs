@@ -178,6 +178,11 @@ fn an_upgrade_over_http_writes_slot_b_verifies_it_and_arms_one_trial() {
     );
     // The default stays A until the trial passes its health gate.
     assert_eq!(esp.read_record().unwrap().default, Slot::A);
+    // What the slot was written from, for [upgrade]'s "runs it already".
+    assert_eq!(
+        std::fs::read_to_string(esp.path("nomados/b/payload")).unwrap(),
+        format!("sha256={}\nversion=2.0.0\n", sha(&p))
+    );
     let sys = std::fs::read_to_string(esp.path("syslinux.cfg")).unwrap();
     assert!(sys.starts_with("DEFAULT slot-a\n"));
 

@@ -22,6 +22,8 @@ pub const INIT_OVERRIDE: &str = "nomados.toml";
 pub const PACK_SET: &str = "packs.toml";
 /// The baked agent config with the role's `enabled` switches set, in the machine directory.
 pub const AGENT_BASE: &str = "agent.json";
+/// The `[upgrade]` request (JSON), in the machine directory; PID 1 reads it.
+pub const UPGRADE_REQUEST: &str = "upgrade.json";
 /// The fragment directory, in the machine directory.
 pub const FRAGMENT_DIR: &str = "nomad.d";
 

@@ -30,6 +30,23 @@ pub fn path(cache_dir: &Path, nomad_addr: &str, owner: &str) -> PathBuf {
         .join(format!("{}.json", hex::encode(&h.finalize()[..16])))
 }
 
+/// The owner of the last apply with this cache, for PID 1's trial gate (which never
+/// parses the pack set itself): `<cache_dir>/owner`.
+pub fn owner_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("owner")
+}
+
+/// Owner names are short (checked by the applier); more than this is not an owner.
+pub const MAX_OWNER_BYTES: u64 = 256;
+
+/// The owner recorded by the last apply with `cache_dir`, if any.
+pub fn read_owner(cache_dir: &Path) -> Option<String> {
+    crate::fsutil::read_bounded_to_string(&owner_path(cache_dir), MAX_OWNER_BYTES)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 fn name(key: &JobKey) -> String {
     format!("{}/{}", key.namespace, key.id)
 }
