@@ -24,6 +24,8 @@ pub struct AgentConfig {
     pub dev: bool,
     /// `raw_exec` is off by default in Nomad; on in `-dev`, or via client options / plugin config.
     pub raw_exec_enabled: bool,
+    /// `client.meta`: the node's `Meta` (files merge key by key, the later wins).
+    pub client_meta: std::collections::BTreeMap<String, String>,
     pub files: Vec<String>,
 }
 
@@ -42,6 +44,7 @@ impl Default for AgentConfig {
             server_enabled: false,
             dev: false,
             raw_exec_enabled: false,
+            client_meta: Default::default(),
             files: Vec::new(),
         }
     }
@@ -176,6 +179,19 @@ impl AgentConfig {
                 self.raw_exec_enabled = truthy(v);
             }
         }
+        if let Some(meta) = top
+            .get("client")
+            .and_then(|c| c.get("meta"))
+            .and_then(Value::as_object)
+        {
+            for (k, v) in meta {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => bail!("client.meta.{k}: expected a string, found {other}"),
+                };
+                self.client_meta.insert(k.clone(), v);
+            }
+        }
         if let Some(en) = top
             .get("plugin")
             .and_then(|p| p.get("raw_exec"))
@@ -282,6 +298,21 @@ mod tests {
         assert!(c.acl_enabled && c.client_enabled && c.raw_exec_enabled);
         assert!(!c.server_enabled);
         assert_eq!(c.region, "global");
+    }
+
+    #[test]
+    fn client_meta_merges_across_files() {
+        let mut c = AgentConfig::default();
+        c.merge(&serde_json::json!({"client": {"meta": {"a": "1", "b": "2"}}}))
+            .unwrap();
+        c.merge(&serde_json::json!({"client": [{"meta": [{"b": "3"}]}]}))
+            .unwrap();
+        assert_eq!(c.client_meta.get("a").map(String::as_str), Some("1"));
+        assert_eq!(c.client_meta.get("b").map(String::as_str), Some("3"));
+        let err = c
+            .merge(&serde_json::json!({"client": {"meta": {"n": 1}}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("client.meta.n"), "{err}");
     }
 
     #[test]

@@ -96,6 +96,15 @@ fn settle_at_boot(root: &Root, out: &mut AtBoot) -> Option<TrialBoot> {
             return None;
         }
     };
+    let version = crate::fsutil::read_bounded_to_string(&root.path("/etc/os-release"), 4096)
+        .ok()
+        .and_then(|t| os_release_version(&t));
+    crate::info!(
+        "NomadOS {} in slot {booted}",
+        version
+            .as_deref()
+            .unwrap_or("(no VERSION_ID in /etc/os-release)")
+    );
     let why = super::meta::rollback_reason(&record, booted);
     out.meta_fragment = Some(super::meta::fragment(booted, why.as_deref()));
     if classify(&record, booted) == Boot::Normal {
@@ -113,6 +122,14 @@ fn settle_at_boot(root: &Root, out: &mut AtBoot) -> Option<TrialBoot> {
         gate::deadline_secs(&cmdline),
         &rolled_back_file,
     )
+}
+
+/// `VERSION_ID=` of an os-release file (quotes dropped).
+fn os_release_version(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// Writes the slot's agent config fragment (tmpfs, every boot) and returns its directory,
@@ -473,6 +490,18 @@ mod tests {
     }
 
     /// Runs the gate of a fresh trial of slot B with Nomad healthy and the set applied.
+    #[test]
+    fn the_version_comes_from_os_release() {
+        let text =
+            "NAME=NomadOS\nID=nomados\nVERSION_ID=0.1.0-v2\nPRETTY_NAME=\"NomadOS 0.1.0-v2\"\n";
+        assert_eq!(os_release_version(text).as_deref(), Some("0.1.0-v2"));
+        assert_eq!(
+            os_release_version("VERSION_ID=\"3\"\n").as_deref(),
+            Some("3")
+        );
+        assert_eq!(os_release_version("NAME=x\n"), None);
+    }
+
     #[test]
     fn a_rolled_back_trial_payload_is_remembered() {
         let (_d, esp) = fake_esp();
