@@ -114,6 +114,18 @@ mod tests {
     }
 
     #[test]
+    fn the_owner_is_read_back_for_the_trial_gate() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_owner(d.path()), None);
+        std::fs::write(owner_path(d.path()), "edge\n").unwrap();
+        assert_eq!(read_owner(d.path()).as_deref(), Some("edge"));
+        std::fs::write(owner_path(d.path()), "  \n").unwrap();
+        assert_eq!(read_owner(d.path()), None);
+        std::fs::write(owner_path(d.path()), "x".repeat(1000)).unwrap();
+        assert_eq!(read_owner(d.path()), None, "too long for an owner");
+    }
+
+    #[test]
     fn owners_and_agents_get_their_own_record() {
         let base = Path::new("/c");
         let a = path(base, "http://127.0.0.1:4646", "set");
