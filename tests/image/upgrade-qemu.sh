@@ -11,7 +11,7 @@
 #             is healthy and reboots; the trial boots v2, its gate passes (Nomad healthy, node
 #             ready, pack set applied, its allocations running) and commits; a new power-on
 #             stays on v2 and says it runs the requested payload already; the data partition
-#             is the same (boot 3 of it; the ACL token of boot 1 still works).
+#             is the same (the ACL token of boot 1 still works).
 #   rollback  boot v1 with `[upgrade]` naming v3: it upgrades, the trial of v3 fails its gate
 #             (the pack set failed to apply) and the machine comes back on v1 by itself; the
 #             console says why and that v3 is not tried again, and Nomad's node meta
@@ -134,7 +134,9 @@ one_firmware() {
     wait_for "$log" "NomadOS $v2 in slot b" 120
     expect "$log" 'running slot b \(the default\)'
     wait_for "$log" "upgrade: slot b runs NomadOS $v2 \\(${sha2:0:12}\\) already" 240
-    expect "$log" 'boot 3 of this data partition'
+    # The VM was killed (a power cut), so the trial boot's count may not have reached the
+    # disk; boot 1's ACL token still working is what proves Nomad's state was kept.
+    expect "$log" 'boot [23] of this data partition'
     api /v1/jobs >/dev/null || fail_log "$log" "the ACL token of boot 1 no longer works: Nomad's state was lost"
     halt
     say "PASS $fw upgrade: committed $v2 stays, data partition and Nomad's state kept"
