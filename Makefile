@@ -14,7 +14,7 @@ allow_skip = rc=$$?; [ $$rc -eq 0 ] || { [ $$rc -eq 77 ] && [ "$${CI:-}" != true
 help:
 	@echo "make run        build the default image and boot it in QEMU (console attached)"
 	@echo "make test       lint, unit + integration tests, QEMU boot tests, end-to-end appliance boots"
-	@echo "make e2e        only the end-to-end boots (BIOS, UEFI, PXE, PXE-UEFI, reboot)"
+	@echo "make e2e        only the end-to-end boots (BIOS, UEFI, PXE, PXE-UEFI, reboot, install, upgrade)"
 	@echo "make image      build every image format into $(OUT)/"
 	@echo "make kernel     build (or reuse the cached) kernel; prints its path"
 	@echo "make bench      print the benchmark figures"
@@ -62,6 +62,7 @@ e2e:
 	tests/image/install-qemu.sh; $(call allow_skip)
 	FIRMWARE=uefi tests/image/install-qemu.sh; $(call allow_skip)
 	tests/cluster/three-nodes.sh; $(call allow_skip)
+	tests/image/upgrade-qemu.sh; $(call allow_skip)
 
 ## Figures (benchmarks print, they never assert).
 bench:

@@ -41,6 +41,11 @@ fn cold_then_noop(nomad: &Nomad) {
 
     let job = nomad.get("/v1/job/web-b").unwrap();
     assert_eq!(job["Meta"]["nomados.owner"], "test-set");
+    // PID 1's trial gate learns whose allocations to look at from the cache.
+    assert_eq!(
+        std::fs::read_to_string(ws.path(".cache/owner")).unwrap(),
+        "test-set\n"
+    );
     assert_eq!(job["Meta"]["nomados.pack"], "web");
     assert_eq!(job["Meta"]["nomados.job"], "web-b");
     assert_eq!(job["Meta"]["nomados.hash"].as_str().unwrap().len(), 64);

@@ -178,6 +178,11 @@ fn an_upgrade_over_http_writes_slot_b_verifies_it_and_arms_one_trial() {
     );
     // The default stays A until the trial passes its health gate.
     assert_eq!(esp.read_record().unwrap().default, Slot::A);
+    // What the slot was written from, for [upgrade]'s "runs it already".
+    assert_eq!(
+        std::fs::read_to_string(esp.path("nomados/b/payload")).unwrap(),
+        format!("sha256={}\nversion=2.0.0\n", sha(&p))
+    );
     let sys = std::fs::read_to_string(esp.path("syslinux.cfg")).unwrap();
     assert!(sys.starts_with("DEFAULT slot-a\n"));
 
@@ -240,4 +245,39 @@ fn a_wrong_hash_a_short_download_or_a_disk_image_arm_nothing() {
 
     let out = upgrade(&esp, &dev, file.to_str().unwrap(), &["--sha256", "xyz"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+}
+
+/// PID 1 hands the source over in the environment (a URL's credentials must not show in
+/// argv): the same upgrade, with no source argument.
+#[test]
+fn the_source_can_come_from_the_environment() {
+    let d = tempfile::tempdir().unwrap();
+    let (esp, dev) = machine(d.path());
+    let p = payload("2.1", b"kernel", &[7u8; 4096]);
+    let (addr, _stop) = serve(p.clone(), false);
+    let run = |env: Option<String>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["upgrade", "--no-reboot", "--booted=a", "--sha256", &sha(&p)])
+            .arg(format!("--esp={}", esp.path("").display()))
+            .arg(format!("--device={}", dev.display()))
+            .env_remove("NOMADOS_UPGRADE_SOURCE");
+        if let Some(v) = env {
+            cmd.env("NOMADOS_UPGRADE_SOURCE", v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no source given"), "{err}");
+    let out = run(Some(format!(
+        "http://u:secret@{addr}/nomados.slot?token=t0k"
+    )));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains("secret") && !stdout.contains("t0k"),
+        "{stdout}"
+    );
+    assert_eq!(armed(&esp), Some(Slot::B));
 }

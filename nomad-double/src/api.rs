@@ -450,6 +450,15 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                     Reply::text(StatusCode::NOT_FOUND, "node not found").query(idx)
                 }
             }),
+            ["v1", "node", id, "allocations"] => only!(get, {
+                let list = store.node_allocs(id);
+                let i = list
+                    .iter()
+                    .filter_map(|a| a["ModifyIndex"].as_u64())
+                    .max()
+                    .unwrap_or(idx);
+                Reply::json(&Value::Array(list)).query(i)
+            }),
             ["v1", "node", id, action @ ("drain" | "eligibility")] => only!(post, {
                 if store.node_id != *id {
                     return Ok(Reply::text(StatusCode::NOT_FOUND, "node not found"));

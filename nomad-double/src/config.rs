@@ -428,6 +428,21 @@ mod tests {
     }
 
     #[test]
+    fn client_meta_merges_across_files() {
+        let mut c = AgentConfig::default();
+        c.merge(&serde_json::json!({"client": {"meta": {"a": "1", "b": "2"}}}))
+            .unwrap();
+        c.merge(&serde_json::json!({"client": [{"meta": [{"b": "3"}]}]}))
+            .unwrap();
+        assert_eq!(c.client_meta.get("a").map(String::as_str), Some("1"));
+        assert_eq!(c.client_meta.get("b").map(String::as_str), Some("3"));
+        let err = c
+            .merge(&serde_json::json!({"client": {"meta": {"n": 1}}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("client.meta.n"), "{err}");
+    }
+
+    #[test]
     fn json_config_accepts_block_lists_and_addresses() {
         let v = parse_config_text(
             r#"{"addresses": [{"http": "127.0.0.3"}], "server": [{"enabled": true}],

@@ -102,6 +102,7 @@ impl Options {
             namespaces: self.namespaces.clone(),
             management_token: self.management_token.clone(),
             command_exists: |p| std::path::Path::new(p).exists(),
+            node_meta: c.client_meta.clone(),
         }
     }
 }

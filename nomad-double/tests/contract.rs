@@ -501,3 +501,50 @@ fn replays_recorded_nomad_1_1_2_acl_exchanges() {
         failures.join("\n")
     );
 }
+
+/// `/v1/node/:id/allocations` was not recorded; Nomad answers it with full `Allocation`
+/// structs, which hold every field of the recorded stub of `/v1/job/:id/allocations` and the
+/// job as `/v1/job/:id` reads it. The double's answer is held to both recorded shapes.
+#[test]
+fn node_allocations_hold_the_recorded_stub_and_job_shapes() {
+    let dir = recordings_dir("v1.1.2");
+    let agent = Agent::start(
+        "bind_addr = \"127.0.0.1\"\nports { http = 0 }\nclient { enabled = true }\nserver { enabled = true }\nplugin \"raw_exec\" {\n  config { enabled = true }\n}\n",
+        &[("NOMAD_DOUBLE_VERSION", "1.1.2"), ("NOMAD_DOUBLE_ALLOC_DELAY_MS", "0")],
+    );
+    let client = reqwest::blocking::Client::new();
+    let register = read_recording(&dir, "jobs-register-ok");
+    let sent = client
+        .post(format!("{}/v1/jobs", agent.base))
+        .json(&register["request"]["body"])
+        .send()
+        .unwrap();
+    assert!(sent.status().is_success(), "{:?}", sent.text());
+    let node: Value = client
+        .get(format!("{}/v1/nodes", agent.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = node[0]["ID"].as_str().unwrap().to_string();
+    let get = |path: &str| -> (u16, Option<String>, Value) {
+        let r = client.get(format!("{}{path}", agent.base)).send().unwrap();
+        let index = header(r.headers(), "X-Nomad-Index").map(str::to_string);
+        (r.status().as_u16(), index, r.json().unwrap())
+    };
+    let (status, index, allocs) = get(&format!("/v1/node/{id}/allocations"));
+    assert_eq!(status, 200);
+    assert!(index.is_some(), "no X-Nomad-Index");
+    let stub = &read_recording(&dir, "job-allocations")["response"]["body"][0];
+    let job = &read_recording(&dir, "job-read")["response"]["body"];
+    let mut errs = Vec::new();
+    let list = allocs.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{allocs}");
+    same_shape(stub, &list[0], "$[0]", &mut errs);
+    same_shape(job, &list[0]["Job"], "$[0].Job", &mut errs);
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    assert_eq!(list[0]["Job"]["ID"], "hello");
+    assert_eq!(list[0]["NodeID"], id.as_str());
+    let (status, _, none) = get("/v1/node/00000000-0000-0000-0000-000000000000/allocations");
+    assert_eq!((status, none), (200, serde_json::json!([])));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::power::PowerAction;
-use crate::slots::upgrade::{self, Target};
+use crate::slots::upgrade::{self, Target, SOURCE_ENV};
 use crate::slots::{self, Esp, Slot};
 
 use crate::slots::trial::ESP_MOUNT;
@@ -16,8 +16,9 @@ use crate::slots::trial::ESP_MOUNT;
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpgradeArgs {
     /// The new system: the `nomados.slot` file an image build writes, as a path or an
-    /// http(s) URL.
-    pub source: String,
+    /// http(s) URL. Without it, the environment variable NOMADOS_UPGRADE_SOURCE (how PID 1
+    /// passes a URL that may carry credentials: the environment is not world-readable).
+    pub source: Option<String>,
     /// Expected SHA-256 of the payload (the build manifest lists it); nothing is armed on a
     /// mismatch.
     #[arg(long)]
@@ -102,7 +103,18 @@ fn device(args: &UpgradeArgs, slot: Slot) -> Result<PathBuf> {
     })
 }
 
+fn source(args: &UpgradeArgs) -> Result<String> {
+    match &args.source {
+        Some(s) => Ok(s.clone()),
+        None => std::env::var(SOURCE_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("no source given (an argument, or {SOURCE_ENV})")),
+    }
+}
+
 async fn upgrade(args: &UpgradeArgs) -> Result<()> {
+    let src = source(args)?;
     let expected = args
         .sha256
         .as_deref()
@@ -122,11 +134,11 @@ async fn upgrade(args: &UpgradeArgs) -> Result<()> {
     println!(
         "upgrade: running slot {running}; writing slot {slot} ({}) from {}",
         target.device.display(),
-        shown(&args.source)
+        shown(&src)
     );
     let mut print = |line: &str| println!("{line}");
     let work = upgrade::write_slot(
-        &args.source,
+        &src,
         &target,
         expected.as_deref(),
         Duration::from_secs(args.io_timeout.max(1)),

@@ -24,6 +24,8 @@ pub const PACK_SET: &str = "packs.toml";
 pub const AGENT_BASE: &str = "agent.json";
 /// The user data's install request as `nomados.install*` words, in the machine directory.
 pub const INSTALL_REQUEST: &str = "install.cmdline";
+/// The `[upgrade]` request (JSON), in the machine directory; PID 1 reads it.
+pub const UPGRADE_REQUEST: &str = "upgrade.json";
 /// The fragment directory, in the machine directory.
 pub const FRAGMENT_DIR: &str = "nomad.d";
 /// What PID 1 reads to talk to Nomad: the API keys of the merged agent config (base and

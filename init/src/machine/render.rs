@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::found::Facts;
 use super::paths::Paths;
-pub use super::paths::{AGENT_BASE, FRAGMENT_DIR, INIT_OVERRIDE, INSTALL_REQUEST, PACK_SET};
+pub use super::paths::{
+    AGENT_BASE, FRAGMENT_DIR, INIT_OVERRIDE, INSTALL_REQUEST, PACK_SET, UPGRADE_REQUEST,
+};
 use super::userdata::{MachineConfig, PlacedFile, Role};
 
 /// The fragment this renders (first in lexical order: the user's fragments may override it).
@@ -165,6 +167,11 @@ pub fn render(config: &MachineConfig, ctx: &Context<'_>) -> Result<Rendered, Ren
             INSTALL_REQUEST.into(),
             crate::install::options::to_words(req).into_bytes(),
         ));
+    }
+    if let Some(u) = &config.upgrade {
+        // Root-only like every machine file: the URL may carry credentials.
+        out.machine_files
+            .push((UPGRADE_REQUEST.into(), u.to_json().to_string().into_bytes()));
     }
     out.files = config.files.clone();
     Ok(out)
@@ -431,6 +438,22 @@ key = "-----BEGIN PRIVATE KEY-----\nC\n-----END PRIVATE KEY-----"
         let r = render(&c, &ctx(&p, &facts, None)).unwrap();
         let init: toml::Table = toml::from_str(file(&r, "nomados.toml")).unwrap();
         assert_eq!(init["hostname"].as_str(), Some("mine"));
+    }
+
+    #[test]
+    fn an_upgrade_request_lands_in_the_machine_directory_for_pid_1() {
+        let c = cfg(&format!(
+            "[upgrade]\nurl = \"http://10.0.2.2:8000/nomados.slot\"\nsha256 = \"{}\"\n",
+            "0".repeat(64)
+        ));
+        let p = paths();
+        let facts = Facts::default();
+        let r = render(&c, &ctx(&p, &facts, None)).unwrap();
+        let v: Value = serde_json::from_str(file(&r, UPGRADE_REQUEST)).unwrap();
+        assert_eq!(
+            crate::slots::wanted::Wanted::from_json(&v).as_ref(),
+            c.upgrade.as_ref()
+        );
     }
 
     #[test]

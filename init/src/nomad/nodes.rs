@@ -131,6 +131,26 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/node/<id>/allocations`: the node's allocations in full (each with its job),
+    /// bounded like every list.
+    pub async fn node_allocations(&self, id: &str) -> Result<Vec<Value>> {
+        let path = format!("/v1/node/{}/allocations", encode(id));
+        match self
+            .call_limited(Method::GET, &path, None, super::LIST_BODY_LIMIT, None)
+            .await?
+        {
+            Value::Array(items) => Ok(items),
+            other => Err(ApiError::Decode {
+                method: Method::GET,
+                path,
+                message: format!(
+                    "expected a list of allocations, got {}",
+                    super::kind(&other)
+                ),
+            }),
+        }
+    }
+
     /// This agent's node and its current record, or None when the agent is not a client.
     pub async fn find_self(&self) -> Result<Option<(NodeRef, Value)>> {
         let Some(id) = self.self_node_id().await? else {

@@ -124,6 +124,18 @@ async fn run_set(
         &prepared.failed_packs(),
     );
     let record_path = record::path(&opts.cache_dir, &opts.nomad.addr, &prepared.owner);
+    if mode == Mode::Apply {
+        // PID 1's trial gate reads which owner's allocations to look at.
+        if let Err(e) = crate::fsutil::write_atomic(
+            &record::owner_path(&opts.cache_dir),
+            &format!("{}\n", prepared.owner),
+        ) {
+            out.emit(&Event::Problem {
+                subject: "cache",
+                message: &format!("could not record the owner: {e}"),
+            })?;
+        }
+    }
     let mut record = Record::load(&record_path);
     let (steps, mut drift_plans) = check_drift(client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);

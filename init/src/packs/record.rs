@@ -30,6 +30,23 @@ pub fn path(cache_dir: &Path, nomad_addr: &str, owner: &str) -> PathBuf {
         .join(format!("{}.json", hex::encode(&h.finalize()[..16])))
 }
 
+/// The owner of the last apply with this cache, for PID 1's trial gate (which never
+/// parses the pack set itself): `<cache_dir>/owner`.
+pub fn owner_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("owner")
+}
+
+/// Owner names are short (checked by the applier); more than this is not an owner.
+pub const MAX_OWNER_BYTES: u64 = 256;
+
+/// The owner recorded by the last apply with `cache_dir`, if any.
+pub fn read_owner(cache_dir: &Path) -> Option<String> {
+    crate::fsutil::read_bounded_to_string(&owner_path(cache_dir), MAX_OWNER_BYTES)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 fn name(key: &JobKey) -> String {
     format!("{}/{}", key.namespace, key.id)
 }
@@ -94,6 +111,18 @@ mod tests {
         assert!(!back.confirms(&key("default", "db"), 12), "never seen");
         std::fs::write(&p, "{not json").unwrap();
         assert_eq!(Record::load(&p), Record::default());
+    }
+
+    #[test]
+    fn the_owner_is_read_back_for_the_trial_gate() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_owner(d.path()), None);
+        std::fs::write(owner_path(d.path()), "edge\n").unwrap();
+        assert_eq!(read_owner(d.path()).as_deref(), Some("edge"));
+        std::fs::write(owner_path(d.path()), "  \n").unwrap();
+        assert_eq!(read_owner(d.path()), None);
+        std::fs::write(owner_path(d.path()), "x".repeat(1000)).unwrap();
+        assert_eq!(read_owner(d.path()), None, "too long for an owner");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The health gate of a trial boot, pure: given what PID 1 has seen so far, pass, wait or
-//! fail. A trial passes when Nomad's agent is healthy, this node is `ready` and the pack
-//! set's last apply ended with no failed pack; it fails at the deadline, or as soon as an
-//! apply ends with a failure (the pack set is the same at every retry of this boot).
+//! fail. A trial passes when Nomad's agent is healthy, this node is `ready`, the pack
+//! set's last apply ended with no failed pack and this node's allocations of the set's jobs
+//! run; it fails at the deadline, or as soon as an apply ends with a failure (the pack set
+//! is the same at every retry of this boot) or one of those allocations failed.
+
+pub use super::allocs::AllocsSeen;
 
 /// What the last pack apply of this boot said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct Observed {
     /// This node's `Status` (`ready`, `initializing`, `down`), None while unknown.
     pub node_status: Option<String>,
     pub packs: PacksSeen,
+    /// This node's allocations of the pack set's jobs (read once the set is applied).
+    pub allocs: AllocsSeen,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +42,12 @@ pub fn evaluate(o: &Observed, deadline_passed: bool) -> Verdict {
     if let PacksSeen::Failed(why) = &o.packs {
         return Verdict::Fail(format!("the pack set failed to apply: {why}"));
     }
+    if let AllocsSeen::Failed(why) = &o.allocs {
+        return Verdict::Fail(format!("the pack set's jobs do not run here: {why}"));
+    }
     let ready = o.node_status.as_deref() == Some("ready");
-    if o.nomad_healthy && ready && o.packs == PacksSeen::Applied {
+    let running = matches!(o.allocs, AllocsSeen::Running(_));
+    if o.nomad_healthy && ready && o.packs == PacksSeen::Applied && running {
         return Verdict::Pass;
     }
     if !deadline_passed {
@@ -56,6 +65,15 @@ pub fn evaluate(o: &Observed, deadline_passed: bool) -> Verdict {
     }
     if o.packs == PacksSeen::NotYet {
         missing.push("the pack set was never applied".to_string());
+    }
+    match &o.allocs {
+        AllocsSeen::Starting(which) => missing.push(format!(
+            "the pack set's allocations here never all ran: {which}"
+        )),
+        AllocsSeen::Unknown if o.packs == PacksSeen::Applied => {
+            missing.push("this node's allocations could not be read".to_string())
+        }
+        _ => {}
     }
     Verdict::Fail(format!(
         "health gate deadline passed: {}",
@@ -82,6 +100,7 @@ mod tests {
             nomad_healthy: h,
             node_status: node.map(str::to_string),
             packs,
+            allocs: AllocsSeen::Running(1),
         }
     }
 
@@ -129,6 +148,47 @@ mod tests {
         assert!(
             why.contains("`down`") && !why.contains("Nomad's agent"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn the_sets_allocations_must_run_and_a_failed_one_fails_at_once() {
+        let with = |allocs| Observed {
+            allocs,
+            ..seen(true, Some("ready"), PacksSeen::Applied)
+        };
+        assert_eq!(
+            evaluate(&with(AllocsSeen::Running(0)), false),
+            Verdict::Pass
+        );
+        for a in [
+            AllocsSeen::Unknown,
+            AllocsSeen::Starting("web.g[0] (pending)".into()),
+        ] {
+            assert_eq!(evaluate(&with(a.clone()), false), Verdict::Wait, "{a:?}");
+        }
+        let Verdict::Fail(why) = evaluate(
+            &with(AllocsSeen::Starting("web.g[0] (pending)".into())),
+            true,
+        ) else {
+            panic!()
+        };
+        assert!(why.contains("never all ran: web.g[0] (pending)"), "{why}");
+        let Verdict::Fail(why) = evaluate(&with(AllocsSeen::Unknown), true) else {
+            panic!()
+        };
+        assert!(why.contains("allocations could not be read"), "{why}");
+        assert_eq!(
+            evaluate(
+                &with(AllocsSeen::Failed(
+                    "allocation web.g[0] of job `web` failed: task `t`: exit 1".into()
+                )),
+                false
+            ),
+            Verdict::Fail(
+                "the pack set's jobs do not run here: allocation web.g[0] of job `web` failed: task `t`: exit 1"
+                    .into()
+            )
         );
     }
 

@@ -3,12 +3,13 @@
 //! the slot or roll back and reboot. Nothing here may stop PID 1: every problem is logged
 //! and the machine goes on.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::gate::{self, Observed, PacksSeen, Verdict};
-use super::{classify, Boot, Esp, Record, Slot};
+use super::gate::{self, AllocsSeen, Observed, PacksSeen, Verdict};
+use super::{classify, wanted, Boot, Esp, Record, Slot};
 use crate::power::{Event, PowerAction};
 use crate::sys::root::Root;
 
@@ -22,6 +23,8 @@ pub struct TrialBoot {
     record: Record,
     slot: Slot,
     deadline: Duration,
+    /// Where a rollback records the trial's payload (data partition).
+    rolled_back_file: PathBuf,
 }
 
 /// What the slots hand supervision at boot.
@@ -31,20 +34,28 @@ pub struct AtBoot {
     pub trial: Option<TrialBoot>,
     /// The agent config fragment telling Nomad the slot (and a rollback), when slots exist.
     pub meta_fragment: Option<serde_json::Value>,
+    /// Some on a boot of the committed default slot (not a trial, not a fallback): the ESP
+    /// and the payload the running slot was written from (None: the image's own).
+    pub committed: Option<Committed>,
+}
+
+/// A boot of the committed default slot.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub esp: Esp,
+    pub slot: Slot,
+    pub sha256: Option<String>,
 }
 
 /// Mounts the ESP and settles the record for this boot; on images without slots nothing
 /// is done.
 pub fn at_boot(root: &Root) -> AtBoot {
-    let mut meta_fragment = None;
-    let trial = settle_at_boot(root, &mut meta_fragment);
-    AtBoot {
-        trial,
-        meta_fragment,
-    }
+    let mut out = AtBoot::default();
+    out.trial = settle_at_boot(root, &mut out);
+    out
 }
 
-fn settle_at_boot(root: &Root, meta_out: &mut Option<serde_json::Value>) -> Option<TrialBoot> {
+fn settle_at_boot(root: &Root, out: &mut AtBoot) -> Option<TrialBoot> {
     let cmdline = crate::fsutil::read_bounded_to_string(&root.path("/proc/cmdline"), 8192).ok()?;
     let booted = super::booted_slot(&cmdline)?;
     let Some(dev) = super::find_partition(
@@ -85,9 +96,40 @@ fn settle_at_boot(root: &Root, meta_out: &mut Option<serde_json::Value>) -> Opti
             return None;
         }
     };
+    let version = crate::fsutil::read_bounded_to_string(&root.path("/etc/os-release"), 4096)
+        .ok()
+        .and_then(|t| os_release_version(&t));
+    crate::info!(
+        "NomadOS {} in slot {booted}",
+        version
+            .as_deref()
+            .unwrap_or("(no VERSION_ID in /etc/os-release)")
+    );
     let why = super::meta::rollback_reason(&record, booted);
-    *meta_out = Some(super::meta::fragment(booted, why.as_deref()));
-    settle(&esp, record, booted, gate::deadline_secs(&cmdline))
+    out.meta_fragment = Some(super::meta::fragment(booted, why.as_deref()));
+    if classify(&record, booted) == Boot::Normal {
+        out.committed = Some(Committed {
+            esp: esp.clone(),
+            slot: booted,
+            sha256: wanted::slot_sha256(&esp, booted),
+        });
+    }
+    let rolled_back_file = root.path(wanted::ROLLED_BACK_FILE);
+    settle(
+        &esp,
+        record,
+        booted,
+        gate::deadline_secs(&cmdline),
+        &rolled_back_file,
+    )
+}
+
+/// `VERSION_ID=` of an os-release file (quotes dropped).
+fn os_release_version(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// Writes the slot's agent config fragment (tmpfs, every boot) and returns its directory,
@@ -112,8 +154,32 @@ pub fn write_meta_fragment(
     }
 }
 
+/// Adds the payload of trial slot `slot` to the rolled-back list, so that the machine's
+/// configuration does not ask for it again (logged, never fatal).
+fn remember_rolled_back(esp: &Esp, slot: Slot, file: &Path) {
+    let Some(sha) = wanted::slot_sha256(esp, slot) else {
+        return;
+    };
+    match wanted::record_rolled_back(file, &sha) {
+        Ok(()) => crate::info!(
+            "payload {sha} will not be tried again by [upgrade] (recorded in {})",
+            file.display()
+        ),
+        Err(e) => crate::error!(
+            "cannot record the rolled-back payload in {}: {e}",
+            file.display()
+        ),
+    }
+}
+
 /// What to do at boot for `record` and the slot the loader booted.
-fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option<TrialBoot> {
+fn settle(
+    esp: &Esp,
+    record: Record,
+    booted: Slot,
+    deadline_secs: u64,
+    rolled_back_file: &Path,
+) -> Option<TrialBoot> {
     // Whatever this boot is, the loaders' one-shot marks have done their job (the loader
     // that booted cleared its own); the other loader's mark must not fire later.
     let clear_marks = || {
@@ -137,11 +203,12 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
             if let Err(e) = esp.roll_back(&record, &reason) {
                 crate::error!("cannot record the rollback: {e:#}");
             }
+            remember_rolled_back(esp, trial, rolled_back_file);
             None
         }
         Boot::Trial(slot) => {
             crate::info!(
-                "TRIAL BOOT of slot {slot}; committed only if Nomad is healthy, this node ready and the pack set applied within {deadline_secs}s, else back to slot {}",
+                "TRIAL BOOT of slot {slot}; committed only if Nomad is healthy, this node ready, the pack set applied and its allocations here running within {deadline_secs}s, else back to slot {}",
                 record.default
             );
             clear_marks();
@@ -150,6 +217,7 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
                 record,
                 slot,
                 deadline: Duration::from_secs(deadline_secs),
+                rolled_back_file: rolled_back_file.to_path_buf(),
             })
         }
         Boot::Unexpected(slot) => {
@@ -162,19 +230,64 @@ fn settle(esp: &Esp, record: Record, booted: Slot, deadline_secs: u64) -> Option
     }
 }
 
-/// This node's `Status` as Nomad reports it, None while it cannot be asked.
-async fn node_status(api: &crate::nomad::Settings) -> Option<String> {
-    let client = crate::nomad::Client::new(api).ok()?;
-    let (_, node) = client.find_self().await.ok()??;
-    node["Status"].as_str().map(str::to_string)
+/// The pack set as the gate needs it: whether there is one, and whose jobs it runs.
+#[derive(Debug, Clone)]
+pub struct PackSetRef {
+    /// False when the system has no pack set: it then cannot fail the gate and has no jobs.
+    pub exists: bool,
+    /// `packs.owner` when set; else the applier records the set's own name in its cache.
+    pub owner: Option<String>,
+    pub cache_dir: std::path::PathBuf,
+}
+
+impl PackSetRef {
+    pub fn of(config: &crate::boot::config::PacksConfig) -> Self {
+        Self {
+            exists: config.set.exists(),
+            owner: config.owner.clone(),
+            cache_dir: config.cache_dir.clone(),
+        }
+    }
+
+    /// Whose jobs to look for, once an apply of this boot has ended well.
+    fn owner(&self) -> Option<String> {
+        self.owner
+            .clone()
+            .or_else(|| crate::packs::record::read_owner(&self.cache_dir))
+    }
+}
+
+/// This node's `Status` as Nomad reports it (None while it cannot be asked) and, when
+/// `owner` is known, its allocations of that owner's jobs.
+async fn node_seen(
+    api: &crate::nomad::Settings,
+    owner: Option<&str>,
+) -> (Option<String>, AllocsSeen) {
+    let Ok(client) = crate::nomad::Client::new(api) else {
+        return (None, AllocsSeen::Unknown);
+    };
+    let Ok(Some((me, node))) = client.find_self().await else {
+        return (None, AllocsSeen::Unknown);
+    };
+    let status = node["Status"].as_str().map(str::to_string);
+    let allocs = match owner {
+        None => AllocsSeen::Unknown,
+        Some(owner) => match client.node_allocations(&me.id).await {
+            Ok(list) => super::allocs::seen(&list, owner),
+            Err(e) => {
+                crate::warn!("trial gate: {e}");
+                AllocsSeen::Unknown
+            }
+        },
+    };
+    (status, allocs)
 }
 
 /// Runs the health gate of a trial boot; commits, or rolls back and asks for a reboot.
-/// `has_pack_set`: false when the system has no pack set, which then cannot fail the gate.
 pub async fn gate(
     t: TrialBoot,
     api: crate::nomad::Settings,
-    has_pack_set: bool,
+    set: PackSetRef,
     mut healthy: watch::Receiver<bool>,
     mut packs: watch::Receiver<PacksSeen>,
     events: mpsc::UnboundedSender<Event>,
@@ -182,25 +295,43 @@ pub async fn gate(
     let deadline = tokio::time::Instant::now() + t.deadline;
     loop {
         let nomad_healthy = *healthy.borrow();
+        let packs_seen = if set.exists {
+            packs.borrow().clone()
+        } else {
+            PacksSeen::Applied
+        };
+        let (node_status, allocs) = if !nomad_healthy {
+            (None, AllocsSeen::Unknown)
+        } else if !set.exists {
+            (node_seen(&api, None).await.0, AllocsSeen::Running(0))
+        } else if packs_seen == PacksSeen::Applied {
+            let owner = set.owner();
+            if owner.is_none() {
+                crate::warn!(
+                    "trial gate: the pack set's owner is not known (no packs.owner, nothing in {})",
+                    crate::packs::record::owner_path(&set.cache_dir).display()
+                );
+            }
+            node_seen(&api, owner.as_deref()).await
+        } else {
+            (node_seen(&api, None).await.0, AllocsSeen::Unknown)
+        };
         let observed = Observed {
             nomad_healthy,
-            node_status: if nomad_healthy {
-                node_status(&api).await
-            } else {
-                None
-            },
-            packs: if has_pack_set {
-                packs.borrow().clone()
-            } else {
-                PacksSeen::Applied
-            },
+            node_status,
+            packs: packs_seen,
+            allocs,
         };
         match gate::evaluate(&observed, tokio::time::Instant::now() >= deadline) {
             Verdict::Pass => {
                 match t.esp.commit(&t.record, t.slot) {
                     Ok(_) => crate::info!(
-                        "UPGRADE COMMITTED: slot {} passed its health gate and is the default now",
-                        t.slot
+                        "UPGRADE COMMITTED: slot {} passed its health gate ({}) and is the default now",
+                        t.slot,
+                        match observed.allocs {
+                            AllocsSeen::Running(n) => format!("{n} allocation(s) of the pack set running here"),
+                            _ => String::new(),
+                        }
                     ),
                     Err(e) => crate::error!(
                         "slot {} passed its health gate but the commit failed ({e:#}); the next boot runs slot {}",
@@ -222,6 +353,7 @@ pub async fn gate(
                 {
                     crate::error!("cannot record the rollback: {e:#}");
                 }
+                remember_rolled_back(&t.esp, t.slot, &t.rolled_back_file);
                 let _ = events.send(Event::Power(PowerAction::Reboot));
                 return;
             }
@@ -241,11 +373,19 @@ mod tests {
     use super::*;
     use crate::slots::esp::tests::fake_esp;
 
+    fn set() -> PackSetRef {
+        PackSetRef {
+            exists: true,
+            owner: Some("edge".into()),
+            cache_dir: "/nonexistent".into(),
+        }
+    }
+
     #[test]
     fn a_fallen_back_trial_is_recorded_and_its_marks_cleared() {
         let (_d, esp) = fake_esp();
         let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
-        assert!(settle(&esp, armed, Slot::A, 900).is_none());
+        assert!(settle(&esp, armed, Slot::A, 900, &esp.path("rolled-back")).is_none());
         let r = esp.read_record().unwrap();
         assert_eq!((r.default, r.trial), (Slot::A, None));
         assert!(r.rolled_back.unwrap().contains("slot b"));
@@ -256,7 +396,7 @@ mod tests {
     fn a_trial_boot_clears_the_other_loaders_mark_and_hands_over_to_the_gate() {
         let (_d, esp) = fake_esp();
         let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
-        let t = settle(&esp, armed.clone(), Slot::B, 120).unwrap();
+        let t = settle(&esp, armed.clone(), Slot::B, 120, &esp.path("rolled-back")).unwrap();
         assert_eq!(t.slot, Slot::B);
         assert_eq!(t.deadline, Duration::from_secs(120));
         assert_eq!(esp.pending_trials().unwrap(), (None, None));
@@ -271,7 +411,7 @@ mod tests {
     async fn a_failed_pack_set_rolls_back_and_asks_for_a_reboot() {
         let (_d, esp) = fake_esp();
         let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
-        let t = settle(&esp, armed, Slot::B, 900).unwrap();
+        let t = settle(&esp, armed, Slot::B, 900, &esp.path("rolled-back")).unwrap();
         let (_h_tx, h_rx) = watch::channel(false);
         let (p_tx, p_rx) = watch::channel(PacksSeen::NotYet);
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
@@ -280,7 +420,7 @@ mod tests {
         let api = crate::nomad::Settings::new("http://127.0.0.1:1");
         tokio::time::timeout(
             Duration::from_secs(10),
-            gate(t, api, true, h_rx, p_rx, e_tx),
+            gate(t, api, set(), h_rx, p_rx, e_tx),
         )
         .await
         .unwrap();
@@ -299,7 +439,7 @@ mod tests {
     async fn a_gate_that_never_passes_fails_at_its_deadline() {
         let (_d, esp) = fake_esp();
         let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
-        let t = settle(&esp, armed, Slot::B, 1).unwrap();
+        let t = settle(&esp, armed, Slot::B, 1, &esp.path("rolled-back")).unwrap();
         let (_h_tx, h_rx) = watch::channel(false);
         let (_p_tx, p_rx) = watch::channel(PacksSeen::NotYet);
         let (e_tx, mut e_rx) = mpsc::unbounded_channel();
@@ -307,7 +447,7 @@ mod tests {
         let started = std::time::Instant::now();
         tokio::time::timeout(
             Duration::from_secs(10),
-            gate(t, api, true, h_rx, p_rx, e_tx),
+            gate(t, api, set(), h_rx, p_rx, e_tx),
         )
         .await
         .unwrap();
@@ -322,6 +462,103 @@ mod tests {
         let why = esp.read_record().unwrap().rolled_back.unwrap();
         assert!(
             why.contains("deadline") && why.contains("never became healthy"),
+            "{why}"
+        );
+    }
+
+    /// The nomad-double with ACLs on and one job of owner `edge` running `command`.
+    async fn double_with_job(command: &str) -> crate::nomad::Settings {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let mut opts = nomad_double::Options::new(nomad_double::AgentConfig {
+            acl_enabled: true,
+            ..nomad_double::AgentConfig::default()
+        });
+        opts.management_token = Some("t0ken".into());
+        opts.alloc_delay = Duration::from_millis(50);
+        tokio::spawn(nomad_double::serve(listener, opts));
+        let api = crate::nomad::Settings::new(addr).with_token(Some("t0ken".into()));
+        let job = serde_json::json!({
+            "ID": "web", "Name": "web", "Type": "service", "Datacenters": ["dc1"],
+            "Meta": {"nomados.owner": "edge"},
+            "TaskGroups": [{"Name": "g", "Count": 1, "Tasks": [
+                {"Name": "server", "Driver": "exec", "Config": {"command": command}}]}]
+        });
+        let client = crate::nomad::Client::new(&api).unwrap();
+        client.register(&job, None, None).await.unwrap();
+        api
+    }
+
+    /// Runs the gate of a fresh trial of slot B with Nomad healthy and the set applied.
+    #[test]
+    fn the_version_comes_from_os_release() {
+        let text =
+            "NAME=NomadOS\nID=nomados\nVERSION_ID=0.1.0-v2\nPRETTY_NAME=\"NomadOS 0.1.0-v2\"\n";
+        assert_eq!(os_release_version(text).as_deref(), Some("0.1.0-v2"));
+        assert_eq!(
+            os_release_version("VERSION_ID=\"3\"\n").as_deref(),
+            Some("3")
+        );
+        assert_eq!(os_release_version("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn a_rolled_back_trial_payload_is_remembered() {
+        let (_d, esp) = fake_esp();
+        std::fs::create_dir_all(esp.path("nomados/b")).unwrap();
+        let sha = "e".repeat(64);
+        wanted::write_slot_info(&esp, Slot::B, &sha, "3").unwrap();
+        let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
+        let list = esp.path("data/upgrades-rolled-back");
+        assert!(settle(&esp, armed, Slot::A, 900, &list).is_none());
+        assert_eq!(wanted::read_rolled_back(&list), vec![sha]);
+    }
+
+    async fn gate_against(
+        api: crate::nomad::Settings,
+        owner: Option<&str>,
+    ) -> (tempfile::TempDir, Esp, Option<Event>) {
+        let (d, esp) = fake_esp();
+        let armed = esp.arm_trial(&Record::default(), Slot::B).unwrap();
+        let t = settle(&esp, armed, Slot::B, 60, &esp.path("rolled-back")).unwrap();
+        let (_h_tx, h_rx) = watch::channel(true);
+        let (_p_tx, p_rx) = watch::channel(PacksSeen::Applied);
+        let (e_tx, mut e_rx) = mpsc::unbounded_channel();
+        // Without packs.owner, the owner the applier recorded in its cache.
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::write(crate::packs::record::owner_path(cache.path()), "edge\n").unwrap();
+        let set = PackSetRef {
+            exists: true,
+            owner: owner.map(str::to_string),
+            cache_dir: cache.path().to_path_buf(),
+        };
+        tokio::time::timeout(Duration::from_secs(30), gate(t, api, set, h_rx, p_rx, e_tx))
+            .await
+            .unwrap();
+        (d, esp, e_rx.try_recv().ok())
+    }
+
+    #[tokio::test]
+    async fn running_allocations_of_the_set_commit_the_trial() {
+        let api = double_with_job("/bin/sh").await;
+        let (_d, esp, event) = gate_against(api, None).await;
+        assert!(event.is_none(), "no reboot after a commit");
+        let r = esp.read_record().unwrap();
+        assert_eq!((r.default, r.trial), (Slot::B, None));
+    }
+
+    #[tokio::test]
+    async fn a_failed_allocation_of_the_set_rolls_back_naming_job_and_task() {
+        let api = double_with_job("/nope/missing").await;
+        let (_d, esp, event) = gate_against(api, Some("edge")).await;
+        assert!(matches!(event, Some(Event::Power(PowerAction::Reboot))));
+        let r = esp.read_record().unwrap();
+        assert_eq!(r.default, Slot::A);
+        let why = r.rolled_back.unwrap();
+        assert!(
+            why.contains("job `web`")
+                && why.contains("task `server`")
+                && why.contains("/nope/missing"),
             "{why}"
         );
     }

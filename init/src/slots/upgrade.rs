@@ -15,6 +15,10 @@ use super::esp::Esp;
 use super::payload::{Header, HEADER_BYTES};
 use super::record::Slot;
 
+/// The environment variable that carries the source when the command line leaves it out
+/// (how PID 1 passes a URL that may carry credentials: argv is world-readable).
+pub const SOURCE_ENV: &str = "NOMADOS_UPGRADE_SOURCE";
+
 /// Where the new system goes.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -234,6 +238,14 @@ pub async fn write_slot(
     out: &mut dyn FnMut(&str),
 ) -> Result<Header> {
     let (mut source, announced) = Source::open(src, io_timeout).await?;
+    // The slot is about to hold something else: its info must not name the old payload.
+    let info = target.esp.path(&super::wanted::slot_info_path(target.slot));
+    match std::fs::remove_file(&info) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("remove {}", info.display()))
+        }
+        _ => {}
+    }
     let kdir = target
         .esp
         .path(&format!("nomados/{}", target.slot.letter()));
@@ -329,6 +341,8 @@ pub async fn write_slot(
     std::fs::rename(&kernel_tmp, &kernel_path)
         .with_context(|| format!("rename to {}", kernel_path.display()))?;
     File::open(&kdir).and_then(|d| d.sync_all())?;
+    super::wanted::write_slot_info(&target.esp, target.slot, &all, &header.version)
+        .with_context(|| format!("write {}", info.display()))?;
     Ok(header)
 }
 

@@ -13,6 +13,7 @@ pub mod packs;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
+pub mod upgrade;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -259,13 +260,25 @@ pub async fn run(booted: Booted) -> PowerAction {
         tokio::spawn(crate::slots::trial::gate(
             t,
             api.clone(),
-            cfg.packs.set.exists(),
+            crate::slots::trial::PackSetRef::of(&cfg.packs),
             healthy_rx.clone(),
             packs_seen_rx,
             events_tx.clone(),
         ));
     }
     // The applier sees Nomad healthy only once the ACL bootstrap is settled.
+    if let Some(wanted) =
+        upgrade::requested(&crate::machine::paths::Paths::under(&booted.root).machine_dir)
+    {
+        let up = upgrade::Upgrader {
+            wanted,
+            committed: slots.committed.clone(),
+            rolled_back_file: booted.root.path(crate::slots::wanted::ROLLED_BACK_FILE),
+            reaper: reaper.clone(),
+            program: "/proc/self/exe".into(),
+        };
+        tokio::spawn(up.run(healthy_rx.clone(), events_tx.clone()));
+    }
     let (applier_healthy_tx, applier_healthy_rx) = watch::channel(false);
     tokio::spawn(acl::gate(acl_flow, healthy_rx, applier_healthy_tx));
     let applier = tokio::spawn(packs::run(

@@ -17,6 +17,9 @@ pub(super) struct Alloc {
     /// Why the tasks cannot start: (task, driver error).
     pub(super) failure: Option<(String, String)>,
     pub(super) tasks: Vec<String>,
+    /// The job as it was when placed: a full allocation (`/v1/node/:id/allocations`)
+    /// carries it, the stubs of `/v1/job/:id/allocations` do not.
+    pub(super) job: Value,
 }
 
 impl Alloc {
@@ -180,6 +183,7 @@ impl Store {
                     .iter()
                     .map(|t| t["Name"].as_str().unwrap_or("").to_string())
                     .collect(),
+                job: job.clone(),
             });
         }
     }
@@ -292,6 +296,23 @@ impl Store {
         v.sort_by_key(|a| std::cmp::Reverse(a.v["CreateIndex"].as_u64()));
         v.into_iter().map(|a| a.v.clone()).collect()
     }
+
+    /// `/v1/node/:id/allocations`: this node's allocations in full (Nomad's `Allocation`,
+    /// with its `Job`), in no particular order; an unknown node has none (Nomad does not
+    /// check that the node exists).
+    pub fn node_allocs(&self, node_id: &str) -> Vec<Value> {
+        if node_id != self.node_id {
+            return Vec::new();
+        }
+        self.allocs
+            .iter()
+            .map(|a| {
+                let mut v = a.v.clone();
+                v["Job"] = a.job.clone();
+                v
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -327,5 +348,23 @@ mod tests {
             .contains("/nope/missing"));
         assert_eq!(allocs[1]["DesiredStatus"], "stop");
         assert_eq!(allocs[1]["ClientStatus"], "complete");
+    }
+
+    #[test]
+    fn node_allocations_are_full_allocations_with_their_job() {
+        let mut s = store();
+        s.register(job("/bin/sh"), "default", None, None, 10)
+            .unwrap();
+        s.advance(10);
+        let id = s.node_id.clone();
+        let allocs = s.node_allocs(&id);
+        assert_eq!(allocs.len(), 1);
+        assert_eq!(allocs[0]["ClientStatus"], "running");
+        assert_eq!(allocs[0]["NodeID"], id.as_str());
+        assert_eq!(allocs[0]["Job"]["ID"], "hello");
+        assert_eq!(allocs[0]["Job"]["Type"], "system");
+        assert!(s.node_allocs("0000").is_empty());
+        // The stubs of the job's list stay stubs.
+        assert!(s.job_allocs("default", "hello")[0].get("Job").is_none());
     }
 }

@@ -39,6 +39,8 @@ pub struct Settings {
     pub management_token: Option<String>,
     /// Whether an absolute task command exists on this host.
     pub command_exists: fn(&str) -> bool,
+    /// The node's `Meta` (`client.meta`).
+    pub node_meta: std::collections::BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -56,6 +58,7 @@ impl Settings {
             namespaces: vec!["default".into()],
             management_token: None,
             command_exists: |p| std::path::Path::new(p).exists(),
+            node_meta: Default::default(),
         }
     }
 }

@@ -83,7 +83,7 @@ impl Store {
         let extra = json!({
             "Attributes": attrs, "CSIControllerPlugins": null, "CSINodePlugins": null,
             "ComputedClass": "v1:0", "Events": self.node_state.events, "HTTPAddr": "",
-            "Links": null, "Meta": {},
+            "Links": null, "Meta": s.node_meta,
             "NodeResources": {"Cpu": {"CpuShares": 1000, "ReservableCpuCores": [0],
                                       "TotalCpuCores": 1},
                 "Devices": null, "Disk": {"DiskMB": 1024}, "Memory": {"MemoryMB": 1024},

@@ -95,6 +95,16 @@ pub(super) fn check(
         .unwrap_or_default();
     let fragments = check_fragments(&mut c, &written.fragments);
     let packs = written.packs.as_ref().and_then(|p| check_packs(&mut c, p));
+    let upgrade = match written.upgrade.as_ref().map(super::upgrade::check_upgrade) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(problems)) => {
+            for (span, message) in problems {
+                c.err(span, message);
+            }
+            None
+        }
+        None => None,
+    };
     let files = check_files(&mut c, &written.files);
     let secrets = written
         .secrets
@@ -119,6 +129,7 @@ pub(super) fn check(
             nomad,
             fragments,
             packs,
+            upgrade,
             files,
             secrets,
             install,

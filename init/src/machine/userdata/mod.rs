@@ -11,6 +11,7 @@ pub mod model;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub struct MachineConfig {
     /// Agent config fragments: (file name, content), in the order given.
     pub fragments: Vec<(String, String)>,
     pub packs: Option<PackSetSource>,
+    /// `[upgrade]`: the system this machine should run.
+    pub upgrade: Option<crate::slots::wanted::Wanted>,
     pub files: Vec<PlacedFile>,
     pub secrets: SecretValues,
     /// `[install]`: write the system to this disk instead of starting Nomad.
@@ -166,6 +169,13 @@ impl MachineConfig {
                 parts.push(format!("pack set from {}", crate::redact::url(url)))
             }
             None => {}
+        }
+        if let Some(u) = &self.upgrade {
+            parts.push(format!(
+                "upgrade to {} from {}",
+                u.name(),
+                crate::redact::url(&u.url)
+            ));
         }
         if !self.files.is_empty() {
             parts.push(format!("{} file(s)", self.files.len()));

@@ -22,6 +22,9 @@ pub struct UserData {
     pub fragments: Vec<Spanned<Fragment>>,
     #[serde(default)]
     pub packs: Option<Spanned<PackSetSource>>,
+    /// The system this machine should run (issue 11).
+    #[serde(default)]
+    pub upgrade: Option<Spanned<UpgradeSpec>>,
     #[serde(default)]
     pub files: Vec<Spanned<FileSpec>>,
     #[serde(default)]
@@ -81,6 +84,15 @@ pub struct PackSetSource {
     pub inline: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub sha256: Option<Spanned<String>>,
+}
+
+/// `[upgrade]`: the slot payload (`nomados.slot`) to run, by URL and SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    pub url: Spanned<String>,
+    pub sha256: Spanned<String>,
+    pub version: Option<Spanned<String>>,
 }
 
 /// A file to place on the machine.

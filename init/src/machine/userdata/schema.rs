@@ -95,6 +95,21 @@ pub fn json_schema() -> Value {
                     { "required": ["url", "sha256"], "not": { "required": ["inline"] } }
                 ]
             },
+            "upgrade": {
+                "title": "System upgrade",
+                "description": "The system this machine should run: a slot payload (the \
+                    nomados.slot an image build writes). After a committed boot with Nomad \
+                    healthy, the machine upgrades to it when it runs something else, and tries \
+                    it once; a payload whose trial was rolled back is not tried again.",
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["url", "sha256"],
+                "properties": {
+                    "url": { "type": "string", "pattern": "^https?://" },
+                    "sha256": { "type": "string", "pattern": "^[0-9a-fA-F]{64}$" },
+                    "version": { "type": "string", "pattern": "^[!-~]{1,64}$", "description": "For messages only." }
+                }
+            },
             "files": {
                 "title": "Files to place",
                 "type": "array",

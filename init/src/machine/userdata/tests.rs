@@ -271,6 +271,39 @@ fn pack_source_rules() {
 }
 
 #[test]
+fn upgrade_rules() {
+    let sha = "AB".repeat(32);
+    let c = ok(&format!(
+        "[upgrade]\nurl = \"https://u:p@img.example/nomados.slot\"\nsha256 = \"{sha}\"\nversion = \"2.0\"\n"
+    ));
+    let u = c.upgrade.as_ref().unwrap();
+    assert_eq!(u.sha256, "ab".repeat(32), "lowercased");
+    assert_eq!(u.version.as_deref(), Some("2.0"));
+    let summary = c.summary();
+    assert!(summary.contains("upgrade to NomadOS 2.0"), "{summary}");
+    assert!(
+        !summary.contains("u:p"),
+        "credentials in the log: {summary}"
+    );
+    let e = one_err("[upgrade]\nurl = \"https://h/x\"\n");
+    assert!(e.contains("missing field `sha256`"), "{e}");
+    let e = one_err(&format!(
+        "[upgrade]\nurl = \"file:///x\"\nsha256 = \"{sha}\"\n"
+    ));
+    assert!(e.starts_with("2:7: upgrade.url must be an http"), "{e}");
+    let e = one_err("[upgrade]\nurl = \"https://h/x\"\nsha256 = \"abc\"\n");
+    assert!(e.starts_with("3:10: upgrade.sha256 must be 64"), "{e}");
+    let e = one_err(&format!(
+        "[upgrade]\nurl = \"https://h/x\"\nsha256 = \"{sha}\"\nversion = \"a b\"\n"
+    ));
+    assert!(e.starts_with("4:11: upgrade.version must be"), "{e}");
+    let e = one_err(&format!(
+        "[upgrade]\nurl = \"https://h/x\"\nsha256 = \"{sha}\"\nreboot = false\n"
+    ));
+    assert!(e.contains("unknown field `reboot`"), "{e}");
+}
+
+#[test]
 fn file_rules() {
     let e = one_err("[[files]]\npath = \"etc/x\"\ncontent = \"\"\n");
     assert!(e.starts_with("2:8: files.path must be an absolute"), "{e}");
@@ -353,6 +386,9 @@ fn the_schema_accepts_the_documented_example_shape() {
     assert!(validator.is_valid(&doc));
     assert!(!validator.is_valid(&serde_json::json!({"nomad": {"role": "leader"}})));
     assert!(!validator.is_valid(&serde_json::json!({"packs": {"url": "https://h/x"}})));
+    let upgrade = serde_json::json!({"upgrade": {"url": "https://h/nomados.slot", "sha256": "a".repeat(64), "version": "2"}});
+    assert!(validator.is_valid(&upgrade));
+    assert!(!validator.is_valid(&serde_json::json!({"upgrade": {"url": "https://h/x"}})));
     assert!(!validator.is_valid(&serde_json::json!({"colour": 1})));
 }
 
