@@ -689,11 +689,11 @@ fn an_apply_that_exhausts_its_memory_dies_alone() {
         return;
     }
     // A runaway template now fails only its pack, in its own render child; what the
-    // applier itself must hold is the pack set: 6 MB of one-line variables take more
-    // than 64 MiB to parse.
-    let vars: String = (0..150_000)
-        .map(|i| format!("v{i:06} = \"{}\"\n", "y".repeat(30)))
-        .collect();
+    // applier itself must hold is the pack set. Within the set's limits (10 MiB, 300 000
+    // TOML tokens) the costliest shape is nested inline tables: about 290 000 tokens of
+    // them take more than 64 MiB to parse.
+    let unit = format!("{}1{},", "{a=".repeat(50), "}".repeat(50));
+    let vars = format!("x = [{}1]\n", unit.repeat(290_000 / unit.len()));
     let ns = boot_with_pack_and_set(
         "{% for i in range(end=1000000000) %}{{ i }}{% endfor %}",
         &vars,
