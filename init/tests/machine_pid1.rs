@@ -4,15 +4,13 @@
 //! Python's `http.server`, which answers `If-Modified-Since` with 304), and the
 //! machine-config child's memory limit holds. Needs root; skips with a message otherwise.
 
-use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 mod pid1ns;
-use pid1ns::prerequisites_missing;
+use pid1ns::{prerequisites_missing, Console};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -36,9 +34,8 @@ macro_rules! skip_unless_possible {
 
 /// Processes killed on drop: the namespace's init (which ends the namespace) and helpers.
 struct Namespace {
-    unshare: Child,
+    console: Console,
     helpers: Vec<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
     /// Holds the test root until the namespace is gone.
     _dir: tempfile::TempDir,
 }
@@ -72,44 +69,19 @@ impl Namespace {
             ),
         )
         .unwrap();
-        let mut unshare = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--mount",
-                "--uts",
-                "--net",
-            ])
-            .arg(env!("CARGO_BIN_EXE_nomad-init"))
-            .env("NOMADOS_TEST_ROOT", &root)
+        let unshare = pid1ns::init_command(&root, dir.path(), true)
             .env("NOMADOS_TEST_CMDLINE", cmdline)
-            .env("TMPDIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = unshare.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  | {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
         Namespace {
-            unshare,
+            console: Console::new(unshare),
             helpers: Vec::new(),
-            lines,
             _dir: dir,
         }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.console.lines()
     }
 
     fn count(&self, needle: &str) -> usize {
@@ -133,33 +105,8 @@ impl Namespace {
         self.wait_for_count(needle, 1)
     }
 
-    /// Host PID of the namespace's init (the child of `unshare`).
     fn init_pid(&self) -> i32 {
-        let parent = self.unshare.id() as i32;
-        let start = Instant::now();
-        loop {
-            let found = std::fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                .find(|&p| {
-                    std::fs::read_to_string(format!("/proc/{p}/stat"))
-                        .ok()
-                        .and_then(|s| {
-                            s.rsplit_once(')')?
-                                .1
-                                .split_whitespace()
-                                .nth(1)?
-                                .parse::<i32>()
-                                .ok()
-                        })
-                        == Some(parent)
-                });
-            if let Some(pid) = found {
-                return pid;
-            }
-            assert!(start.elapsed() < TIMEOUT, "no init process under unshare");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.console.init_pid()
     }
 
     /// Serves `www` on 127.0.0.1:8765 inside the namespace's network.
@@ -200,14 +147,12 @@ impl Drop for Namespace {
             let _ = h.kill();
             let _ = h.wait();
         }
-        if let Ok(None) = self.unshare.try_wait() {
-            let init = self.init_pid();
+        // The init first: the console's own drop only ends `unshare`.
+        if let Ok(None) = self.console.unshare.try_wait() {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(init),
+                nix::unistd::Pid::from_raw(self.init_pid()),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let _ = self.unshare.kill();
-            let _ = self.unshare.wait();
         }
     }
 }
