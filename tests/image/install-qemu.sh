@@ -105,6 +105,9 @@ log3=$work/refuse.log
 start_vm "$log3" "$work/qmp3" env "${pxe_env[@]}" QEMU_EXTRA_ARGS="$disk_args" "${installer[@]}"
 trap cleanup EXIT
 wait_for "$log3" 'install: REFUSED' 120
+# PID 1's closing line comes after the installer's over a 115200-baud console: wait for it
+# whole rather than grep it while it is still being written.
+wait_for "$log3" 'nothing was written' 60
 for want in 'a GPT partition table' 'labelled NOMADOS-DATA' 'nomados.install.wipe=1' 'nothing was written'; do
     grep -q -- "$want" "$log3" || fail_log "$log3" "the refusal does not say '$want'"
 done
