@@ -15,30 +15,11 @@ use nomados_image::gpt;
 use nomados_image::guid::Guid;
 use nomados_image::layout::{Layout, PartitionSpec, ATTR_LEGACY_BIOS_BOOTABLE, MIB};
 
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
+mod common;
+use common::run;
 
 fn missing(tools: &[&str]) -> bool {
-    let m: Vec<&&str> = tools.iter().filter(|t| !have(t)).collect();
-    if !m.is_empty() {
-        eprintln!("SKIP: needs {m:?} (apt-get install qemu-utils tar gdisk)");
-        return true;
-    }
-    false
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::missing(tools, "qemu-utils tar gdisk")
 }
 
 /// A 40 MiB GPT disk (ESP, root, data) with recognisable bytes in each partition.

@@ -11,30 +11,14 @@ use nomados_image::guid::Guid;
 use nomados_image::layout::{Layout, PartitionSpec, ATTR_LEGACY_BIOS_BOOTABLE, MIB};
 use nomados_image::rootfs::{self, Init, Inputs};
 
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
+mod common;
+use common::run;
 
 fn missing(tools: &[&str]) -> bool {
-    let m: Vec<&&str> = tools.iter().filter(|t| !have(t)).collect();
-    if !m.is_empty() {
-        eprintln!("SKIP: needs {m:?} (apt-get install gdisk fdisk e2fsprogs dosfstools mtools syslinux syslinux-efi)");
-        return true;
-    }
-    false
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::missing(
+        tools,
+        "gdisk fdisk e2fsprogs dosfstools mtools syslinux syslinux-efi",
+    )
 }
 
 fn sample_layout() -> Layout {
