@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::output::{pump, Filter};
 use super::reaper::{ExitStatus, Reaper};
 use crate::log::Level;
 use crate::power::{Event, PowerAction};
@@ -129,40 +128,24 @@ impl Upgrader {
     async fn run_child(&self) -> bool {
         let started = Instant::now();
         let mut cmd = command(&self.program, &self.wanted);
-        let limits = crate::sys::process::ChildLimits {
-            cgroup_procs: None,
-            data_bytes: Some(MEMORY_MIB * 1024 * 1024),
+        // The same supervision as the applier's and the machine config's children: output
+        // to the console, a data rlimit, a deadline (no cgroup: the upgrader has no peers).
+        let limits = super::limited::Limits {
+            name: "upgrade",
+            cgroup: "upgrade",
+            memory_mib: MEMORY_MIB,
+            pids_max: 32,
+            deadline: DEADLINE,
+            cgroup_root: None,
+            stderr_level: Level::Warn,
         };
-        let (mut child, pid, exited) = match self.reaper.spawn_limited(&mut cmd, limits) {
-            Ok(s) => s,
-            Err(e) => {
-                crate::error!("upgrade: cannot start {}: {e}", self.program.display());
-                return false;
-            }
+        let status = match super::limited::run(&self.reaper, &mut cmd, &limits, None)
+            .await
+            .end
+        {
+            super::limited::RunEnd::Exited(s) => Some(s),
+            _ => None,
         };
-        let mut drained = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            drained.extend(pump("upgrade", "stdout", out, Filter::All(Level::Info)));
-        }
-        if let Some(err) = child.stderr.take() {
-            drained.extend(pump("upgrade", "stderr", err, Filter::All(Level::Warn)));
-        }
-        drop(child);
-        let status = match tokio::time::timeout(DEADLINE, exited).await {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(_)) => None,
-            Err(_) => {
-                crate::error!(
-                    "upgrade: still running after {} s; killing it",
-                    DEADLINE.as_secs()
-                );
-                let _ = crate::sys::process::signal(pid, nix::sys::signal::Signal::SIGKILL);
-                None
-            }
-        };
-        for d in drained {
-            let _ = tokio::time::timeout(Duration::from_secs(2), d).await;
-        }
         let secs = started.elapsed().as_secs_f64();
         if status == Some(ExitStatus::Exited(0)) {
             crate::info!("upgrade: armed in {secs:.1} s; rebooting into the trial");
