@@ -132,7 +132,7 @@ one_firmware() {
     log=$work/$fw-upgrade-again.log
     boot "$fw" "$img" "$log" "$work/user-data-v2.toml"
     wait_for "$log" "NomadOS $v2 in slot b" 120
-    expect "$log" 'running slot b \(the default\)'
+    wait_for "$log" 'running slot b \(the default\)' 60
     wait_for "$log" "upgrade: slot b runs NomadOS $v2 \\(${sha2:0:12}\\) already" 240
     # The VM was killed (a power cut), so the trial boot's count may not have reached the
     # disk; boot 1's ACL token still working is what proves Nomad's state was kept.
