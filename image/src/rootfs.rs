@@ -198,7 +198,8 @@ pub fn plan(inp: &Inputs) -> Result<Vec<Entry>> {
                 0o777,
                 "nomad-init",
             ));
-            for n in ["poweroff", "reboot", "halt"] {
+            // `nomad-init` by name: the CLI on the machine and the `hello` pack's task.
+            for n in ["poweroff", "reboot", "halt", "nomad-init"] {
                 v.push(entry(
                     &format!("/sbin/{n}"),
                     Source::Symlink("init".into()),
@@ -655,6 +656,11 @@ mod tests {
         let v = plan(&inputs()).unwrap();
         assert!(v.iter().all(|e| e.path != "/bin/poweroff"));
         assert_eq!(find(&v, "/sbin/poweroff").part, "nomad-init");
+        // The hello pack's task runs /sbin/nomad-init: the same binary as PID 1.
+        assert_eq!(
+            find(&v, "/sbin/nomad-init").source,
+            Source::Symlink("init".into())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::power::PowerAction;
 
+mod heartbeat;
 mod machine;
 mod power_request;
 pub mod upgrade;
@@ -50,6 +51,8 @@ enum Command {
     Halt,
     /// Write a new system into the inactive slot, arm a one-time trial boot, reboot.
     Upgrade(upgrade::UpgradeArgs),
+    /// Print `<message> <hostname> <UTC time>` every interval (the `hello` pack's task).
+    Heartbeat(heartbeat::HeartbeatArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -190,6 +193,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Reboot => request_power_action(PowerAction::Reboot),
         Command::Halt => request_power_action(PowerAction::Halt),
         Command::Upgrade(args) => upgrade::run(&args),
+        Command::Heartbeat(args) => heartbeat::run(&args),
         Command::MachineConfig { command } => machine::run(command),
         Command::Schema { which } => {
             let schema = match which {

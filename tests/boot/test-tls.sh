@@ -15,7 +15,6 @@ require_tools
 for t in cpio ldd strip openssl curl; do
     command -v "$t" >/dev/null || skip "$t not installed"
 done
-bb=$(busybox_static)
 kernel=$(test_kernel)
 nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
@@ -71,12 +70,12 @@ install_bin() {
 root=$TEST_TMP/root
 install_bin "$NOMAD_INIT_BIN" "$root" /init
 install_bin "$NOMAD_DOUBLE_BIN" "$root" /usr/bin/nomad
-mkdir -p "$root/etc/nomad.d" "$root/etc/nomados" "$root/bin"
+mkdir -p "$root/etc/nomad.d" "$root/etc/nomados" "$root/sbin"
 cp "$REPO/config/init.json" "$root/etc/nomad.d/init.json"
 cp -r "$REPO/packs" "$root/etc/nomados/packs"
-# The default pack's raw_exec task runs /bin/sh (the double checks that it exists).
-cp "$bb" "$root/bin/busybox"
-ln -s busybox "$root/bin/sh"
+# The default pack's raw_exec task runs /sbin/nomad-init (the double checks that it exists);
+# there is no shell in this root at all, as in a TOOLBOX=0 image.
+ln -s ../init "$root/sbin/nomad-init"
 (cd "$root" && find . | cpio -o -H newc 2>/dev/null) >"$TEST_TMP/initramfs.cpio"
 
 # --- the boot ---------------------------------------------------------------------------

@@ -40,15 +40,16 @@ e2e_build_disk() {
 }
 
 # e2e_build_pxe DIR KERNEL NOMAD: the same root filesystem as PXE artifacts (initramfs).
-# Uses the static nomad-init that e2e_build_disk built.
+# Uses the static nomad-init that e2e_build_disk built. PXE_TOOLBOX=0: no busybox, no shell.
 e2e_build_pxe() {
-    local dir=$1 kernel=$2 nomad=$3 staging=$1.rootfs
+    local dir=$1 kernel=$2 nomad=$3 staging=$1.rootfs toolbox=()
     local init=${INIT_BIN:-$CARGO_TARGET_DIR/$TRIPLE/release/nomad-init}
     [ -f "$init" ] || fail "static nomad-init not found at $init (build the disk first)"
+    [ "${PXE_TOOLBOX:-1}" = 0 ] || toolbox=(--toolbox "$(command -v busybox)")
     rm -rf "$staging"
     "$CARGO_TARGET_DIR/release/nomados-image" rootfs --staging "$staging" --init "$init" \
         --nomad "$nomad" --packs "$REPO/packs" --init-json "$REPO/config/init.json" \
-        --nomados-toml "$REPO/config/nomados.toml" --toolbox "$(command -v busybox)" \
+        --nomados-toml "$REPO/config/nomados.toml" "${toolbox[@]}" \
         >"$dir.build.log" 2>&1 || { tail -20 "$dir.build.log" >&2; fail "staging the PXE rootfs failed"; }
     "$REPO/image/pxe.sh" "$staging" "$kernel" "$dir" >>"$dir.build.log" 2>&1 ||
         { tail -20 "$dir.build.log" >&2; fail "image/pxe.sh failed"; }
@@ -113,6 +114,29 @@ if not meta.get("nomados.owner"):
     sys.exit(f"job hello has no meta nomados.owner: {meta}")
 print(f"  /v1/jobs lists hello, meta nomados.owner={meta['nomados.owner']}", file=sys.stderr)
 PY
+    # The task started on this machine: its command (/sbin/nomad-init) exists in the image.
+    local allocs tries=0
+    while :; do
+        allocs=$(curl -fsS --max-time 20 -H "X-Nomad-Token: $token" \
+            "http://127.0.0.1:$PORT/v1/job/hello/allocations") ||
+            fail "GET /v1/job/hello/allocations failed"
+        ALLOCS=$allocs python3 - <<'PY' && break
+import json, os, sys
+allocs = json.loads(os.environ["ALLOCS"])
+states = [(a.get("ClientStatus"), a.get("TaskStates")) for a in allocs]
+if any(s == "running" for s, _ in states):
+    print("  job hello: an allocation is running on this node", file=sys.stderr)
+    sys.exit(0)
+if any(s in ("failed", "lost") for s, _ in states):
+    print(f"job hello's allocation did not start: {states}", file=sys.stderr)
+    sys.exit(2)
+sys.exit(1)
+PY
+        [ $? = 2 ] && fail_log "$log" "the hello pack's task did not start"
+        tries=$((tries + 1))
+        [ "$tries" -lt $((30 * ${TIMEOUT_SCALE:-1})) ] || fail "no running allocation of job hello: $allocs"
+        sleep 1
+    done
 }
 
 # ACPI power button through QMP; QEMU must exit within 30 s (not scaled: the deadline is

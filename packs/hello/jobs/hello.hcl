@@ -10,12 +10,10 @@ job "{{ jobname }}" {
       driver = "raw_exec"
 
       config {
-        command = "/bin/sh"
-        # $1 is the message, $2 the interval: passed as arguments, never spliced into the script.
-        args = [
-          "-c", "while true; do echo \"$1 $(hostname) $(date -u +%Y-%m-%dT%H:%M:%SZ)\"; sleep \"$2\"; done",
-          "heartbeat", {{ message | hcl_encode() }}, "{{ interval }}",
-        ]
+        # nomad-init's own heartbeat command: no shell needed, so TOOLBOX=0 images run it too.
+        # The message and interval are arguments, never spliced into a script.
+        command = "/sbin/nomad-init"
+        args    = ["heartbeat", {{ message | hcl_encode() }}, "--interval", "{{ interval }}"]
       }
 
       resources {
