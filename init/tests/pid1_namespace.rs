@@ -89,7 +89,7 @@ impl Namespace {
         let mut unshare = Command::new("unshare")
             .args([
                 "--pid",
-                "--fork",
+                "--kill-child", // the namespace dies with `unshare` (see pid1ns::init_command)
                 "--mount-proc",
                 "--mount",
                 "--uts",
@@ -798,4 +798,46 @@ fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), config);
+}
+
+/// The shared harness's console ends its namespace when dropped (a failing test drops it
+/// mid-boot): before `unshare --kill-child`, the init it had started outlived the test with
+/// every descriptor it inherited (a test runner's lock file among them).
+#[test]
+fn a_dropped_console_ends_its_namespace() {
+    skip_unless_possible!();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
+    let d = dir.path().display();
+    std::fs::write(
+        root.join("etc/nomados/nomados.toml"),
+        format!(
+            "[nomad]\nbinary = \"/nonexistent/nomad\"\n\
+             [packs]\nset = \"{d}/none\"\ninterval_secs = 0\n\
+             [data]\nmount_point = \"{d}/root/var/lib/nomad\"\n"
+        ),
+    )
+    .unwrap();
+    let console = pid1ns::Console::new(
+        pid1ns::init_command(&root, dir.path(), true)
+            .spawn()
+            .unwrap(),
+    );
+    console.wait_for("boot finished");
+    let init = console.init_pid();
+    drop(console);
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    };
+    let start = Instant::now();
+    while !gone(init) {
+        assert!(
+            start.elapsed() < pid1ns::TIMEOUT,
+            "the namespace's init (host pid {init}) outlived its dropped console"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

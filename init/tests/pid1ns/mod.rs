@@ -65,7 +65,10 @@ pub fn double_binary() -> PathBuf {
 /// when `new_net`), in test mode with `root` as its root; the caller adds the environment.
 pub fn init_command(root: &Path, tmp: &Path, new_net: bool) -> Command {
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--mount", "--uts"]);
+    // --kill-child: when `unshare` dies (Console's drop kills it), the namespace's init gets
+    // SIGKILL and the namespace with it; without it a dropped console leaked a running init
+    // (with its children and every descriptor it inherited) that outlived the test.
+    cmd.args(["--pid", "--kill-child", "--mount-proc", "--mount", "--uts"]);
     if new_net {
         cmd.arg("--net");
     }
