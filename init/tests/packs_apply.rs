@@ -311,7 +311,10 @@ fn foreign_and_other_owners_jobs_are_never_touched() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("! web-a: a job with this ID exists and is not managed by `test-set`"),
+        t.contains(
+            "! web-a (pack 'web', job 'web-a', file jobs/main.hcl): \
+             exists and is not managed by `test-set`; refusing to overwrite it"
+        ),
         "{t}"
     );
     assert_eq!(
