@@ -184,14 +184,10 @@ async fn run_set(
         owner: &prepared.owner,
         submission: prepared.agent.version.supports_submission(),
     };
-    let changed = (executor.execute(
-        steps,
-        observed.registry.as_ref(),
-        &mut summary,
-        &mut record,
-        out,
-    ))
-    .await?;
+    let registry = observed.registry.as_ref();
+    let changed = executor
+        .execute(steps, registry, &mut summary, &mut record, out)
+        .await?;
     if let Err(e) = record.save(&record_path) {
         // Only costs dry runs next time: every job is then checked again.
         out.emit(&Event::Problem {
