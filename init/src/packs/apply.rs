@@ -1,6 +1,7 @@
-//! The applier: fetch and render every pack ([`super::prepare`]), compare with what this
-//! owner runs in Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
-//! applied before stay exactly as they are.
+//! The applier: fetch and render every pack ([`super::prepare`]), read what Nomad holds
+//! ([`super::live`]), plan ([`super::plan`]) and make Nomad match ([`super::execute`]). A
+//! pack that fails is reported and skipped; the jobs, policies and variables it applied
+//! before stay exactly as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -43,6 +43,8 @@ enum Done {
     Deleted,
     Kept,
     Failed(String),
+    /// The object exists and is not this owner's; why.
+    Refused(String),
 }
 
 impl Executor<'_> {
@@ -123,12 +125,20 @@ impl Executor<'_> {
                     if let Step::Delete(live) = &step {
                         progress.undeleted.push(live.key.clone());
                     }
+                    out.emit(&Event::Problem {
+                        subject: &report::problem_subject(step.key()),
+                        message: &why,
+                    })?;
+                }
+                Done::Refused(why) => {
+                    summary.failed += 1;
+                    // Which declaration wanted it, to be renamed or dropped.
                     let subject = match &step {
-                        Step::Refuse { desired, .. } => format!(
-                            "{} ({})",
-                            report::problem_subject(&desired.key),
-                            desired.source
-                        ),
+                        Step::Create(d)
+                        | Step::Update { desired: d, .. }
+                        | Step::Refuse { desired: d, .. } => {
+                            format!("{} ({})", report::problem_subject(&d.key), d.source)
+                        }
                         other => report::problem_subject(other.key()),
                     };
                     out.emit(&Event::Problem {
@@ -146,7 +156,7 @@ impl Executor<'_> {
         match step {
             Step::Unchanged { .. } => Done::Unchanged,
             Step::Keep { .. } => Done::Kept,
-            Step::Refuse { live, .. } => Done::Failed(report::refusal(self.owner, live)),
+            Step::Refuse { live, .. } => Done::Refused(report::refusal(self.owner, live)),
             Step::Delete(live) => match self.delete(&live.key).await {
                 Ok(()) => Done::Deleted,
                 Err(e) => Done::Failed(e.to_string()),
@@ -173,7 +183,7 @@ impl Executor<'_> {
                             match plan::decide(self.owner, d, read.as_ref()) {
                                 Step::Unchanged { .. } => return Done::Unchanged,
                                 Step::Refuse { live, .. } => {
-                                    return Done::Failed(report::refusal(self.owner, &live))
+                                    return Done::Refused(report::refusal(self.owner, &live))
                                 }
                                 _ => now = read,
                             }

@@ -35,6 +35,8 @@ pub(super) struct PackFailure {
 pub(super) struct Prepared {
     pub(super) owner: String,
     pub(super) agent: AgentInfo,
+    /// The jobs to write (policies and variables join them once the agent is known to
+    /// have them, see [`super::live`]).
     pub(super) desired: Vec<Desired>,
     pub(super) rendered: Vec<RenderedJob>,
     pub(super) policies: Vec<RenderedPolicy>,

@@ -30,21 +30,23 @@ pub fn object_name(key: &ObjectKey) -> String {
     }
 }
 
-/// What a step line and a problem name an object by: a job by its ID alone, the others
-/// with their kind first (`policy cache-read`, `variable default:app/config`).
-fn subject(key: &ObjectKey) -> String {
+/// How a line names an object: a job by its ID alone, the others with their kind first,
+/// their name between `quote`s (`policy cache-read` in a step line, ``policy `cache-read` ``
+/// in a problem).
+fn named(key: &ObjectKey, quote: &str) -> String {
     match key {
         ObjectKey::Job(job) => job.to_string(),
-        other => format!("{} {}", other.kind().name(), object_name(other)),
+        other => format!(
+            "{} {quote}{}{quote}",
+            other.kind().name(),
+            object_name(other)
+        ),
     }
 }
 
-/// The subject of a problem with `key`: a job by its ID, others as `policy `name``.
+/// What a problem with the object at `key` is about.
 pub fn problem_subject(key: &ObjectKey) -> String {
-    match key {
-        ObjectKey::Job(job) => job.to_string(),
-        other => format!("{} `{}`", other.kind().name(), object_name(other)),
-    }
+    named(key, "`")
 }
 
 /// Why an object that exists and is not this owner's is left alone.
@@ -78,7 +80,7 @@ pub fn write_step(out: &mut dyn Write, step: &Step) -> io::Result<()> {
     writeln!(
         out,
         "{mark} {verb:<9} {} {origin}{why}",
-        subject(step.key())
+        named(step.key(), "")
     )
 }
 
