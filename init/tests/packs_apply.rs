@@ -311,7 +311,10 @@ fn foreign_and_other_owners_jobs_are_never_touched() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("! web-a: a job with this ID exists and is not managed by `test-set`"),
+        t.contains(
+            "! web-a (pack 'web', job 'web-a', file jobs/main.hcl): \
+             exists and is not managed by `test-set`; refusing to overwrite it"
+        ),
         "{t}"
     );
     assert_eq!(
@@ -520,6 +523,39 @@ fn variables_and_policies_are_reconciled_with_acls_on() {
         writes,
         "unchanged variables and policies are not rewritten"
     );
+    assert_eq!(
+        summary(&out),
+        "Apply: 0 created, 0 updated, 6 unchanged, 0 deleted, 0 failed.",
+        "three jobs, two variables and a policy: {}",
+        text(&out)
+    );
+    // A changed variable is planned like a job, then written over the index it was read at.
+    let before = var["ModifyIndex"].as_u64().unwrap();
+    ws.write(
+        "packs/web/variables/shared.toml",
+        "path = \"apps/{{ jobname }}\"\n[items]\ngreeting = \"{{ message }}!\"\n",
+    );
+    let out = run("plan");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("~ update    variable default:apps/web-a (pack `web`, job `web-a`)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("= unchanged policy cache-read (pack `cache`, job `cache-1`)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Plan: 0 to create, 2 to update, 4 unchanged, 0 to delete, 0 failed."),
+        "{t}"
+    );
+    assert_eq!(nomad.writes(), writes, "plan writes nothing");
+    let out = run("apply");
+    assert!(out.status.success(), "{}", text(&out));
+    let var = nomad.get_with_token("/v1/var/apps/web-a", &token).unwrap();
+    assert_eq!(var["Items"]["greeting"], "a!");
+    assert!(var["ModifyIndex"].as_u64().unwrap() > before);
     // Dropping the cache pack deletes its policy.
     ws.write("set.toml", "_name = \"test-set\"\n[web]\n_origin = \"packs\"\n[web.web-a]\nmessage = \"a\"\n[web.web-b]\nmessage = \"b\"\n");
     let out = run("apply");
@@ -903,14 +939,28 @@ fn a_policy_someone_else_made_is_refused_and_the_variables_still_written() {
     let _ = nomad.post("/v1/acl/policy/cache-read", &by_hand, Some(&token));
     let before = nomad.get_with_token("/v1/acl/policy/cache-read", &token);
     assert_eq!(before.unwrap()["Description"], "made by hand");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
-        .args(["packs", "apply"])
-        .arg(&set)
-        .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
-        .arg(ws.path(".cache"))
-        .env("NOMAD_TOKEN", &token)
-        .output()
-        .unwrap();
+    let run = |cmd: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+            .args(["packs", cmd])
+            .arg(&set)
+            .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
+            .arg(ws.path(".cache"))
+            .env("NOMAD_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let out = run("plan");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "a refusal is a failure: {t}");
+    assert!(
+        t.contains("! refuse    policy cache-read (exists, not managed by this set; owner: none)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Plan: 5 to create, 0 to update, 0 unchanged, 0 to delete, 1 failed."),
+        "{t}"
+    );
+    let out = run("apply");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(

@@ -1,6 +1,7 @@
-//! The applier: fetch and render every pack ([`super::prepare`]), compare with what this
-//! owner runs in Nomad, and make Nomad match. A pack that fails is reported and skipped; the jobs it
-//! applied before stay exactly as they are.
+//! The applier: fetch and render every pack ([`super::prepare`]), read what Nomad holds
+//! ([`super::live`]), plan ([`super::plan`]) and make Nomad match ([`super::execute`]). A
+//! pack that fails is reported and skipped; the jobs, policies and variables it applied
+//! before stay exactly as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,12 +11,12 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::events::{Event, Sink};
-use super::model::JobKey;
-use super::model::PackSet;
-use super::plan::{self, DesiredJob, LiveJob, Step};
+use super::execute::Executor;
+use super::model::{JobKey, PackSet};
+use super::plan::{self, Step};
 use super::prepare::{prepare, Prepared};
 use super::record::{self, Record};
-use super::{config, extras, origin, report};
+use super::{config, live, origin, report};
 use crate::nomad::{self, Client};
 
 /// What one applier run needs. PID 1 builds this from its config; the CLI from its flags.
@@ -116,11 +117,11 @@ async fn run_set(
         Mode::Plan | Mode::Apply => {}
     }
 
-    let live = live_jobs(client, &prepared).await?;
+    let observed = live::observe(client, &prepared, out).await?;
     let steps = plan::plan(
         &prepared.owner,
-        &prepared.desired,
-        &live,
+        &observed.desired,
+        &observed.live,
         &prepared.failed_packs(),
     );
     let record_path = record::path(&opts.cache_dir, &opts.nomad.addr, &prepared.owner);
@@ -140,31 +141,21 @@ async fn run_set(
     let (steps, mut drift_plans) = check_drift(client, steps, &mut record, out).await?;
     let has_changes = steps.iter().any(Step::is_change);
 
-    let extras = extras::reconcile(
-        client,
-        &prepared.agent,
-        &prepared.owner,
-        &prepared.policies,
-        &prepared.variables,
-        &prepared.failed_packs(),
-        mode == Mode::Plan,
-        out,
-    )
-    .await?;
-    summary.failed += extras.failed;
-
     if mode == Mode::Plan {
         for step in &steps {
             out.emit(&Event::Step(step))?;
-            if let Step::Update { desired, .. } = step {
+            let Step::Update { desired, .. } = step else {
+                continue;
+            };
+            if let (Some(key), Some(job)) = (desired.key.job(), desired.job()) {
                 // A drifted job's dry run already happened in check_drift.
-                let planned = match drift_plans.remove(&desired.key) {
+                let planned = match drift_plans.remove(key) {
                     Some(resp) => Ok(resp),
-                    None => client.plan(&desired.job).await,
+                    None => client.plan(job).await,
                 };
                 match planned {
                     Ok(resp) => out.emit(&Event::Diff {
-                        job: &desired.key,
+                        job: key,
                         lines: report::diff_lines(&resp["Diff"]),
                     })?,
                     Err(e) => out.emit(&Event::Note(&format!(
@@ -174,7 +165,7 @@ async fn run_set(
             }
         }
         let c = plan::count(&steps);
-        summary.failed += c.foreign;
+        summary.failed += c.refuse;
         let planned = Summary {
             created: c.create,
             updated: c.update,
@@ -189,7 +180,15 @@ async fn run_set(
         });
     }
 
-    let changed = execute(client, &prepared, steps, &mut summary, &mut record, out).await?;
+    let executor = Executor {
+        client,
+        owner: &prepared.owner,
+        submission: prepared.agent.version.supports_submission(),
+    };
+    let registry = observed.registry.as_ref();
+    let changed = executor
+        .execute(steps, registry, &mut summary, &mut record, out)
+        .await?;
     if let Err(e) = record.save(&record_path) {
         // Only costs dry runs next time: every job is then checked again.
         out.emit(&Event::Problem {
@@ -252,52 +251,6 @@ fn collect_cache_garbage(
 
 use super::events::plural;
 
-/// `s` as a quoted string of Nomad's filter language (Go string syntax, which JSON's is
-/// a subset of).
-fn bexpr_string(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
-/// The owner's managed jobs, plus whatever exists under the declared IDs.
-async fn live_jobs(client: &Client, prepared: &Prepared) -> anyhow::Result<Vec<LiveJob>> {
-    let owner = &prepared.owner;
-    let filter = format!(
-        "Meta[{}] == {}",
-        bexpr_string(super::model::meta::OWNER),
-        bexpr_string(owner)
-    );
-    let version = prepared.agent.version;
-    let stubs = client
-        .list_jobs(true, version.supports_filter().then_some(filter.as_str()))
-        .await?;
-    let mut live: Vec<LiveJob> = Vec::new();
-    if stubs.iter().all(|s| s.get("Meta").is_some()) {
-        live.extend(stubs.iter().filter_map(LiveJob::from_api));
-    } else {
-        // Agents before 1.4 list no Meta: read each top-level job to learn its owner.
-        for stub in stubs
-            .iter()
-            .filter(|s| s["ParentID"].as_str().unwrap_or("").is_empty())
-        {
-            if let Some(key) = JobKey::of(stub) {
-                if let Some(job) = client.read_job(&key.namespace, &key.id).await? {
-                    live.extend(LiveJob::from_api(&job));
-                }
-            }
-        }
-    }
-    live.retain(|l| l.owner.as_deref() == Some(owner.as_str()));
-    let known: BTreeSet<JobKey> = live.iter().map(|l| l.key.clone()).collect();
-    for d in &prepared.desired {
-        if !known.contains(&d.key) {
-            if let Some(job) = client.read_job(&d.key.namespace, &d.key.id).await? {
-                live.extend(LiveJob::from_api(&job));
-            }
-        }
-    }
-    Ok(live)
-}
-
 /// Asks Nomad, with a dry run (never a write), whether the unchanged jobs whose index moved
 /// since this machine last saw them still match what we render. Those that do not were
 /// changed outside the pack set and become updates back to it (their dry runs are returned
@@ -311,7 +264,7 @@ async fn check_drift(
     let asks: Vec<(usize, Value)> = plan::drift_suspects(&steps, record)
         .into_iter()
         .filter_map(|i| match &steps[i] {
-            Step::Unchanged { desired, .. } => Some((i, desired.job.clone())),
+            Step::Unchanged { desired, .. } => Some((i, desired.job()?.clone())),
             _ => None,
         })
         .collect();
@@ -325,17 +278,20 @@ async fn check_drift(
         let Step::Unchanged { live, .. } = &steps[i] else {
             continue;
         };
+        let Some(key) = live.key.job() else {
+            continue;
+        };
         match answer {
             Ok(resp) if resp["Diff"]["Type"].as_str() == Some("None") => {
-                record.set(&live.key, live.job_modify_index)
+                record.set(key, live.index)
             }
             Ok(resp) => {
-                out.emit(&Event::Drift { job: &live.key })?;
+                out.emit(&Event::Drift { job: key })?;
                 drifted.insert(i, resp);
             }
             // Left unchanged and unrecorded: the next run asks again.
             Err(e) => out.emit(&Event::Problem {
-                subject: &live.key.to_string(),
+                subject: &key.to_string(),
                 message: &format!("could not check for changes made outside the pack set: {e}"),
             })?,
         }
@@ -346,7 +302,7 @@ async fn check_drift(
         .enumerate()
         .map(|(i, s)| match drifted.remove(&i) {
             Some(resp) => {
-                plans.insert(s.key().clone(), resp);
+                plans.extend(s.key().job().map(|key| (key.clone(), resp)));
                 plan::drifted(s)
             }
             None => s,
@@ -355,137 +311,17 @@ async fn check_drift(
     Ok((steps, plans))
 }
 
-/// Outcome of one step once performed; creates and updates carry the new JobModifyIndex.
-enum Done {
-    Created(DesiredJob, u64),
-    Updated(DesiredJob, u64),
-    Unchanged,
-    Deleted,
-    Kept,
-    Failed(String),
-}
-
-/// Performs the changing steps (a few at a time) and reports each in plan order as it
-/// completes.
-/// Returns the jobs that were created or updated.
-async fn execute(
-    client: &Client,
-    prepared: &Prepared,
-    steps: Vec<Step>,
-    summary: &mut Summary,
-    record: &mut Record,
-    out: &mut dyn Sink,
-) -> anyhow::Result<Vec<DesiredJob>> {
-    let use_submission = prepared.agent.version.supports_submission();
-    let owner = prepared.owner.as_str();
-    // Each step is reported as soon as it and every step before it are done (in plan
-    // order), so an apply that is interrupted has already said what it wrote.
-    let mut results = stream::iter(steps)
-        .map(|step| async move {
-            let done = perform(client, owner, &step, use_submission).await;
-            (step, done)
-        })
-        .buffered(8);
-    let mut changed = Vec::new();
-    while let Some((step, done)) = results.next().await {
-        match done {
-            Done::Created(d, index) => {
-                summary.created += 1;
-                out.emit(&Event::Step(&step))?;
-                record.set(&d.key, index);
-                changed.push(d);
-            }
-            Done::Updated(d, index) => {
-                summary.updated += 1;
-                out.emit(&Event::Step(&step))?;
-                record.set(&d.key, index);
-                changed.push(d);
-            }
-            Done::Unchanged => summary.unchanged += 1,
-            Done::Deleted => {
-                record.remove(step.key());
-                summary.deleted += 1;
-                out.emit(&Event::Step(&step))?;
-            }
-            Done::Kept => out.emit(&Event::Step(&step))?,
-            Done::Failed(why) => {
-                summary.failed += 1;
-                out.emit(&Event::Problem {
-                    subject: &step.key().to_string(),
-                    message: &why,
-                })?;
-            }
-        }
-    }
-    Ok(changed)
-}
-
-/// Performs one step.
-async fn perform(client: &Client, owner: &str, step: &Step, submission: bool) -> Done {
-    let sub = |d: &DesiredJob| d.submission.clone().filter(|_| submission);
-    match step {
-        Step::Unchanged { .. } => Done::Unchanged,
-        Step::Keep { .. } => Done::Kept,
-        Step::Foreign { live, .. } => Done::Failed(format!(
-            "a job with this ID exists and is not managed by `{owner}` (owner: {}); refusing to overwrite it",
-            live.owner.as_deref().unwrap_or("none")
-        )),
-        Step::Delete(live) => match client.deregister_purge(&live.key.namespace, &live.key.id).await {
-            Ok(()) => Done::Deleted,
-            Err(e) => Done::Failed(e.to_string()),
-        },
-        Step::Create(d) | Step::Update { desired: d, .. } => {
-            let mut index = match step {
-                Step::Update { live, .. } => live.job_modify_index,
-                _ => 0,
-            };
-            // Two tries: on an index conflict, another applier wrote first; look again.
-            for _ in 0..2 {
-                match client.register(&d.job, Some(index), sub(d)).await {
-                    Ok(r) if matches!(step, Step::Create(_)) => {
-                        return Done::Created(d.clone(), r.job_modify_index)
-                    }
-                    Ok(r) => return Done::Updated(d.clone(), r.job_modify_index),
-                    Err(e) if e.is_index_conflict() => {
-                        match client.read_job(&d.key.namespace, &d.key.id).await {
-                            Ok(Some(job)) => {
-                                let Some(live) = LiveJob::from_api(&job) else {
-                                    return Done::Failed(e.to_string());
-                                };
-                                if live.owner.as_deref() != Some(owner) {
-                                    return Done::Failed(format!(
-                                        "a job with this ID exists and is not managed by `{owner}`; refusing to overwrite it"
-                                    ));
-                                }
-                                if live.hash.as_deref() == Some(d.hash.as_str()) && !live.stopped {
-                                    return Done::Unchanged;
-                                }
-                                index = live.job_modify_index;
-                            }
-                            Ok(None) => index = 0,
-                            Err(read) => return Done::Failed(read.to_string()),
-                        }
-                    }
-                    Err(e) => return Done::Failed(e.to_string()),
-                }
-            }
-            Done::Failed("the job kept changing under us (another applier?)".into())
-        }
-    }
-}
-
 /// Waits until every changed job's allocations for its newest version run. System jobs
 /// have no deployments before Nomad 1.11, so they are judged by their allocations.
 /// Returns how many jobs failed; prints the task events that explain each failure.
 async fn wait_for_allocations(
     client: &Client,
-    jobs: &[DesiredJob],
+    jobs: &[JobKey],
     timeout: Duration,
     out: &mut dyn Sink,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
-    let mut pending: BTreeMap<JobKey, &DesiredJob> =
-        jobs.iter().map(|d| (d.key.clone(), d)).collect();
+    let mut pending: BTreeSet<JobKey> = jobs.iter().cloned().collect();
     let mut failed = 0;
     out.emit(&Event::Note(&format!(
         "Waiting for {} jobs to run...",
@@ -493,7 +329,7 @@ async fn wait_for_allocations(
     )))?;
     while !pending.is_empty() {
         let mut settled = Vec::new();
-        for key in pending.keys() {
+        for key in &pending {
             let version = match client.read_job(&key.namespace, &key.id).await? {
                 Some(job) => job["Version"].as_u64().unwrap_or(0),
                 None => {
@@ -534,7 +370,7 @@ async fn wait_for_allocations(
             break;
         }
         if Instant::now() >= deadline {
-            for key in pending.keys() {
+            for key in &pending {
                 out.emit(&Event::Problem {
                     subject: &key.to_string(),
                     message: &format!("allocations not running after {}s", timeout.as_secs()),

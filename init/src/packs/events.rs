@@ -6,70 +6,21 @@ use std::io::{self, Write};
 
 use serde_json::{json, Value};
 
-use super::model::JobKey;
-use super::model::{Mode, Source, Summary};
+use super::model::{JobKey, Mode, ObjectKey, Source, Summary};
 use super::plan::{self, Step};
 use super::report;
-
-/// A kind of Nomad object besides jobs that packs manage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtraKind {
-    Policy,
-    Variable,
-}
-
-impl ExtraKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ExtraKind::Policy => "policy",
-            ExtraKind::Variable => "variable",
-        }
-    }
-}
-
-/// What happens to a policy or variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtraAction {
-    Create,
-    Update,
-    Delete,
-}
-
-impl ExtraAction {
-    fn name(self) -> &'static str {
-        match self {
-            ExtraAction::Create => "create",
-            ExtraAction::Update => "update",
-            ExtraAction::Delete => "delete",
-        }
-    }
-
-    fn mark(self) -> char {
-        match self {
-            ExtraAction::Create => '+',
-            ExtraAction::Update => '~',
-            ExtraAction::Delete => '-',
-        }
-    }
-}
 
 /// One thing the applier has to say.
 #[derive(Debug)]
 pub enum Event<'a> {
     /// A pack could not be used this run (fetch, load, render, parse, checks, clash).
     PackFailed { pack: &'a str, reason: &'a str },
-    /// A job's step: planned (`plan`) or performed (`apply`).
+    /// A step of a job, policy or variable: planned (`plan`) or performed (`apply`).
     Step(&'a Step),
     /// A job was changed outside the pack set; its step brings it back.
     Drift { job: &'a JobKey },
     /// Nomad's diff for a planned update, one changed field per line.
     Diff { job: &'a JobKey, lines: Vec<String> },
-    /// A policy's or variable's step.
-    Extra {
-        kind: ExtraKind,
-        action: ExtraAction,
-        name: &'a str,
-    },
     /// Something about `subject` went wrong; the run goes on.
     Problem { subject: &'a str, message: &'a str },
     /// A line for people that scripts need not parse (notes, progress).
@@ -116,13 +67,6 @@ impl<W: Write + Send> Sink for Text<W> {
                 }
                 Ok(())
             }
-            Event::Extra { kind, action, name } => writeln!(
-                out,
-                "{} {:<9} {} {name}",
-                action.mark(),
-                action.name(),
-                kind.name()
-            ),
             Event::Problem { subject, message } => writeln!(out, "! {subject}: {message}"),
             Event::Note(text) => writeln!(out, "{text}"),
             Event::Rendered { source, text } => {
@@ -176,9 +120,6 @@ pub fn to_json(event: &Event<'_>) -> Value {
         Event::Diff { job, lines } => {
             json!({"event": "diff", "namespace": job.namespace, "job": job.id, "lines": lines})
         }
-        Event::Extra { kind, action, name } => json!({
-            "event": kind.name(), "action": action.name(), "name": name
-        }),
         Event::Problem { subject, message } => {
             json!({"event": "problem", "subject": subject, "message": message})
         }
@@ -208,35 +149,37 @@ pub fn to_json(event: &Event<'_>) -> Value {
     }
 }
 
+/// A job's step is a `step` event; a policy's or a variable's is named by its kind.
 fn step_json(step: &Step) -> Value {
-    let action = match step {
-        Step::Create(_) => "create",
-        Step::Update { .. } => "update",
-        Step::Unchanged { .. } => "unchanged",
-        Step::Delete(_) => "delete",
-        Step::Keep { .. } => "keep",
-        Step::Foreign { .. } => "refuse",
-    };
+    let (_, action) = report::action(step);
     let (pack, declared_job) = match step {
-        Step::Create(d) | Step::Update { desired: d, .. } | Step::Unchanged { desired: d, .. } => {
-            (Some(d.source.pack.as_str()), Some(d.source.job.as_str()))
-        }
-        Step::Foreign { desired: d, .. } => {
+        Step::Create(d)
+        | Step::Update { desired: d, .. }
+        | Step::Unchanged { desired: d, .. }
+        | Step::Refuse { desired: d, .. } => {
             (Some(d.source.pack.as_str()), Some(d.source.job.as_str()))
         }
         Step::Delete(l) => (l.pack.as_deref(), l.declared_job.as_deref()),
         Step::Keep { pack, .. } => (Some(pack.as_str()), None),
     };
-    let key = step.key();
-    json!({
-        "event": "step",
-        "action": action,
-        "namespace": key.namespace,
-        "job": key.id,
-        "pack": pack,
-        "declared_job": declared_job,
-        "drift": plan::is_drift(step),
-    })
+    match step.key() {
+        ObjectKey::Job(key) => json!({
+            "event": "step",
+            "action": action,
+            "namespace": key.namespace,
+            "job": key.id,
+            "pack": pack,
+            "declared_job": declared_job,
+            "drift": plan::is_drift(step),
+        }),
+        other => json!({
+            "event": other.kind().name(),
+            "action": action,
+            "name": report::object_name(other),
+            "pack": pack,
+            "declared_job": declared_job,
+        }),
+    }
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -285,14 +228,26 @@ mod tests {
             json!({"event": "pack_failed", "pack": "web", "reason": "pack `web`: boom"})
         );
 
-        let (t, j) = both(Event::Extra {
-            kind: ExtraKind::Variable,
-            action: ExtraAction::Delete,
-            name: "default:app/x",
-        });
-        assert_eq!(t, "- delete    variable default:app/x\n");
-        assert_eq!(j["event"], "variable");
-        assert_eq!(j["action"], "delete");
+        let gone = plan::Live {
+            key: ObjectKey::Variable {
+                namespace: "default".into(),
+                path: "app/x".into(),
+            },
+            owner: Some("set".into()),
+            pack: Some("web".into()),
+            declared_job: None,
+            hash: None,
+            index: 0,
+            child: false,
+            stopped: false,
+        };
+        let (t, j) = both(Event::Step(&Step::Delete(gone)));
+        assert_eq!(t, "- delete    variable default:app/x (pack `web`)\n");
+        assert_eq!(
+            j,
+            json!({"event": "variable", "action": "delete", "name": "default:app/x",
+                   "pack": "web", "declared_job": null})
+        );
 
         let counts = Summary {
             created: 1,

@@ -3,17 +3,20 @@
 //!
 //! Pipeline: [`config`] reads the pack-set TOML into a [`model::PackSet`]; [`origin`] fetches
 //! each pack to a local directory; [`pack`] loads that directory; [`render`] instantiates it
-//! once per declared job, in a child process per pack ([`render_child`]); [`validate`] checks the output; [`plan`] diffs it against Nomad;
-//! [`apply`] performs the plan, and [`record`] remembers what it last saw agree, to catch
+//! once per declared job, in a child process per pack ([`render_child`]); [`validate`] checks the output;
+//! [`live`] reads what Nomad holds; [`plan`] diffs the jobs, ACL policies and Variables
+//! against it (each kind stamped and read back by [`objects`]); [`execute`] performs the
+//! plan; [`apply`] runs it all, and [`record`] remembers what it last saw agree, to catch
 //! jobs changed outside the set.
 
 pub mod apply;
 pub mod config;
 pub mod events;
-pub mod extras;
-pub mod extras_plan;
+mod execute;
 pub mod json_job;
+mod live;
 pub mod model;
+pub mod objects;
 pub mod origin;
 pub mod pack;
 pub mod plan;

@@ -186,6 +186,43 @@ pub enum ObjectKey {
     },
 }
 
+/// The kinds of object the applier writes, in the order a run writes them: policies and
+/// variables before the jobs that may need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Policy,
+    Variable,
+    Job,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Policy => "policy",
+            Kind::Variable => "variable",
+            Kind::Job => "job",
+        }
+    }
+}
+
+impl ObjectKey {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectKey::Job(_) => Kind::Job,
+            ObjectKey::Policy(_) => Kind::Policy,
+            ObjectKey::Variable { .. } => Kind::Variable,
+        }
+    }
+
+    /// The job's key, for a job.
+    pub fn job(&self) -> Option<&JobKey> {
+        match self {
+            ObjectKey::Job(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -247,7 +284,8 @@ pub struct Rendered {
     pub policies: Vec<RenderedPolicy>,
 }
 
-/// Per-job outcome counts; printed as the one-line summary.
+/// Outcome counts of the run's objects (jobs, policies and variables); printed as the
+/// one-line summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub created: usize,

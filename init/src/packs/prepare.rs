@@ -17,7 +17,8 @@ use super::model::{
     JobFormat, JobKey, ObjectKey, PackDecl, PackSet, RenderedJob, RenderedPolicy, RenderedVariable,
     Source,
 };
-use super::plan::{self, DesiredJob};
+use super::objects;
+use super::plan::{Body, Desired};
 use super::render_child::{self, JobOutcome};
 use super::validate;
 use super::{origin, render};
@@ -34,7 +35,9 @@ pub(super) struct PackFailure {
 pub(super) struct Prepared {
     pub(super) owner: String,
     pub(super) agent: AgentInfo,
-    pub(super) desired: Vec<DesiredJob>,
+    /// The jobs to write (policies and variables join them once the agent is known to
+    /// have them, see [`super::live`]).
+    pub(super) desired: Vec<Desired>,
     pub(super) rendered: Vec<RenderedJob>,
     pub(super) policies: Vec<RenderedPolicy>,
     pub(super) variables: Vec<RenderedVariable>,
@@ -53,7 +56,7 @@ impl Prepared {
 /// What one pack produced, parsed and checked.
 #[derive(Default)]
 struct PackOutput {
-    jobs: Vec<(DesiredJob, RenderedJob)>,
+    jobs: Vec<(Desired, RenderedJob)>,
     policies: Vec<RenderedPolicy>,
     variables: Vec<RenderedVariable>,
 }
@@ -216,7 +219,7 @@ async fn parse_and_check(
 /// output; a clash fails both packs.
 fn fail_clashes(output: &PackOutput, failures: &mut Vec<PackFailure>) {
     let keys: Vec<(ObjectKey, &Source)> = (output.jobs.iter())
-        .map(|(d, _)| (ObjectKey::Job(d.key.clone()), &d.source))
+        .map(|(d, _)| (d.key.clone(), &d.source))
         .chain(output.policies.iter().map(|p| (p.key(), &p.source)))
         .chain(output.variables.iter().map(|v| (v.key(), &v.source)))
         .collect();
@@ -257,7 +260,7 @@ async fn desired_job(
     owner: &str,
     rj: &RenderedJob,
     allow_drivers: &[String],
-) -> Result<DesiredJob, Vec<String>> {
+) -> Result<Desired, Vec<String>> {
     let at = |msg: String| vec![format!("{}: {msg}", rj.source)];
     let (mut job, tag) = match rj.format {
         JobFormat::Hcl => match client.parse_hcl(&rj.text).await {
@@ -286,17 +289,16 @@ async fn desired_job(
             .collect());
     }
     let key = JobKey::of(&job).ok_or_else(|| at("the job has no ID".into()))?;
-    let hash = plan::hash_rendered(tag, &rj.text);
-    plan::stamp(&mut job, owner, &rj.source, &hash);
+    let hash = objects::hash_rendered(tag, &rj.text);
+    objects::stamp(&mut job, owner, &rj.source, &hash);
     let submission = Some(json!({
         "Source": rj.text,
         "Format": tag,
     }));
-    Ok(DesiredJob {
-        key,
+    Ok(Desired {
+        key: ObjectKey::Job(key),
         source: rj.source.clone(),
         hash,
-        job,
-        submission,
+        body: Body::Job { job, submission },
     })
 }

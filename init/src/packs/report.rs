@@ -1,40 +1,75 @@
-//! Human-readable output of the applier: one line per job, Nomad's own diffs, and the
+//! Human-readable output of the applier: one line per step, Nomad's own diffs, and the
 //! task events that explain a failed allocation. Pure functions over API values.
 
 use std::io::{self, Write};
 
 use serde_json::Value;
 
-use super::plan::{self, Step};
+use super::model::ObjectKey;
+use super::plan::{self, Live, Step};
+
+/// The mark and the verb of a step, as the report and the JSON lines name it.
+pub fn action(step: &Step) -> (char, &'static str) {
+    match step {
+        Step::Create(_) => ('+', "create"),
+        Step::Update { .. } => ('~', "update"),
+        Step::Unchanged { .. } => ('=', "unchanged"),
+        Step::Delete(_) => ('-', "delete"),
+        Step::Keep { .. } => ('!', "keep"),
+        Step::Refuse { .. } => ('!', "refuse"),
+    }
+}
+
+/// An object's name without its kind: `web` or `prod/web` for a job, a policy's name, a
+/// variable's `<namespace>:<path>`.
+pub fn object_name(key: &ObjectKey) -> String {
+    match key {
+        ObjectKey::Job(job) => job.to_string(),
+        ObjectKey::Policy(name) => name.clone(),
+        ObjectKey::Variable { namespace, path } => format!("{namespace}:{path}"),
+    }
+}
+
+/// How a line names an object: a job by its ID alone, the others with their kind first,
+/// their name between `quote`s (`policy cache-read` in a step line, ``policy `cache-read` ``
+/// in a problem).
+fn named(key: &ObjectKey, quote: &str) -> String {
+    match key {
+        ObjectKey::Job(job) => job.to_string(),
+        other => format!(
+            "{} {quote}{}{quote}",
+            other.kind().name(),
+            object_name(other)
+        ),
+    }
+}
+
+/// What a problem with the object at `key` is about.
+pub fn problem_subject(key: &ObjectKey) -> String {
+    named(key, "`")
+}
+
+/// Why an object that exists and is not this owner's is left alone.
+pub fn refusal(owner: &str, live: &Live) -> String {
+    let theirs = match &live.owner {
+        Some(o) => format!(" (owner: {o})"),
+        None => String::new(),
+    };
+    format!("exists and is not managed by `{owner}`; refusing to overwrite it{theirs}")
+}
 
 /// One line per planned or performed step.
 pub fn write_step(out: &mut dyn Write, step: &Step) -> io::Result<()> {
-    let (mark, verb, origin) = match step {
-        Step::Create(d) => ("+", "create", from(&d.source.pack, &d.source.job)),
-        Step::Update { desired: d, .. } => ("~", "update", from(&d.source.pack, &d.source.job)),
-        Step::Unchanged { desired: d, .. } => {
-            ("=", "unchanged", from(&d.source.pack, &d.source.job))
+    let (mark, verb) = action(step);
+    let origin = match step {
+        Step::Create(d) | Step::Update { desired: d, .. } | Step::Unchanged { desired: d, .. } => {
+            from(&d.source.pack, Some(&d.source.job))
         }
-        Step::Delete(l) => (
-            "-",
-            "delete",
-            from(
-                l.pack.as_deref().unwrap_or("?"),
-                l.declared_job.as_deref().unwrap_or("?"),
-            ),
-        ),
-        Step::Keep { pack, .. } => (
-            "!",
-            "keep",
-            format!("(pack `{pack}` failed; left as it is)"),
-        ),
-        Step::Foreign { live, .. } => (
-            "!",
-            "refuse",
-            format!(
-                "(exists, not managed by this set; owner: {})",
-                live.owner.as_deref().unwrap_or("none")
-            ),
+        Step::Delete(l) => from(l.pack.as_deref().unwrap_or("?"), l.declared_job.as_deref()),
+        Step::Keep { pack, .. } => format!("(pack `{pack}` failed; left as it is)"),
+        Step::Refuse { live, .. } => format!(
+            "(exists, not managed by this set; owner: {})",
+            live.owner.as_deref().unwrap_or("none")
         ),
     };
     let why = if plan::is_drift(step) {
@@ -42,11 +77,18 @@ pub fn write_step(out: &mut dyn Write, step: &Step) -> io::Result<()> {
     } else {
         ""
     };
-    writeln!(out, "{mark} {verb:<9} {} {origin}{why}", step.key())
+    writeln!(
+        out,
+        "{mark} {verb:<9} {} {origin}{why}",
+        named(step.key(), "")
+    )
 }
 
-fn from(pack: &str, job: &str) -> String {
-    format!("(pack `{pack}`, job `{job}`)")
+fn from(pack: &str, job: Option<&str>) -> String {
+    match job {
+        Some(job) => format!("(pack `{pack}`, job `{job}`)"),
+        None => format!("(pack `{pack}`)"),
+    }
 }
 
 /// Renders a Nomad plan `Diff` tree: only what changed, indented by nesting.
