@@ -20,12 +20,13 @@ const MAX_FRAGMENTS: usize = 64;
 /// and the data partition is mounted first.
 const INIT_KEYS_TOO_LATE: [&str; 2] = ["network", "data"];
 /// Where a placed file may not go: kernel interfaces, and what this code writes itself.
-const FORBIDDEN_PREFIXES: [&str; 5] = [
+const FORBIDDEN_PREFIXES: [&str; 6] = [
     "/proc",
     "/sys",
     "/dev",
     "/run/nomados",
     "/var/lib/nomad/nomados/nomad-token",
+    "/var/lib/nomad/nomados/placed-files.json",
 ];
 
 struct Checker<'a> {
