@@ -53,7 +53,8 @@ pub fn json_schema() -> Value {
                     },
                     "retry_join": {
                         "type": "array",
-                        "items": { "type": "string", "minLength": 1 },
+                        "maxItems": 64,
+                        "items": { "type": "string", "minLength": 1, "maxLength": 512 },
                         "description": "Addresses (host or host:port) or Nomad cloud auto-join \
                             strings such as \"provider=aws tag_key=nomad tag_value=fleet\"."
                     },
