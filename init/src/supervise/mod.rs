@@ -231,6 +231,10 @@ pub async fn run(booted: Booted) -> PowerAction {
         fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
     }
     let api = crate::nomad::Settings::for_local_agent_with_fragments(&api_nomad, &api_dirs);
+    // Long-lived mode may move the API: every copy of `api` follows `live_api`.
+    let live_api = crate::nomad::Live::default();
+    live_api.set(api.clone());
+    let api = api.following(live_api.clone());
     let acl_flow = acl::Flow::for_boot(&api_nomad, &api_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -296,6 +300,8 @@ pub async fn run(booted: Booted) -> PowerAction {
         let actions = machine::Actions {
             restart_nomad: restart_nomad.clone(),
             reapply_packs: reapply.clone(),
+            api: live_api,
+            booted: booted.clone(),
         };
         tokio::spawn(machine::poll_loop(
             machine_child,
