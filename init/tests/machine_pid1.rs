@@ -292,6 +292,39 @@ fn a_moved_api_reaches_pid1_and_init_keys_are_followed_or_named_once() {
 }
 
 #[test]
+fn init_network_from_an_early_source_configures_the_network_before_nomad() {
+    skip_unless_possible!();
+    // The image's user data is read without the network (like a config drive or fw_cfg):
+    // its [init.network] is followed. The namespace has only `lo`: a static address on it.
+    let dir = tempfile::tempdir().unwrap();
+    let baked = dir.path().join("root/etc/nomados/user-data.toml");
+    std::fs::create_dir_all(baked.parent().unwrap()).unwrap();
+    std::fs::write(
+        &baked,
+        "[[init.network.interfaces]]\nname = \"lo\"\nstatic = { address = \"10.9.9.9/32\" }\n",
+    )
+    .unwrap();
+    let ns = Namespace::boot(dir, "", "console=ttyS0");
+    ns.wait_for("machine config from baked: applied");
+    ns.wait_for("network: starting again with the user data's [init.network]");
+    ns.wait_for("lo: static 10.9.9.9/32");
+    ns.wait_for("fake nomad up");
+    let lines = ns.lines();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("lo: static 10.9.9.9/32") < at("fake nomad up"),
+        "the network is configured before Nomad starts"
+    );
+    let out = Command::new("nsenter")
+        .args(["--target", &ns.init_pid().to_string(), "--net", "--"])
+        .args(["ip", "-4", "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert!(addrs.contains("10.9.9.9/32"), "{addrs}");
+}
+
+#[test]
 fn the_machine_config_child_is_held_to_its_memory_limit() {
     skip_unless_possible!();
     // A user data of nearly 1 MiB (the most a source reads): thousands of meta keys. It

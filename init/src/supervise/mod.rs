@@ -173,7 +173,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         );
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
-    let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
+    let mut net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
     // An install request on the command line wins; without one, the user data's
     // `[install]` (read with the machine configuration) may ask.
     let cmdline_install = install::from_cmdline(&booted.root);
@@ -219,6 +219,14 @@ pub async fn run(booted: Booted) -> PowerAction {
         Some(c) => c,
         None => machine::configure(&booted, &machine_child).await,
     };
+    // `[init.network]` from a drive, fw_cfg or the image's user data (the sources read
+    // without the network): the network starts again with it, before Nomad does.
+    if configured.config.network != cfg.network {
+        crate::info!("network: starting again with the user data's [init.network]");
+        network::stop(net).await;
+        let c = &configured.config;
+        net = network::start(&c.network, &booted.root, c.hostname.is_some()).await;
+    }
     // What PID 1 talks to Nomad with: the child's merged view (HCL fragments included).
     let (api_nomad, api_dirs) = configured.for_api();
     let machine::Configured {

@@ -16,9 +16,10 @@ use crate::diag::{Location, SourceError};
 
 /// Agent config fragments a user data may carry.
 const MAX_FRAGMENTS: usize = 64;
-/// Init keys that act before the user data is read: the network must be up to fetch it
-/// and the data partition is mounted first.
-const INIT_KEYS_TOO_LATE: [&str; 2] = ["network", "data"];
+/// Init keys that act before the user data is read: the data partition is mounted first.
+/// (`network` may come from a source read without the network: see
+/// `machine::run::EARLY_SOURCES`.)
+const INIT_KEYS_TOO_LATE: [&str; 1] = ["data"];
 /// Where a placed file may not go: kernel interfaces, and what this code writes itself.
 const FORBIDDEN_PREFIXES: [&str; 6] = [
     "/proc",
@@ -217,6 +218,16 @@ fn check_init(
                      is read; bake it into the image's nomados.toml"
                 ),
             );
+            ok = false;
+        }
+    }
+    if let Some(net) = table.get("network") {
+        let checked = match net {
+            toml::Value::Table(t) => crate::net::config::from_table(t),
+            _ => Err("network: expected a table".to_string()),
+        };
+        if let Err(e) = checked {
+            c.err(init.span(), format!("init.{e}"));
             ok = false;
         }
     }

@@ -184,9 +184,10 @@ fn init_is_checked_by_the_init_configs_rules() {
     );
     let e = one_err("[init.nomad]\nbinary = \"nomad\"\n");
     assert!(e.contains("binary must be an absolute path"), "{e}");
+    // The network's own rules, the field named (which sources may set it: run.rs).
     let e = one_err("[init.network]\ninterface = \"eth0\"\n");
     assert!(
-        e.contains("init.network cannot come from the user data"),
+        e.contains("init.network.interface: unknown field `interface`"),
         "{e}"
     );
     let e = one_err("[init.data]\nlabel = \"X\"\n");
