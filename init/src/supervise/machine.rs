@@ -289,7 +289,7 @@ fn follow(actions: &Actions, seen: &mut InitConfig, config: &mut InitConfig) {
         let tls = if wanted.is_https() { "https" } else { "http" };
         crate::info!(
             "machine config: PID 1 now reaches the nomad API at {} ({tls})",
-            crate::redact::url(&wanted.addr)
+            crate::redact::url(&wanted.addr).trim_end_matches('/')
         );
         actions.api.set(wanted);
     }
