@@ -51,13 +51,38 @@ impl Namespace {
     /// Boots nomad-init with `machine` as the `[machine]` table of its nomados.toml and
     /// `cmdline` as the kernel command line.
     fn boot(dir: tempfile::TempDir, machine: &str, cmdline: &str) -> Namespace {
+        let agent = r#"{"ports": {"http": 4646}}"#;
+        Self::boot_with(dir, machine, cmdline, FAKE_NOMAD, agent)
+    }
+
+    /// Boots with the test double as Nomad (its API answers, so PID 1 sees it healthy).
+    fn boot_double(dir: tempfile::TempDir, machine: &str, cmdline: &str) -> Namespace {
+        let d = dir.path().display().to_string();
+        let agent = serde_json::json!({
+            "data_dir": format!("{d}/nomad-data"),
+            "bind_addr": "127.0.0.1",
+            "ports": {"http": 4646},
+            "server": {"enabled": true, "bootstrap_expect": 1},
+            "client": {"enabled": true},
+        });
+        let nomad = format!("exec {} \"$@\"", pid1ns::double_binary().display());
+        Self::boot_with(dir, machine, cmdline, &nomad, &agent.to_string())
+    }
+
+    fn boot_with(
+        dir: tempfile::TempDir,
+        machine: &str,
+        cmdline: &str,
+        nomad_script: &str,
+        agent: &str,
+    ) -> Namespace {
         let root = dir.path().join("root");
         let d = dir.path().display();
         std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
         let nomad = dir.path().join("fake-nomad");
-        std::fs::write(&nomad, format!("#!/bin/sh\n{FAKE_NOMAD}\n")).unwrap();
+        std::fs::write(&nomad, format!("#!/bin/sh\n{nomad_script}\n")).unwrap();
         std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(dir.path().join("init.json"), r#"{"ports": {"http": 4646}}"#).unwrap();
+        std::fs::write(dir.path().join("init.json"), agent).unwrap();
         std::fs::write(
             root.join("etc/nomados/nomados.toml"),
             format!(
@@ -209,6 +234,94 @@ fn a_change_at_the_config_url_is_applied_after_sighup() {
     ns.wait_for("nomad stopped for a restart");
     ns.wait_for("fake nomad started with {\"name\": \"v2\"}");
     assert_eq!(ns.count("fake nomad up"), 2);
+}
+
+#[test]
+fn a_moved_api_reaches_pid1_and_init_keys_are_followed_or_named_once() {
+    skip_unless_possible!();
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    publish(&www, &fragment_user_data("v1"), 0);
+    let mut ns = Namespace::boot_double(
+        dir,
+        "poll_secs = 0",
+        "console=ttyS0 nomados.config=http://127.0.0.1:8765/user-data",
+    );
+    ns.serve(&www);
+    ns.wait_for("nomad API healthy at http://127.0.0.1:4646");
+
+    // The API moves (an agent config fragment), one [init] key PID 1 follows live and
+    // one it reads only at boot.
+    let v2 = "[init.machine]\ndeadline_secs = 60\n[init.nomad]\nstop_timeout_secs = 3\n\
+              [[fragments]]\nname = \"a.json\"\ncontent = '{\"ports\": {\"http\": 4747}}'\n";
+    publish(&www, v2, 10);
+    ns.sighup();
+    ns.wait_for("is applied: restart nomad (fragments)");
+    ns.wait_for("machine config: followed at once: init.machine.deadline_secs");
+    ns.wait_for("machine config: takes effect at the next boot: init.nomad.stop_timeout_secs");
+    ns.wait_for("PID 1 now reaches the nomad API at http://127.0.0.1:4747 (http)");
+    ns.wait_for("nomad API healthy at http://127.0.0.1:4747");
+
+    // Another change that keeps the boot-only key: it is not named again.
+    publish(
+        &www,
+        &v2.replace("deadline_secs = 60", "deadline_secs = 61"),
+        20,
+    );
+    ns.sighup();
+    ns.wait_for_count(
+        "machine config: followed at once: init.machine.deadline_secs",
+        2,
+    );
+    assert_eq!(ns.count("takes effect at the next boot"), 1);
+    assert_eq!(
+        ns.count("PID 1 now reaches the nomad API"),
+        1,
+        "the API did not move again"
+    );
+
+    // The drain at shutdown reaches the moved API too.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ns.init_pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    ns.wait_for("Poweroff requested: shutting down");
+    ns.wait_for("not draining: no other node could take the allocations");
+    assert_eq!(ns.count("not draining: nomad API unavailable"), 0);
+}
+
+#[test]
+fn init_network_from_an_early_source_configures_the_network_before_nomad() {
+    skip_unless_possible!();
+    // The image's user data is read without the network (like a config drive or fw_cfg):
+    // its [init.network] is followed. The namespace has only `lo`: a static address on it.
+    let dir = tempfile::tempdir().unwrap();
+    let baked = dir.path().join("root/etc/nomados/user-data.toml");
+    std::fs::create_dir_all(baked.parent().unwrap()).unwrap();
+    std::fs::write(
+        &baked,
+        "[[init.network.interfaces]]\nname = \"lo\"\nstatic = { address = \"10.9.9.9/32\" }\n",
+    )
+    .unwrap();
+    let ns = Namespace::boot(dir, "", "console=ttyS0");
+    ns.wait_for("machine config from baked: applied");
+    ns.wait_for("network: starting again with the user data's [init.network]");
+    ns.wait_for("lo: static 10.9.9.9/32");
+    ns.wait_for("fake nomad up");
+    let lines = ns.lines();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("lo: static 10.9.9.9/32") < at("fake nomad up"),
+        "the network is configured before Nomad starts"
+    );
+    let out = Command::new("nsenter")
+        .args(["--target", &ns.init_pid().to_string(), "--net", "--"])
+        .args(["ip", "-4", "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    assert!(addrs.contains("10.9.9.9/32"), "{addrs}");
 }
 
 #[test]

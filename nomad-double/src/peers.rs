@@ -120,14 +120,43 @@ impl Peers {
 
     /// The addresses to dial: a server's `server_join`, a client-only agent's servers.
     pub fn targets(c: &AgentConfig) -> Vec<(String, u16)> {
-        let (list, port) = if c.server_enabled {
-            (&c.server_join, c.serf_port)
+        Self::join_plan(c).0
+    }
+
+    /// The addresses to dial, and what is skipped: one note per cloud auto-join string
+    /// (`provider=aws ...`), naming only its provider (the rest may hold credentials).
+    /// The double cannot ask a cloud for instances; it never dials such a string.
+    pub fn join_plan(c: &AgentConfig) -> (Vec<(String, u16)>, Vec<String>) {
+        let (list, port, key) = if c.server_enabled {
+            (&c.server_join, c.serf_port, "server.server_join.retry_join")
         } else if c.client_enabled {
-            (&c.client_servers, c.rpc_port)
+            (
+                &c.client_servers,
+                c.rpc_port,
+                "client.server_join.retry_join",
+            )
         } else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        list.iter().filter_map(|s| join_target(s, port)).collect()
+        let mut notes = Vec::new();
+        let mut targets = Vec::new();
+        for s in list {
+            match join_target(s, port) {
+                Some(t) => targets.push(t),
+                None => {
+                    let provider = s
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("provider="))
+                        .filter(|p| p.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+                        .unwrap_or("?");
+                    notes.push(format!(
+                        "skipping cloud auto-join provider={provider} in {key}: the double \
+                         cannot discover cloud instances (Nomad does)"
+                    ));
+                }
+            }
+        }
+        (targets, notes)
     }
 
     pub fn hello(&self) -> Hello {
@@ -346,12 +375,11 @@ async fn listen(peers: &Arc<Peers>, host: &str, port: u16, what: &str) -> Option
 /// Listens (servers) and dials the join addresses every [`RETRY_INTERVAL`] until the
 /// task is dropped. Does nothing for an agent with nobody to join (a single agent, `-dev`).
 pub async fn run(peers: Arc<Peers>, c: AgentConfig) {
-    let targets = Peers::targets(&c);
-    let skipped = c.server_join.len() + c.client_servers.len();
+    let (targets, skipped) = Peers::join_plan(&c);
+    for note in &skipped {
+        peers.say(note);
+    }
     if targets.is_empty() {
-        if skipped > 0 {
-            peers.say("cloud auto-join is not followed by the double");
-        }
         return;
     }
     if c.server_enabled {

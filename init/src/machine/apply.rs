@@ -5,6 +5,11 @@
 //! renamed in; placed files and the token are each written atomically (temp file, fsync,
 //! rename) before the directories are switched. Secrets are created 0600 in 0700
 //! directories from the start: never world-readable, not even for a moment.
+//!
+//! Placed files are tracked in a manifest ([`super::placed`]): before the switch it lists
+//! the new files and the previous ones (a superset, so a failure forgets nothing); after
+//! it, the files the new user data dropped are removed if still as written, and the
+//! manifest lists what is placed now.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -13,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::paths::Paths;
+use super::placed::{self, Manifest};
 use super::render::Rendered;
 
 /// Applies `rendered`; on error nothing of the machine or secrets directories changed.
@@ -20,6 +26,9 @@ pub fn apply(rendered: &Rendered, paths: &Paths) -> anyhow::Result<()> {
     private_dir(&paths.run_dir)?;
     let machine_stage = staging(&paths.machine_dir);
     let secrets_stage = staging(&paths.secrets_dir);
+    let previous = placed::read_manifest(&paths.placed_manifest);
+    // No manifest is written for a machine that never placed a file.
+    let tracking = !rendered.files.is_empty() || !previous.files.is_empty();
     let result = (|| {
         build_dir(
             &machine_stage,
@@ -43,14 +52,19 @@ pub fn apply(rendered: &Rendered, paths: &Paths) -> anyhow::Result<()> {
                 .with_context(|| format!("files: {}", f.path.display()))?;
         }
         if let Some(token) = &rendered.token {
-            let parent = token.path.parent().unwrap_or(Path::new("/"));
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .with_context(|| format!("mkdir {}", parent.display()))?;
-            write_file(&token.path, &token.content, 0o600, None)
+            write_private(&token.path, &token.content)
                 .with_context(|| format!("the Nomad token file {}", token.path.display()))?;
+        }
+        if tracking {
+            let mut both = placed::next_manifest(&rendered.files, &[]);
+            both.files.extend(
+                previous
+                    .files
+                    .iter()
+                    .filter(|e| !rendered.files.iter().any(|f| f.path == e.path))
+                    .cloned(),
+            );
+            write_manifest(&paths.placed_manifest, &both)?;
         }
         // Secrets first: the machine directory refers to them.
         switch(&secrets_stage, &paths.secrets_dir)?;
@@ -59,8 +73,35 @@ pub fn apply(rendered: &Rendered, paths: &Paths) -> anyhow::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&machine_stage);
         let _ = std::fs::remove_dir_all(&secrets_stage);
+        return result;
+    }
+    if tracking {
+        let settled = placed::settle(&previous, &rendered.files);
+        let next = placed::next_manifest(&rendered.files, &settled);
+        // The superset written before stays on failure: nothing is forgotten.
+        if let Err(e) = write_manifest(&paths.placed_manifest, &next) {
+            crate::warn!("machine config: {e:#}");
+        }
     }
     result
+}
+
+/// Writes `content` 0600 at `path` (atomically), its directory made 0700 if missing.
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .with_context(|| format!("mkdir {}", parent.display()))?;
+    write_file(path, content, 0o600, None)?;
+    Ok(())
+}
+
+fn write_manifest(path: &Path, m: &Manifest) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(m).unwrap_or_default();
+    write_private(path, &bytes)
+        .with_context(|| format!("the placed-files manifest {}", path.display()))
 }
 
 fn staging(dir: &Path) -> PathBuf {

@@ -12,6 +12,9 @@ pub const MACHINE_DIR: &str = "/run/nomados/machine";
 pub const SECRETS_DIR: &str = "/run/nomados/secrets";
 /// The node's Nomad ACL token (bootstrapped, or given to a joining node).
 pub const TOKEN_FILE: &str = "/var/lib/nomad/nomados/nomad-token";
+/// The files the user data placed (`[[files]]`: path, size, SHA-256, mode, owner), so
+/// that a later user data that drops one removes it; root-only, on the data partition.
+pub const PLACED_MANIFEST: &str = "/var/lib/nomad/nomados/placed-files.json";
 /// A user data baked into the image: the last source, for images made for one fleet.
 pub const BAKED_USER_DATA: &str = "/etc/nomados/user-data.toml";
 
@@ -45,6 +48,7 @@ pub struct Paths {
     pub machine_dir: PathBuf,
     pub secrets_dir: PathBuf,
     pub token_file: PathBuf,
+    pub placed_manifest: PathBuf,
     pub poll_state: PathBuf,
     pub plan_file: PathBuf,
 }
@@ -56,6 +60,7 @@ impl Paths {
             machine_dir: root.path(MACHINE_DIR),
             secrets_dir: root.path(SECRETS_DIR),
             token_file: root.path(TOKEN_FILE),
+            placed_manifest: root.path(PLACED_MANIFEST),
             poll_state: root.path(POLL_STATE),
             plan_file: root.path(PLAN_FILE),
         }

@@ -4,12 +4,14 @@
 //! child that fetches, checks and writes) and `crate::supervise::machine` (PID 1, which
 //! restarts Nomad, runs the applier and sets the hostname as the plan says).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::userdata::MachineConfig;
+use crate::boot::config::InitConfig;
 
 /// What PID 1 must do after a changed user data was written. Files and secrets are
 /// already rewritten by the child (atomically, secrets 0600) when PID 1 reads this.
@@ -25,9 +27,13 @@ pub struct Plan {
     pub secrets: Vec<String>,
     /// The hostname to set (the user data's `init.hostname` changed to this).
     pub hostname: Option<String>,
-    /// What changed but is read once at boot (`init.*` keys, `[packs]` added or removed):
-    /// written, in force after a reboot.
+    /// What changed but is read once at boot (`[packs]` added or removed): written, in
+    /// force after a reboot.
     pub next_boot: Vec<String>,
+    /// `[init]` changed: PID 1 layers it over its baked config again and follows what it
+    /// can ([`init_changes`]); it names the rest.
+    #[serde(default)]
+    pub init_changed: bool,
 }
 
 impl Plan {
@@ -57,6 +63,9 @@ impl Plan {
         if !self.next_boot.is_empty() {
             parts.push(format!("at the next boot: {}", self.next_boot.join(", ")));
         }
+        if self.init_changed {
+            parts.push("[init] changed".to_string());
+        }
         if parts.is_empty() {
             "nothing to do".to_string()
         } else {
@@ -65,16 +74,83 @@ impl Plan {
     }
 }
 
-/// `init` keys PID 1 follows while running (the rest are read once at boot).
-const LIVE_INIT_KEYS: [&str; 1] = ["hostname"];
+/// `init` keys PID 1 follows while running (long-lived mode; see [`init_changes`]): the
+/// hostname, the machine-config child's own settings (each poll is a new child), and how
+/// PID 1 reaches Nomad's API (every client is built from the settings in force). The rest
+/// is read once at boot.
+pub const LIVE_INIT_KEYS: [&str; 11] = [
+    "hostname",
+    "machine.poll_secs",
+    "machine.memory_max_mib",
+    "machine.deadline_secs",
+    "nomad.addr",
+    "nomad.token_file",
+    "nomad.ca_file",
+    "nomad.client_cert_file",
+    "nomad.client_key_file",
+    "nomad.tls_server_name",
+    "nomad.tls_skip_verify",
+];
+
+/// How PID 1's own configuration changed (the baked `nomados.toml` with the user data's
+/// `[init]` over it, before and after), key by key (`section.key`, sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitChanges {
+    /// Followed at once ([`LIVE_INIT_KEYS`]).
+    pub live: Vec<String>,
+    /// In force after the next boot.
+    pub next_boot: Vec<String>,
+}
+
+/// Which keys differ between `old` and `new`, and which of them PID 1 can follow live.
+pub fn init_changes(old: &InitConfig, new: &InitConfig) -> InitChanges {
+    fn leaves(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match v {
+            // `network` belongs to the network stage, which reads it whole.
+            toml::Value::Table(t) if prefix.is_empty() || prefix != "network" => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let flat = |c: &InitConfig| {
+        let mut out = BTreeMap::new();
+        if let Ok(v) = toml::Value::try_from(c) {
+            leaves("", &v, &mut out);
+        }
+        out
+    };
+    let (a, b) = (flat(old), flat(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut changes = InitChanges::default();
+    for k in keys.into_iter().filter(|k| a.get(*k) != b.get(*k)) {
+        if LIVE_INIT_KEYS.contains(&k.as_str()) {
+            changes.live.push(k.clone());
+        } else {
+            changes.next_boot.push(k.clone());
+        }
+    }
+    changes
+}
 
 /// What going from `old` (in force) to `new` (checked whole) takes.
 ///
 /// Nomad restarts when its agent config changes: the role and peers (`[nomad]`), the
 /// fragments, and the secrets it reads (gossip key, TLS). The ACL bootstrap secret and
 /// the node token are read by PID 1 and the applier at each use: rewritten, no restart.
-/// The pack set (`[packs]`) asks for an apply. PID 1 reads its own config (`[init]`) at
-/// boot: of it only the hostname is followed live, the rest waits for the next boot.
+/// The pack set (`[packs]`) asks for an apply. Of `[init]`, the plan names the hostname and
+/// whether it changed; PID 1 sorts its keys into live and next-boot ([`init_changes`]).
 pub fn plan(old: &MachineConfig, new: &MachineConfig) -> Plan {
     let mut p = Plan::default();
     if old.nomad != new.nomad {
@@ -116,19 +192,8 @@ pub fn plan(old: &MachineConfig, new: &MachineConfig) -> Plan {
     if hostname(old) != hostname(new) {
         p.hostname = hostname(new);
     }
-    let mut keys: Vec<&String> = [old, new]
-        .iter()
-        .filter_map(|c| c.init.as_ref())
-        .flat_map(|t| t.keys())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    p.next_boot.extend(
-        keys.into_iter()
-            .filter(|k| !LIVE_INIT_KEYS.contains(&k.as_str()))
-            .filter(|k| init_key(old, k) != init_key(new, k))
-            .map(|k| format!("init.{k}")),
-    );
+    // The other `init` keys: PID 1 decides with the layered config ([`init_changes`]).
+    p.init_changed = old.init != new.init;
     p
 }
 
@@ -230,10 +295,10 @@ gossip_key = "cg8StVXbQJ0gPvMd9o7yrg=="
         let p = plan(&cfg(BASE), &without);
         assert!(!p.reapply_packs, "{p:?}");
         assert_eq!(p.next_boot, ["[packs] (added or removed)"]);
-        // The applier's own settings are PID 1's, read at boot.
+        // The applier's own settings are PID 1's (see init_changes).
         let p = changed("interval_secs = 60", "interval_secs = 30");
-        assert!(!p.reapply_packs, "{p:?}");
-        assert_eq!(p.next_boot, ["init.packs"]);
+        assert!(!p.reapply_packs && p.init_changed, "{p:?}");
+        assert!(p.next_boot.is_empty(), "{p:?}");
     }
 
     #[test]
@@ -248,29 +313,59 @@ gossip_key = "cg8StVXbQJ0gPvMd9o7yrg=="
     }
 
     #[test]
-    fn hostname_is_set_and_boot_only_keys_wait_for_a_reboot() {
+    fn hostname_is_set_and_init_changes_are_left_to_pid1() {
         let p = changed("hostname = \"n1\"", "hostname = \"n2\"");
         assert_eq!(p.hostname.as_deref(), Some("n2"));
-        assert!(
-            p.next_boot.is_empty() && p.restart_nomad.is_empty(),
-            "{p:?}"
-        );
-        let p = changed(
-            "[init.packs]",
-            "[init.machine]\npoll_secs = 10\n[init.packs]",
-        );
-        assert_eq!(p.next_boot, ["init.machine"]);
-        assert!(
-            p.summary().contains("at the next boot: init.machine"),
-            "{}",
-            p.summary()
-        );
+        assert!(p.init_changed && p.restart_nomad.is_empty(), "{p:?}");
         let p = changed(
             "[init.packs]",
             "[init.nomad]\nstop_timeout_secs = 5\n[init.packs]",
         );
-        assert_eq!(p.next_boot, ["init.nomad"]);
-        assert!(p.restart_nomad.is_empty(), "{p:?}");
+        assert!(p.init_changed && p.hostname.is_none(), "{p:?}");
+        assert!(
+            p.restart_nomad.is_empty() && p.next_boot.is_empty(),
+            "{p:?}"
+        );
+        assert!(p.summary().contains("[init] changed"), "{}", p.summary());
+    }
+
+    #[test]
+    fn init_keys_are_sorted_into_live_and_next_boot() {
+        let base = InitConfig::default();
+        let mut new = base.clone();
+        assert_eq!(init_changes(&base, &new), InitChanges::default());
+        new.hostname = Some("n2".into());
+        new.machine.poll_secs = 10;
+        new.machine.deadline_secs = 30;
+        new.nomad.addr = Some("https://127.0.0.1:4747".into());
+        new.nomad.ca_file = Some("/etc/ca.pem".into());
+        new.nomad.stop_timeout_secs = 3;
+        new.nomad.drain_timeout_secs = 7;
+        new.packs.interval_secs = 5;
+        new.network
+            .insert("dhcp".into(), toml::Value::Boolean(false));
+        let c = init_changes(&base, &new);
+        assert_eq!(
+            c.live,
+            [
+                "hostname",
+                "machine.deadline_secs",
+                "machine.poll_secs",
+                "nomad.addr",
+                "nomad.ca_file"
+            ]
+        );
+        assert_eq!(
+            c.next_boot,
+            [
+                "network",
+                "nomad.drain_timeout_secs",
+                "nomad.stop_timeout_secs",
+                "packs.interval_secs"
+            ]
+        );
+        // Back again is a change too, the same keys.
+        assert_eq!(init_changes(&new, &base), c);
     }
 
     #[test]

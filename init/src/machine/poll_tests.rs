@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::*;
-use crate::machine::render;
+use crate::machine::{placed, render};
 use crate::sys::root::Root;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,4 +243,77 @@ async fn last_modified_makes_the_request_conditional_and_the_sha256_rule_holds()
     }
     assert_eq!(poll(&o, &quick()).await, PollOutcome::Failed);
     assert!(fragment(&o).contains("10.0.0.1"));
+}
+
+#[tokio::test]
+async fn files_a_new_version_drops_are_removed_unless_changed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+    let file = |name: &str, content: &str| {
+        format!(
+            "[[files]]\npath = \"{}\"\nowner = \"{owner}\"\ncontent = \"{content}\"\n",
+            dir.path().join(name).display()
+        )
+    };
+    let v1 = format!(
+        "{}{}{}",
+        file("etc/a", "a"),
+        file("etc/b", "b"),
+        file("etc/c", "c")
+    );
+    let (u, state) = server(&v1, Some("\"v1\""), None).await;
+    let o = opts(dir.path(), &u);
+    assert_eq!(run::apply(&o).await, run::Outcome::Applied);
+    let paths = Paths::under(&o.root);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&paths.placed_manifest)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the manifest is root-only");
+    assert!(
+        !std::fs::read_to_string(&paths.placed_manifest)
+            .unwrap()
+            .contains("\"a\""),
+        "hashes, not contents"
+    );
+    // Someone edits b by hand; then a version that lists only c (changed).
+    std::fs::write(dir.path().join("etc/b"), "edited").unwrap();
+    {
+        let mut s = state.lock().unwrap();
+        s.body = file("etc/c", "c2");
+        s.etag = Some("\"v2\"".into());
+    }
+    let PollOutcome::Applied(_) = poll(&o, &quick()).await else {
+        panic!("not applied");
+    };
+    assert!(
+        !dir.path().join("etc/a").exists(),
+        "dropped and as written: removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/b")).unwrap(),
+        "edited",
+        "dropped but changed since: left in place"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("etc/c")).unwrap(),
+        "c2"
+    );
+    let m = placed::read_manifest(&paths.placed_manifest);
+    let tracked: Vec<_> = m.files.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(tracked, [dir.path().join("etc/c")], "b is no longer ours");
+
+    // The next boot's user data (no poll) lists nothing: c goes too.
+    {
+        let mut s = state.lock().unwrap();
+        s.body = "[nomad]\nrole = \"client\"\n".into();
+        s.etag = Some("\"v3\"".into());
+    }
+    assert_eq!(run::apply(&o).await, run::Outcome::Applied);
+    assert!(!dir.path().join("etc/c").exists());
+    assert!(dir.path().join("etc/b").exists());
+    assert!(placed::read_manifest(&paths.placed_manifest)
+        .files
+        .is_empty());
 }

@@ -106,6 +106,28 @@ pub(super) fn user_data_name(source: &str) -> PathBuf {
     PathBuf::from(format!("{source}:user-data"))
 }
 
+/// Sources read without the network (a drive, fw_cfg, the image): the only ones whose
+/// user data may configure it (`[init.network]`). PID 1 then starts the network again
+/// with it before Nomad starts.
+pub const EARLY_SOURCES: [&str; 4] = ["nocloud", "config-2", "fw_cfg", "baked"];
+
+/// `[init.network]` from a source that needs the network to be read is refused.
+fn network_from_early_source(found: &Found, config: &MachineConfig) -> Result<(), String> {
+    let sets_network = config
+        .init
+        .as_ref()
+        .is_some_and(|t| t.contains_key("network"));
+    if sets_network && !EARLY_SOURCES.contains(&found.source) {
+        return Err(format!(
+            "init.network cannot come from {}: that source is read over the network, so it \
+             cannot configure it; give [init.network] on a config drive (nocloud, config-2), \
+             in fw_cfg or in the image's nomados.toml",
+            found.source
+        ));
+    }
+    Ok(())
+}
+
 /// Renders and applies `config` (checked whole from `found`'s user data); the error is
 /// the message to log (secrets scrubbed). The user data itself is kept beside what it
 /// rendered, root-only, for long-lived mode to compare a new version with.
@@ -114,6 +136,7 @@ pub(super) async fn apply_checked(
     found: &Found,
     config: &MachineConfig,
 ) -> Result<(), String> {
+    network_from_early_source(found, config)?;
     let scrub = config.secrets.redactor();
     let fetched = match &config.packs {
         Some(PackSetSource::Url { url, sha256 }) => Some(fetch_pack_set(url, sha256).await?),
@@ -266,6 +289,56 @@ mod tests {
         );
         assert_eq!(apply(&o).await, Outcome::Refused);
         assert_eq!(std::fs::read(&view).unwrap(), before);
+    }
+
+    const NETWORK: &str = "[[init.network.interfaces]]\nname = \"eth0\"\n\
+        static = { address = \"10.77.0.11/24\", gateway = \"10.77.0.1\" }\n";
+
+    #[tokio::test]
+    async fn init_network_comes_from_early_sources_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path(), "console=ttyS0");
+        fw_cfg(dir.path(), NETWORK);
+        assert_eq!(apply(&o).await, Outcome::Applied);
+        let paths = Paths::under(&o.root);
+        let init = std::fs::read_to_string(paths.init_override()).unwrap();
+        let t: toml::Table = toml::from_str(&init).unwrap();
+        assert_eq!(
+            t["network"]["interfaces"][0]["static"]["address"].as_str(),
+            Some("10.77.0.11/24"),
+            "{init}"
+        );
+        // A broken table is refused with the field named, before anything is applied.
+        let broken = NETWORK.replace("10.77.0.11/24", "10.77.0.11");
+        let e = userdata::parse(Path::new("u"), broken.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("init.network.interfaces[0].static.address"),
+            "{e}"
+        );
+        // A URL is read over the network: it cannot configure it.
+        let found = Found {
+            source: "cmdline-url",
+            user_data: Some(NETWORK.as_bytes().to_vec()),
+            facts: Default::default(),
+        };
+        let e = apply_found(&o, &found).await.unwrap_err();
+        assert!(
+            e.starts_with("init.network cannot come from cmdline-url"),
+            "{e}"
+        );
+        for source in ["ec2", "gce", "azure", "openstack"] {
+            let found = Found {
+                source,
+                ..found.clone()
+            };
+            assert!(apply_found(&o, &found).await.is_err(), "{source}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(paths.init_override()).unwrap(),
+            init
+        );
     }
 
     #[tokio::test]

@@ -30,6 +30,24 @@ pub struct NetConfig {
     pub lease_dir: Option<PathBuf>,
 }
 
+/// The `[network]` table of the init config as a [`NetConfig`]. The error names the
+/// field at fault, e.g. `network.interfaces[0].static.address: "10.0.0.5": expected
+/// ADDRESS/PREFIX`.
+pub fn from_table(table: &toml::Table) -> Result<NetConfig, String> {
+    let value = toml::Value::Table(table.clone());
+    serde_path_to_error::deserialize::<_, NetConfig>(value).map_err(|e| {
+        let path = e.path().to_string();
+        // toml's value errors append "in `key`" on further lines; the path says that.
+        let inner = e.into_inner().to_string();
+        let inner = inner.lines().next().unwrap_or_default().trim().to_string();
+        if path == "." {
+            format!("network: {inner}")
+        } else {
+            format!("network.{path}: {inner}")
+        }
+    })
+}
+
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {

@@ -48,6 +48,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Builds a client from `settings`, reading the token and TLS files now.
     pub fn new(settings: &Settings) -> Result<Self> {
+        let current = settings.current();
+        let settings = &current;
         let raw_base = settings.addr.trim_end_matches('/').to_string();
         let shown = || ApiError::Address(crate::redact::url(&settings.addr));
         let url = url::Url::parse(&raw_base).map_err(|_| shown())?;

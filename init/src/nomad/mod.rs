@@ -21,7 +21,7 @@ pub use connection::{Client, LIST_BODY_LIMIT, SMALL_BODY_LIMIT};
 pub use error::{ApiError, Result};
 pub use jobs::RegisterResponse;
 pub use nodes::{AgentInfo, Drain, Eligibility, NodeRef, DRAIN_MESSAGE};
-pub use settings::{Secret, Settings, Tls, TokenSource};
+pub use settings::{Live, Secret, Settings, Tls, TokenSource};
 pub use version::Version;
 
 use serde_json::Value;

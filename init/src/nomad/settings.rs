@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::error::{ApiError, Result};
@@ -58,6 +59,41 @@ pub struct Tls {
     pub skip_verify: bool,
 }
 
+/// The local agent's API as it is now, shared by every clone of the settings given it
+/// ([`Settings::following`]). PID 1 moves it when a changed agent config (long-lived mode)
+/// moves the API or turns TLS on: every client built after that (health, drain, gates,
+/// the applier's environment) follows, without a reboot.
+#[derive(Clone, Default)]
+pub struct Live(Arc<RwLock<Option<Box<Settings>>>>);
+
+impl Live {
+    /// From now on, clients are built from `s` (its own `live`, if any, is dropped).
+    pub fn set(&self, mut s: Settings) {
+        s.live = None;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(s));
+    }
+
+    /// What was last set, if anything.
+    pub fn get(&self) -> Option<Settings> {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        g.as_deref().cloned()
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Live {}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live(..)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `http://host:port` or `https://host:port`.
@@ -70,6 +106,8 @@ pub struct Settings {
     pub tls: Tls,
     /// Upper bound for one request, connection to last byte.
     pub request_timeout: Duration,
+    /// When set, what it holds replaces all of the above ([`Settings::current`]).
+    pub live: Option<Live>,
 }
 
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4646";
@@ -91,6 +129,24 @@ impl Settings {
             region: None,
             tls: Tls::default(),
             request_timeout: Duration::from_secs(60),
+            live: None,
+        }
+    }
+
+    /// These settings, following `live` from now on (until it is set, they are these).
+    pub fn following(mut self, live: Live) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The settings in force now: what `live` holds once it was set, else these.
+    pub fn current(&self) -> Settings {
+        match self.live.as_ref().and_then(Live::get) {
+            Some(s) => s,
+            None => Settings {
+                live: None,
+                ..self.clone()
+            },
         }
     }
 
@@ -144,19 +200,21 @@ impl Settings {
     /// passed as `NOMAD_TOKEN` (the environment of a process is readable only by its
     /// owner and root), never on a command line.
     pub fn child_env(&self) -> Result<Vec<(&'static str, OsString)>> {
-        let mut env: Vec<(&'static str, OsString)> = vec![("NOMAD_ADDR", self.addr.clone().into())];
-        if let Some(token) = self.resolve_token()? {
+        let current = self.current();
+        let s = &current;
+        let mut env: Vec<(&'static str, OsString)> = vec![("NOMAD_ADDR", s.addr.clone().into())];
+        if let Some(token) = s.resolve_token()? {
             env.push(("NOMAD_TOKEN", token.expose().into()));
         }
         let text = |k, v: &Option<String>| v.as_ref().map(|v| (k, OsString::from(v)));
         let path = |k, v: &Option<PathBuf>| v.as_ref().map(|v| (k, v.clone().into_os_string()));
-        env.extend(text("NOMAD_NAMESPACE", &self.namespace));
-        env.extend(text("NOMAD_REGION", &self.region));
-        env.extend(path("NOMAD_CACERT", &self.tls.ca_file));
-        env.extend(path("NOMAD_CLIENT_CERT", &self.tls.client_cert));
-        env.extend(path("NOMAD_CLIENT_KEY", &self.tls.client_key));
-        env.extend(text("NOMAD_TLS_SERVER_NAME", &self.tls.server_name));
-        if self.tls.skip_verify {
+        env.extend(text("NOMAD_NAMESPACE", &s.namespace));
+        env.extend(text("NOMAD_REGION", &s.region));
+        env.extend(path("NOMAD_CACERT", &s.tls.ca_file));
+        env.extend(path("NOMAD_CLIENT_CERT", &s.tls.client_cert));
+        env.extend(path("NOMAD_CLIENT_KEY", &s.tls.client_key));
+        env.extend(text("NOMAD_TLS_SERVER_NAME", &s.tls.server_name));
+        if s.tls.skip_verify {
             env.push(("NOMAD_SKIP_VERIFY", "true".into()));
         }
         Ok(env)
@@ -231,6 +289,30 @@ mod tests {
         let e = s.resolve_token().unwrap_err().to_string();
         assert!(e.contains("larger than 65536 bytes"), "{e}");
         assert!(!e.contains("aaaa"), "{e}");
+    }
+
+    #[test]
+    fn every_clone_follows_live_once_it_is_set() {
+        let live = Live::default();
+        let s = Settings::new("http://127.0.0.1:4646")
+            .with_token(Some("t".into()))
+            .following(live.clone());
+        let copy = Settings {
+            token: TokenSource::None,
+            ..s.clone()
+        };
+        assert_eq!(s.current().addr, "http://127.0.0.1:4646");
+        let mut moved = Settings::new("https://127.0.0.1:4747");
+        moved.tls.server_name = Some("server.global.nomad".into());
+        live.set(moved.clone());
+        assert_eq!(s.current(), moved);
+        assert_eq!(copy.current(), moved, "a copy made before follows too");
+        assert_eq!(
+            s.child_env().unwrap()[0],
+            ("NOMAD_ADDR", "https://127.0.0.1:4747".into())
+        );
+        // Settings without it stay as they are.
+        assert_eq!(Settings::new("http://a:1").current().addr, "http://a:1");
     }
 
     #[test]

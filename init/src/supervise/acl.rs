@@ -141,9 +141,10 @@ impl Flow {
     }
 
     fn anonymous(&self) -> api::Settings {
+        // What the API is now (long-lived mode may have moved it), without the token.
         api::Settings {
             token: TokenSource::None,
-            ..self.api.clone()
+            ..self.api.current()
         }
     }
 

@@ -175,6 +175,11 @@ pub struct Actions {
     pub restart_nomad: Arc<Notify>,
     /// Run the pack applier.
     pub reapply_packs: Arc<Notify>,
+    /// How every part of PID 1 reaches Nomad's API (health, drain, gates, the applier),
+    /// set at boot: moved when a new agent config or `[init.nomad]` moves the API.
+    pub api: crate::nomad::Live,
+    /// The boot, to layer a changed `[init]` over the baked config again.
+    pub booted: Booted,
 }
 
 /// Long-lived mode (`nomados.config=<url>`): polls the URL every `machine.poll_secs` (with
@@ -188,10 +193,13 @@ pub async fn poll_loop(
     now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let interval = Duration::from_secs(config.machine.poll_secs);
     let paths = Paths::under(&child.root);
     let mut failures = 0u32;
+    // What PID 1 runs with: the boot's configuration, and the live keys as followed since.
+    let mut config = config;
+    let mut seen = config.clone();
     loop {
+        let interval = Duration::from_secs(config.machine.poll_secs);
         let delay = plan::next_poll(interval, failures, plan::jitter_unit());
         let reason = tokio::select! {
             _ = tokio::time::sleep(delay), if !interval.is_zero() => "interval",
@@ -207,7 +215,11 @@ pub async fn poll_loop(
             RunEnd::Exited(ExitStatus::Exited(EXIT_APPLIED)) => {
                 failures = 0;
                 match crate::machine::poll::take_plan(&paths) {
-                    Some(p) => carry_out(&p, &actions),
+                    Some(p) => {
+                        // First: a restarted Nomad is probed where it will listen.
+                        follow(&actions, &mut seen, &mut config);
+                        carry_out(&p, &actions);
+                    }
                     None => crate::error!(
                         "machine config: the poll applied a version but left no plan in {}",
                         paths.plan_file.display()
@@ -241,11 +253,51 @@ fn describe(end: &RunEnd) -> String {
     }
 }
 
-/// What PID 1 does for a plan: the child already rewrote files and secrets.
-fn carry_out(p: &Plan, actions: &Actions) {
-    if let Some(h) = &p.hostname {
-        set_hostname(h);
+/// Follows what a new version changed in PID 1's own view: the `[init]` keys it can
+/// follow live (hostname, `machine.*`, how to reach the API) are applied, each other
+/// changed key is named once as taking effect at the next boot; and the API settings
+/// are derived again from the child's agent view, so a moved API or TLS turned on
+/// reaches every Nomad client of PID 1 (health, drain, gates, the applier).
+fn follow(actions: &Actions, seen: &mut InitConfig, config: &mut InitConfig) {
+    let now = read_back(&actions.booted);
+    let changes = plan::init_changes(seen, &now.config);
+    if !changes.live.is_empty() {
+        crate::info!(
+            "machine config: followed at once: {}",
+            changes
+                .live
+                .iter()
+                .map(|k| format!("init.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
+    for key in &changes.next_boot {
+        crate::warn!("machine config: takes effect at the next boot: init.{key}");
+    }
+    if now.config.hostname != seen.hostname {
+        if let Some(h) = &now.config.hostname {
+            set_hostname(h);
+        }
+    }
+    // The next poll's interval and its child's limits.
+    config.machine = now.config.machine.clone();
+    *seen = now.config.clone();
+    let (api_nomad, api_dirs) = now.for_api();
+    let wanted = crate::nomad::Settings::for_local_agent_with_fragments(&api_nomad, &api_dirs);
+    if actions.api.get().as_ref() != Some(&wanted) {
+        let tls = if wanted.is_https() { "https" } else { "http" };
+        crate::info!(
+            "machine config: PID 1 now reaches the nomad API at {} ({tls})",
+            crate::redact::url(&wanted.addr).trim_end_matches('/')
+        );
+        actions.api.set(wanted);
+    }
+}
+
+/// What PID 1 does for a plan: the child already rewrote files and secrets ([`follow`]
+/// took care of the hostname and the rest of `[init]`).
+fn carry_out(p: &Plan, actions: &Actions) {
     if !p.restart_nomad.is_empty() {
         crate::info!(
             "machine config: restarting nomad for its new agent config ({})",

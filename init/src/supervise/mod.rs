@@ -173,7 +173,7 @@ pub async fn run(booted: Booted) -> PowerAction {
         );
     }
     // Network first (bounded wait for a lease), so Nomad starts with an address.
-    let net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
+    let mut net = network::start(&cfg.network, &booted.root, cfg.hostname.is_some()).await;
     // An install request on the command line wins; without one, the user data's
     // `[install]` (read with the machine configuration) may ask.
     let cmdline_install = install::from_cmdline(&booted.root);
@@ -219,6 +219,14 @@ pub async fn run(booted: Booted) -> PowerAction {
         Some(c) => c,
         None => machine::configure(&booted, &machine_child).await,
     };
+    // `[init.network]` from a drive, fw_cfg or the image's user data (the sources read
+    // without the network): the network starts again with it, before Nomad does.
+    if configured.config.network != cfg.network {
+        crate::info!("network: starting again with the user data's [init.network]");
+        network::stop(net).await;
+        let c = &configured.config;
+        net = network::start(&c.network, &booted.root, c.hostname.is_some()).await;
+    }
     // What PID 1 talks to Nomad with: the child's merged view (HCL fragments included).
     let (api_nomad, api_dirs) = configured.for_api();
     let machine::Configured {
@@ -231,6 +239,10 @@ pub async fn run(booted: Booted) -> PowerAction {
         fragment_dirs.extend(crate::slots::trial::write_meta_fragment(&booted.root, f));
     }
     let api = crate::nomad::Settings::for_local_agent_with_fragments(&api_nomad, &api_dirs);
+    // Long-lived mode may move the API: every copy of `api` follows `live_api`.
+    let live_api = crate::nomad::Live::default();
+    live_api.set(api.clone());
+    let api = api.following(live_api.clone());
     let acl_flow = acl::Flow::for_boot(&api_nomad, &api_dirs, &api, &booted.root);
     let (healthy_tx, healthy_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -296,6 +308,8 @@ pub async fn run(booted: Booted) -> PowerAction {
         let actions = machine::Actions {
             restart_nomad: restart_nomad.clone(),
             reapply_packs: reapply.clone(),
+            api: live_api,
+            booted: booted.clone(),
         };
         tokio::spawn(machine::poll_loop(
             machine_child,

@@ -22,18 +22,7 @@ pub const FIRST_LEASE_WAIT: Duration = Duration::from_secs(10);
 /// `[network]` as the DHCP client's configuration. The error names the field at fault,
 /// e.g. `network.interfaces[0].static.address: "10.0.0.5": expected ADDRESS/PREFIX`.
 pub fn net_config(table: &toml::Table) -> Result<NetConfig, String> {
-    let value = toml::Value::Table(table.clone());
-    serde_path_to_error::deserialize::<_, NetConfig>(value).map_err(|e| {
-        let path = e.path().to_string();
-        // toml's value errors append "in `key`" on further lines; the path says that.
-        let inner = e.into_inner().to_string();
-        let inner = inner.lines().next().unwrap_or_default().trim().to_string();
-        if path == "." {
-            format!("network: {inner}")
-        } else {
-            format!("network.{path}: {inner}")
-        }
-    })
+    crate::net::config::from_table(table)
 }
 
 /// [`net_config`], falling back to the defaults (and saying so) when the table is broken.

@@ -160,7 +160,7 @@ impl Supervisor {
                 status = &mut exited => return End::Exited(status.ok()),
                 _ = &mut health, if !announced => {
                     announced = true;
-                    crate::info!("nomad API healthy at {}", self.api.addr);
+                    crate::info!("nomad API healthy at {}", self.api.current().addr);
                     let _ = self.healthy.send(true);
                     tokio::spawn(warn_if_acls_off(self.api.clone()));
                     if !eligible_done.load(Ordering::SeqCst) {
@@ -220,7 +220,10 @@ async fn wait_healthy(settings: &api::Settings) {
                     logged = true;
                 }
                 Err(e) if !logged => {
-                    crate::debug!("waiting for the nomad API at {}: {e}", settings.addr);
+                    crate::debug!(
+                        "waiting for the nomad API at {}: {e}",
+                        settings.current().addr
+                    );
                     logged = true;
                 }
                 Err(_) => {}
@@ -236,7 +239,7 @@ async fn wait_healthy(settings: &api::Settings) {
 async fn warn_if_acls_off(settings: api::Settings) {
     let anonymous = api::Settings {
         token: api::TokenSource::None,
-        ..settings
+        ..settings.current()
     };
     let info = match api::Client::new(&anonymous) {
         Ok(client) => client.agent_info().await,

@@ -16,17 +16,71 @@ use crate::diag::{Location, SourceError};
 
 /// Agent config fragments a user data may carry.
 const MAX_FRAGMENTS: usize = 64;
-/// Init keys that act before the user data is read: the network must be up to fetch it
-/// and the data partition is mounted first.
-const INIT_KEYS_TOO_LATE: [&str; 2] = ["network", "data"];
+/// Init keys that act before the user data is read: the data partition is mounted first.
+/// (`network` may come from a source read without the network: see
+/// `machine::run::EARLY_SOURCES`.)
+const INIT_KEYS_TOO_LATE: [&str; 1] = ["data"];
 /// Where a placed file may not go: kernel interfaces, and what this code writes itself.
-const FORBIDDEN_PREFIXES: [&str; 5] = [
+const FORBIDDEN_PREFIXES: [&str; 6] = [
     "/proc",
     "/sys",
     "/dev",
     "/run/nomados",
     "/var/lib/nomad/nomados/nomad-token",
+    "/var/lib/nomad/nomados/placed-files.json",
 ];
+
+/// `nomad.retry_join`: at most this many entries, each at most this long (an address, or
+/// a cloud auto-join string with its credentials, is far shorter).
+const MAX_JOIN_ENTRIES: usize = 64;
+const MAX_JOIN_LEN: usize = 512;
+
+/// One `retry_join` entry: an address (`host`, `host:port`, `[v6]:port`), or one of
+/// Nomad's cloud auto-join strings (`provider=aws tag_key=... tag_value=...`: `key=value`
+/// words, written to Nomad's config as they are). The error never shows the value: an
+/// auto-join string may hold a cloud credential (`secret_access_key=`).
+fn join_entry(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    if s.len() > MAX_JOIN_LEN {
+        return Err(format!("is longer than {MAX_JOIN_LEN} bytes"));
+    }
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if words.iter().any(|w| w.starts_with("provider=")) {
+        let key_value = |w: &&str| {
+            w.split_once('=').is_some_and(|(k, v)| {
+                !k.is_empty()
+                    && !v.is_empty()
+                    && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            })
+        };
+        if !words[0].starts_with("provider=") || words[0] == "provider=" {
+            return Err(
+                "is a cloud auto-join string: it starts with provider=<name> \
+                 (\"provider=aws tag_key=... tag_value=...\")"
+                    .into(),
+            );
+        }
+        if !words.iter().all(key_value) {
+            return Err("is a cloud auto-join string: every word is key=value \
+                 (\"provider=aws tag_key=... tag_value=...\")"
+                .into());
+        }
+        return Ok(());
+    }
+    if words.len() != 1 || s.contains('=') {
+        return Err(
+            "is an address (host or host:port) or a Nomad cloud auto-join string \
+             (\"provider=aws tag_key=... tag_value=...\")"
+                .into(),
+        );
+    }
+    Ok(())
+}
 
 struct Checker<'a> {
     file: &'a Path,
@@ -167,6 +221,16 @@ fn check_init(
             ok = false;
         }
     }
+    if let Some(net) = table.get("network") {
+        let checked = match net {
+            toml::Value::Table(t) => crate::net::config::from_table(t),
+            _ => Err("network: expected a table".to_string()),
+        };
+        if let Err(e) = checked {
+            c.err(init.span(), format!("init.{e}"));
+            ok = false;
+        }
+    }
     // The init config's semantic rules (absolute paths, limits, hostname).
     let as_text = toml::to_string(&table).unwrap_or_default();
     if let Err(e) = crate::boot::config::parse(Path::new("[init]"), &as_text) {
@@ -220,15 +284,16 @@ fn check_nomad(c: &mut Checker<'_>, n: &Spanned<model::NomadRole>) -> NomadSetti
             );
         }
     }
-    for j in &n.retry_join {
+    if n.retry_join.len() > MAX_JOIN_ENTRIES {
+        c.err(
+            n.retry_join[MAX_JOIN_ENTRIES].span(),
+            format!("nomad.retry_join has more than {MAX_JOIN_ENTRIES} entries"),
+        );
+    }
+    for (i, j) in n.retry_join.iter().enumerate() {
         let s = j.get_ref().trim();
-        let auto_join = s.contains("provider=");
-        if s.is_empty() || s.chars().any(char::is_control) || (!auto_join && s.contains(' ')) {
-            c.err(
-                j.span(),
-                "nomad.retry_join entries are addresses (host or host:port) or Nomad cloud \
-                 auto-join strings (\"provider=aws tag_key=... tag_value=...\")",
-            );
+        if let Err(why) = join_entry(s) {
+            c.err(j.span(), format!("nomad.retry_join[{i}] {why}"));
         }
         out.retry_join.push(s.to_string());
     }

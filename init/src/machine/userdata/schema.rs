@@ -23,7 +23,8 @@ pub fn json_schema() -> Value {
             "init": {
                 "title": "Init config",
                 "description": "A nomados.toml table layered over the baked one (same schema; \
-                    `network` and `data` act before the user data is read and are refused).",
+                    `data` acts before the user data is read and is refused; `network` only \
+                    from a config drive, fw_cfg or the image's user data).",
                 "type": "object",
                 "properties": {
                     "hostname": { "type": "string" },
@@ -53,7 +54,8 @@ pub fn json_schema() -> Value {
                     },
                     "retry_join": {
                         "type": "array",
-                        "items": { "type": "string", "minLength": 1 },
+                        "maxItems": 64,
+                        "items": { "type": "string", "minLength": 1, "maxLength": 512 },
                         "description": "Addresses (host or host:port) or Nomad cloud auto-join \
                             strings such as \"provider=aws tag_key=nomad tag_value=fleet\"."
                     },

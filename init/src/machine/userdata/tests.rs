@@ -184,9 +184,10 @@ fn init_is_checked_by_the_init_configs_rules() {
     );
     let e = one_err("[init.nomad]\nbinary = \"nomad\"\n");
     assert!(e.contains("binary must be an absolute path"), "{e}");
+    // The network's own rules, the field named (which sources may set it: run.rs).
     let e = one_err("[init.network]\ninterface = \"eth0\"\n");
     assert!(
-        e.contains("init.network cannot come from the user data"),
+        e.contains("init.network.interface: unknown field `interface`"),
         "{e}"
     );
     let e = one_err("[init.data]\nlabel = \"X\"\n");
@@ -218,7 +219,10 @@ fn role_rules() {
         "{e}"
     );
     let e = one_err("[nomad]\nrole = \"client\"\nretry_join = [\"a b\"]\n");
-    assert!(e.starts_with("3:15: nomad.retry_join entries"), "{e}");
+    assert!(
+        e.starts_with("3:15: nomad.retry_join[0] is an address"),
+        "{e}"
+    );
     let e = one_err("[nomad]\ndatacenter = \"dc 1\"\n");
     assert!(e.starts_with("2:14: nomad.datacenter must be"), "{e}");
     let e = one_err("[nomad]\nregion = \"\"\n");
@@ -517,4 +521,59 @@ fn schema_knows_the_install_table() {
     assert!(!validator.is_valid(&serde_json::json!({"install": {"target": "sda"}})));
     assert!(!validator
         .is_valid(&serde_json::json!({"install": {"target": "/dev/sda", "image": "ftp://x"}})));
+}
+
+#[test]
+fn malformed_join_entries_are_refused_naming_the_entry_never_its_value() {
+    let join = |list: &str| format!("[nomad]\nrole = \"server\"\nretry_join = [{list}]\n");
+    // Good: addresses, and cloud auto-join strings as Nomad takes them.
+    let good = join(
+        "\"10.0.0.1\", \"[::1]:4648\", \"nomad-1.example:4648\", \
+         \"provider=aws tag_key=nomad tag_value=fleet\", \
+         \"provider=azure tag_name=n tag_value=s secret_access_key=Zm9v+/bar=\"",
+    );
+    assert_eq!(ok(&good).nomad.retry_join.len(), 5);
+    let secret = "s3cr3t-v4lue";
+    for (entry, why) in [
+        ("\"\"".to_string(), "[1] is empty"),
+        ("\"   \"".to_string(), "[1] is empty"),
+        (
+            "\"10.0.0.2\\u0007\"".to_string(),
+            "[1] contains control characters",
+        ),
+        (
+            format!("\"provider=aws\\nsecret_access_key={secret}\""),
+            "[1] contains control characters",
+        ),
+        (
+            format!("\"provider=aws tag_key=nomad {}\"", "x".repeat(600)),
+            "[1] is longer than 512 bytes",
+        ),
+        (
+            "\"provider= tag_key=a\"".to_string(),
+            "[1] is a cloud auto-join string: it starts",
+        ),
+        (
+            format!("\"tag_key=a provider=aws secret_access_key={secret}\""),
+            "[1] is a cloud auto-join string: it starts",
+        ),
+        (
+            format!("\"provider=aws tag_key secret_access_key={secret}\""),
+            "[1] is a cloud auto-join string: every word is key=value",
+        ),
+        ("\"tag_key=nomad\"".to_string(), "[1] is an address"),
+    ] {
+        let e = one_err(&join(&format!("\"10.0.0.1\", {entry}")));
+        assert!(
+            e.starts_with(&format!("3:27: nomad.retry_join{why}")),
+            "{entry}: {e}"
+        );
+        assert!(!e.contains(secret), "{e}");
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("\"10.0.0.{i}\"")).collect();
+    let e = one_err(&join(&many.join(", ")));
+    assert!(
+        e.contains("nomad.retry_join has more than 64 entries"),
+        "{e}"
+    );
 }
