@@ -20,12 +20,22 @@ pub const DEADLINE: Duration = Duration::from_secs(3 * 3600);
 /// The install request of this boot's kernel command line: none, one, or why the words
 /// given cannot be followed (see [`crate::install::options::decide`]).
 pub fn from_cmdline(root: &crate::sys::root::Root) -> Result<Option<Request>, String> {
-    let cmdline = if root.is_test() {
+    crate::install::options::from_cmdline(&cmdline(root))
+}
+
+/// Whether this boot runs from install media or from a disk (see
+/// [`crate::install::options::booted_from`]).
+pub fn booted_from(root: &crate::sys::root::Root) -> crate::install::options::Booted {
+    crate::install::options::booted_from(&cmdline(root))
+}
+
+fn cmdline(root: &crate::sys::root::Root) -> String {
+    if root.is_test() {
         std::env::var(crate::sys::root::TEST_CMDLINE_ENV).unwrap_or_default()
     } else {
-        std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
-    };
-    crate::install::options::from_cmdline(&cmdline)
+        crate::fsutil::read_bounded_to_string(std::path::Path::new("/proc/cmdline"), 8192)
+            .unwrap_or_default()
+    }
 }
 
 /// The child's command line: no secret travels here (a URL's credentials would show in

@@ -192,6 +192,7 @@ pub async fn run(booted: Booted) -> PowerAction {
     let decision = crate::install::options::decide(
         cmdline_install,
         configured.as_ref().and_then(|c| c.install.clone()),
+        &install::booted_from(&booted.root),
     );
     for note in &decision.notes {
         crate::warn!("install: {note}");
