@@ -6,6 +6,7 @@
 //! nomados.install.sha256=<64 hex>            SHA-256 of that file as served (required)
 //! nomados.install.image=iso                  the image the booted ISO carries (default)
 //! nomados.install.wipe=1                     overwrite partitions and filesystems found
+//! nomados.install.deadline=SECS              bound of the installer's run (default 3 h)
 //! ```
 //!
 //! The same request can come from the user data's `[install]` table
@@ -94,6 +95,8 @@ pub fn from_cmdline(cmdline: &str) -> Result<Option<Request>, String> {
             "nomados.install" => target = Some(value.to_string()),
             "nomados.install.image" => image = Some(value.to_string()),
             "nomados.install.sha256" => sha256 = Some(value.to_string()),
+            // Read by [`deadline_from`]: it bounds the run, not the request.
+            "nomados.install.deadline" => {}
             "nomados.install.wipe" => {
                 wipe = match value {
                     "1" | "yes" | "true" | "on" => true,
@@ -118,6 +121,22 @@ pub fn from_cmdline(cmdline: &str) -> Result<Option<Request>, String> {
         source: source(image.as_deref(), sha256.as_deref())?,
         wipe,
     }))
+}
+
+/// How long an install may run when nothing says otherwise: a slow link and a big disk.
+pub const DEFAULT_DEADLINE_SECS: u64 = 3 * 3600;
+
+/// `nomados.install.deadline=SECS` from the kernel command line (bounded to 10 minutes .. 1
+/// day; missing or unreadable: 3 hours). It bounds the installer's whole run, from the
+/// command line's request or the user data's.
+pub fn deadline_from(cmdline: &str) -> std::time::Duration {
+    let secs = crate::boot::cmdline::words(cmdline)
+        .iter()
+        .filter_map(|w| w.strip_prefix("nomados.install.deadline="))
+        .next_back()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_DEADLINE_SECS, |s| s.clamp(600, 86_400));
+    std::time::Duration::from_secs(secs)
 }
 
 /// The request as the command-line words [`from_cmdline`] reads back.
@@ -361,6 +380,23 @@ mod tests {
                 None,
                 vec!["kernel command line: bad; not installing".to_string()]
             )
+        );
+    }
+
+    #[test]
+    fn the_deadline_comes_from_the_command_line_bounded() {
+        let d = |c: &str| deadline_from(c).as_secs();
+        assert_eq!(d("console=ttyS0"), DEFAULT_DEADLINE_SECS);
+        assert_eq!(d("nomados.install.deadline=1800"), 1800);
+        assert_eq!(d("nomados.install.deadline=5"), 600);
+        assert_eq!(d("nomados.install.deadline=999999"), 86_400);
+        assert_eq!(d("nomados.install.deadline=soon"), DEFAULT_DEADLINE_SECS);
+        // Not an unknown install option, and not a request by itself.
+        assert_eq!(from_cmdline("nomados.install.deadline=1800"), Ok(None));
+        assert!(
+            from_cmdline("nomados.install=/dev/vda nomados.install.deadline=1800")
+                .unwrap()
+                .is_some()
         );
     }
 

@@ -200,7 +200,8 @@ pub async fn run(booted: Booted) -> PowerAction {
     if let Some((req, origin)) = decision.install {
         // An install boot runs no Nomad: the installer, then a reboot into its result.
         crate::info!("install: requested by the {origin}");
-        let action = if install::run(&reaper, &req, &cfg.data.label).await {
+        let deadline = install::deadline(&booted.root);
+        let action = if install::run(&reaper, &req, &cfg.data.label, cgroup_root, deadline).await {
             PowerAction::Reboot
         } else {
             loop {
