@@ -76,10 +76,9 @@ pub fn command(program: &std::path::Path, req: &Request, data_label: &str) -> Co
 /// The tag of the installer's lines on the console, and its cgroup.
 pub const TAG: &str = "install";
 /// The installer's memory cap (its cgroup's `memory.max` and its data rlimit). Measured
-/// peak (`/usr/bin/time -v`, the default image as `.raw.xz` over HTTP onto a loop device):
-/// see docs/install.md; the xz decoder of a `-6` image needs its 8 MiB dictionary, the
-/// rest is 1 MiB buffers. The cap leaves room for a `-9` image (64 MiB dictionary) and
-/// mke2fs, which runs in the same cgroup.
+/// peak: 19.5 MiB resident (`/usr/bin/time -v`, the default image as `.raw.xz` over HTTP
+/// onto a loop device; docs/install.md). The cap leaves room for a `-9` image (a 64 MiB
+/// xz dictionary) and mke2fs, which runs in the same cgroup.
 pub const MEMORY_MIB: u64 = 256;
 
 /// Runs the installer under `limited::run` (output to the console, the memory cap, a task
