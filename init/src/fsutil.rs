@@ -7,9 +7,12 @@ use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-/// Writes `contents` to `path` atomically: a temp file in the same directory, fsync,
-/// rename, so readers see the old file or the new one, never half of it. Creates the
-/// directory if needed and skips the write when the file already holds these contents.
+/// Writes `contents` to `path` atomically and durably: a temp file in the same directory,
+/// fsync, rename, fsync of the directory, so readers see the old file or the new one, never
+/// half of it, and once this returns the new one survives a power cut (without the
+/// directory's fsync the rename may still be only in memory: a VM killed right after boot
+/// came back with the old boot count). Creates the directory if needed and skips the write
+/// when the file already holds these contents.
 pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
         return Ok(());
@@ -30,7 +33,17 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result?;
+    sync_dir(dir)
+}
+
+/// fsync of a directory, so that a rename or a new entry in it is on disk. Filesystems
+/// that cannot sync a directory (`EINVAL`) have nothing more to give: not an error.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
 }
 
 /// Reads the regular file at `path`, refusing anything else (a FIFO, a device such as

@@ -281,3 +281,58 @@ fn the_source_can_come_from_the_environment() {
     );
     assert_eq!(armed(&esp), Some(Slot::B));
 }
+
+/// The child as PID 1 starts it (`supervise::upgrade::command`): PID 1 shows each of its
+/// lines on the console tagged `upgrade:`, so no line of the child's own may start with
+/// that tag again (the console said `upgrade: upgrade: ...`). Read from the real child's
+/// stdout and stderr, for a run that arms and one that fails.
+#[test]
+fn the_childs_lines_carry_no_tag_of_their_own() {
+    use nomad_init::slots::wanted::Wanted;
+    use nomad_init::supervise::upgrade::{command, TAG};
+    let d = tempfile::tempdir().unwrap();
+    let (esp, dev) = machine(d.path());
+    let p = payload("2.2", b"kernel", &[7u8; 300_000]);
+    let (addr, _stop) = serve(p.clone(), false);
+    let run = |sha256: String| {
+        let wanted = Wanted {
+            url: format!("http://{addr}/nomados.slot"),
+            sha256,
+            version: None,
+        };
+        let out = command(Path::new(BIN), &wanted)
+            .arg("--booted=a")
+            .arg(format!("--esp={}", esp.path("").display()))
+            .arg(format!("--device={}", dev.display()))
+            .output()
+            .unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .map(str::to_string)
+            .collect();
+        (out.status.success(), lines)
+    };
+    let tagged = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{TAG}:")))
+            .cloned()
+            .collect()
+    };
+    let (ok, lines) = run("0".repeat(64));
+    assert!(!ok);
+    assert!(lines.iter().any(|l| l.contains("not armed")), "{lines:?}");
+    assert_eq!(tagged(&lines), Vec::<String>::new());
+    let (ok, lines) = run(sha(&p));
+    assert!(ok, "{lines:?}");
+    for want in [
+        "running slot a",
+        "MiB written (100%)",
+        "reading back",
+        "verified in slot b",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+    assert_eq!(tagged(&lines), Vec::<String>::new());
+}

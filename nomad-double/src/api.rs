@@ -383,6 +383,16 @@ async fn wait_for_index(app: &App, req: &Req) {
     .await;
 }
 
+/// A list answered with the highest `ModifyIndex` in it as its index (`idx` when empty).
+fn list_reply(list: Vec<Value>, idx: u64) -> Reply {
+    let i = list
+        .iter()
+        .filter_map(|v| v["ModifyIndex"].as_u64())
+        .max()
+        .unwrap_or(idx);
+    Reply::json(&Value::Array(list)).query(i)
+}
+
 fn segments(path: &str) -> Vec<String> {
     path.trim_start_matches('/')
         .split('/')
@@ -450,15 +460,9 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                     Reply::text(StatusCode::NOT_FOUND, "node not found").query(idx)
                 }
             }),
-            ["v1", "node", id, "allocations"] => only!(get, {
-                let list = store.node_allocs(id);
-                let i = list
-                    .iter()
-                    .filter_map(|a| a["ModifyIndex"].as_u64())
-                    .max()
-                    .unwrap_or(idx);
-                Reply::json(&Value::Array(list)).query(i)
-            }),
+            ["v1", "node", id, "allocations"] => {
+                only!(get, list_reply(store.node_allocs(id), idx))
+            }
             ["v1", "node", id, action @ ("drain" | "eligibility")] => only!(post, {
                 if store.node_id != *id {
                     return Ok(Reply::text(StatusCode::NOT_FOUND, "node not found"));
@@ -523,15 +527,12 @@ fn route(app: &App, store: &mut Store, req: &Req, t: i64) -> Reply {
                     None => Reply::text(StatusCode::NOT_FOUND, "job versions not found").query(idx),
                 }
             ),
-            ["v1", "job", id, "allocations"] => only!(get, {
-                let list = store.job_allocs(&req.ns(), id);
-                let i = list
-                    .iter()
-                    .filter_map(|a| a["ModifyIndex"].as_u64())
-                    .max()
-                    .unwrap_or(idx);
-                Reply::json(&Value::Array(list)).query(i)
-            }),
+            ["v1", "job", id, "evaluations"] => {
+                only!(get, list_reply(store.job_evals(&req.ns(), id), idx))
+            }
+            ["v1", "job", id, "allocations"] => {
+                only!(get, list_reply(store.job_allocs(&req.ns(), id), idx))
+            }
             ["v1", "job", id, "submission"] if store.settings.version.has_submissions() => {
                 only!(get, {
                     let v = req.u64_param("version")?;

@@ -36,6 +36,9 @@ pub struct Options {
     pub version: Version,
     /// Time allocations stay `pending` before they run (or fail).
     pub alloc_delay: Duration,
+    /// Time an evaluation stays `pending` before its allocations are placed (Nomad's
+    /// scheduler is not instant: a job just registered has none yet).
+    pub eval_delay: Duration,
     /// With ACLs enabled, the only token accepted.
     pub management_token: Option<String>,
     /// Namespaces that exist (always includes "default").
@@ -53,6 +56,7 @@ impl Options {
             config,
             version: Version::DEFAULT,
             alloc_delay: Duration::from_millis(100),
+            eval_delay: Duration::ZERO,
             management_token: None,
             namespaces: vec!["default".into()],
             log_requests: false,
@@ -60,7 +64,7 @@ impl Options {
         }
     }
 
-    /// Reads `NOMAD_DOUBLE_VERSION`, `NOMAD_DOUBLE_ALLOC_DELAY_MS`,
+    /// Reads `NOMAD_DOUBLE_VERSION`, `NOMAD_DOUBLE_ALLOC_DELAY_MS`, `NOMAD_DOUBLE_EVAL_DELAY_MS`,
     /// `NOMAD_DOUBLE_MANAGEMENT_TOKEN` and `NOMAD_DOUBLE_NAMESPACES`.
     pub fn from_env(config: AgentConfig) -> Result<Options> {
         let mut o = Options::new(config);
@@ -73,6 +77,12 @@ impl Options {
                 format!("NOMAD_DOUBLE_ALLOC_DELAY_MS: not a number of milliseconds: {ms:?}")
             })?;
             o.alloc_delay = Duration::from_millis(ms);
+        }
+        if let Ok(ms) = std::env::var("NOMAD_DOUBLE_EVAL_DELAY_MS") {
+            let ms: u64 = ms.trim().parse().with_context(|| {
+                format!("NOMAD_DOUBLE_EVAL_DELAY_MS: not a number of milliseconds: {ms:?}")
+            })?;
+            o.eval_delay = Duration::from_millis(ms);
         }
         if let Ok(t) = std::env::var("NOMAD_DOUBLE_MANAGEMENT_TOKEN") {
             o.management_token = Some(t).filter(|t| !t.is_empty());
@@ -92,6 +102,7 @@ impl Options {
         state::Settings {
             version: self.version,
             alloc_delay_ns: self.alloc_delay.as_nanos() as i64,
+            eval_delay_ns: self.eval_delay.as_nanos() as i64,
             acl_enabled: c.acl_enabled,
             datacenter: c.datacenter.clone(),
             region: c.region.clone(),

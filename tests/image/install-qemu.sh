@@ -4,7 +4,8 @@
 # says nomados.install=/dev/vda with the xz image served over HTTP by the host (QEMU's user
 # network reaches the host's 127.0.0.1 as 10.0.2.2). Run 1: netboot with an empty 2 GiB
 # virtio disk; PID 1 installs and reboots (QEMU -no-reboot exits). Run 2: boot that disk
-# (FIRMWARE=bios|uefi) and reach Nomad healthy with the pack set applied. Run 3: netboot the
+# (FIRMWARE=bios|uefi) with a user data that still holds [install] and reach Nomad healthy with
+# the pack set applied, the [install] said to be ignored (it runs from its disk). Run 3: netboot the
 # installer again against the now used disk: it must refuse (no wipe) and name what is
 # there, leaving the disk's first MiB as it was. Prints the install time.
 #
@@ -86,19 +87,27 @@ took=$(grep -oE "NomadOS installed to $dev in [0-9.]+ s" "$log1" | grep -oE '[0-
 say "installed in $took (installer child; boot to reboot: ${wall} s wall, accel $NOMADOS_ACCEL)"
 head_before=$(head -c 1048576 "$target" | sha256sum | cut -d' ' -f1)
 
-# Run 2: the installed disk boots and runs the appliance.
+# Run 2: the installed disk boots and runs the appliance, with a user data that still says
+# [install] (a fleet's shared one): running from its disk, it must say once that [install]
+# is ignored and not install again (it did, at every boot).
 log2=$work/installed.log
 case "$firmware" in
     bios) runner=$REPO/qemu/run-bios.sh ;;
     uefi) runner=$REPO/qemu/run-uefi.sh ;;
     *) fail "FIRMWARE must be bios or uefi" ;;
 esac
-start_vm "$log2" "$work/qmp2" env DISK_MODE=in-place DISK_FORMAT=raw "$runner" "$target"
+printf '[install]\ntarget = "/dev/vda"\nimage = "http://10.0.2.2:%s/nomados.raw.xz"\nsha256 = "%s"\n' \
+    "$http_port" "$sha" >"$work/user-data.toml"
+start_vm "$log2" "$work/qmp2" env DISK_MODE=in-place DISK_FORMAT=raw \
+    QEMU_EXTRA_ARGS="-fw_cfg name=opt/nomados/user-data,file=$work/user-data.toml" "$runner" "$target"
 trap cleanup EXIT
 assert_appliance_up "$log2"
 grep -qE 'boot 1 of this data partition' "$log2" || fail_log "$log2" "not the first boot of the installed data partition"
+ignored=$(grep -cE "\[install\] \(/dev/vda\) is ignored: this machine runs from its disk \(slot a\)" "$log2")
+[ "$ignored" = 1 ] || fail_log "$log2" "the user data's [install] was not said to be ignored once (said $ignored times)"
+grep -q 'install: requested by' "$log2" && fail_log "$log2" "the installed system acted on the user data's [install]"
 stop_vm
-say "the installed disk booted ($firmware) to Nomad healthy with the pack set applied"
+say "the installed disk booted ($firmware) to Nomad healthy with the pack set applied; the user data's [install] ignored"
 
 # Run 3: the installer refuses the used disk without wipe.
 log3=$work/refuse.log

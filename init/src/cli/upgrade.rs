@@ -132,7 +132,7 @@ async fn upgrade(args: &UpgradeArgs) -> Result<()> {
         device: device(args, slot)?,
     };
     println!(
-        "upgrade: running slot {running}; writing slot {slot} ({}) from {}",
+        "running slot {running}; writing slot {slot} ({}) from {}",
         target.device.display(),
         shown(&src)
     );
@@ -153,7 +153,7 @@ async fn upgrade(args: &UpgradeArgs) -> Result<()> {
     };
     esp.arm_trial(&record, slot)?;
     println!(
-        "upgrade: NomadOS {} verified in slot {slot}; the next boot tries it once (slot {running} stays the default until the new system passes its health gate)",
+        "NomadOS {} verified in slot {slot}; the next boot tries it once (slot {running} stays the default until the new system passes its health gate)",
         header.version
     );
     Ok(())
@@ -185,13 +185,14 @@ pub fn run(args: &UpgradeArgs) -> i32 {
         }
     };
     if let Err(e) = runtime.block_on(upgrade(args)) {
-        eprintln!("nomad-init upgrade: error: {e:#}");
+        // No tag of its own: PID 1 tags its child's lines (`supervise::upgrade::TAG`).
+        eprintln!("error: {e:#}");
         return 1;
     }
     if args.no_reboot {
-        println!("upgrade: --no-reboot: reboot when convenient (`reboot`)");
+        println!("--no-reboot: reboot when convenient (`reboot`)");
         return 0;
     }
-    println!("upgrade: rebooting");
+    println!("rebooting");
     super::request_power_action(PowerAction::Reboot)
 }

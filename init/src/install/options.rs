@@ -6,6 +6,7 @@
 //! nomados.install.sha256=<64 hex>            SHA-256 of that file as served (required)
 //! nomados.install.image=iso                  the image the booted ISO carries (default)
 //! nomados.install.wipe=1                     overwrite partitions and filesystems found
+//! nomados.install.deadline=SECS              bound of the installer's run (default 3 h)
 //! ```
 //!
 //! The same request can come from the user data's `[install]` table
@@ -94,6 +95,8 @@ pub fn from_cmdline(cmdline: &str) -> Result<Option<Request>, String> {
             "nomados.install" => target = Some(value.to_string()),
             "nomados.install.image" => image = Some(value.to_string()),
             "nomados.install.sha256" => sha256 = Some(value.to_string()),
+            // Read by [`deadline_from`]: it bounds the run, not the request.
+            "nomados.install.deadline" => {}
             "nomados.install.wipe" => {
                 wipe = match value {
                     "1" | "yes" | "true" | "on" => true,
@@ -118,6 +121,22 @@ pub fn from_cmdline(cmdline: &str) -> Result<Option<Request>, String> {
         source: source(image.as_deref(), sha256.as_deref())?,
         wipe,
     }))
+}
+
+/// How long an install may run when nothing says otherwise: a slow link and a big disk.
+pub const DEFAULT_DEADLINE_SECS: u64 = 3 * 3600;
+
+/// `nomados.install.deadline=SECS` from the kernel command line (bounded to 10 minutes .. 1
+/// day; missing or unreadable: 3 hours). It bounds the installer's whole run, from the
+/// command line's request or the user data's.
+pub fn deadline_from(cmdline: &str) -> std::time::Duration {
+    let secs = crate::boot::cmdline::words(cmdline)
+        .iter()
+        .filter_map(|w| w.strip_prefix("nomados.install.deadline="))
+        .next_back()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_DEADLINE_SECS, |s| s.clamp(600, 86_400));
+    std::time::Duration::from_secs(secs)
 }
 
 /// The request as the command-line words [`from_cmdline`] reads back.
@@ -161,11 +180,47 @@ pub struct Decision {
     pub notes: Vec<String>,
 }
 
+/// Where this boot's root filesystem is, from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Booted {
+    /// In RAM: the PXE initramfs, or the ISO (which boots that same initramfs). Install
+    /// media: no `root=`, no `nomados.slot=`.
+    InstallMedia,
+    /// On a disk: a slot of an installed or imaged disk (`nomados.slot=`, put there by each
+    /// boot loader entry) or any other `root=`; the text says which, for the console.
+    Disk(String),
+}
+
+/// [`Booted`] from the kernel command line's words.
+pub fn booted_from(cmdline: &str) -> Booted {
+    let words = crate::boot::cmdline::words(cmdline);
+    let last = |key: &str| {
+        words
+            .iter()
+            .filter_map(|w| w.strip_prefix(key))
+            .next_back()
+            .map(str::to_string)
+    };
+    if let Some(slot) = last("nomados.slot=") {
+        return Booted::Disk(format!("slot {slot}"));
+    }
+    match last("root=") {
+        Some(root) => Booted::Disk(format!("root={root}")),
+        None => Booted::InstallMedia,
+    }
+}
+
 /// The command line wins when both ask: it is what the operator typed for this one boot
 /// (a boot prompt, a PXE entry), the user data is what the whole fleet is told. A broken
 /// command-line request installs nothing at all (not the user data's either): the operator
-/// meant something for this boot that cannot be done safely.
-pub fn decide(cmdline: Result<Option<Request>, String>, user_data: Option<Request>) -> Decision {
+/// meant something for this boot that cannot be done safely. The user data's request is
+/// followed only on a boot from install media: the installed system (or any disk) boots
+/// with the same user data, and acting on it there would install again at every boot.
+pub fn decide(
+    cmdline: Result<Option<Request>, String>,
+    user_data: Option<Request>,
+    booted: &Booted,
+) -> Decision {
     match (cmdline, user_data) {
         (Ok(Some(c)), u) => Decision {
             notes: u
@@ -191,9 +246,18 @@ pub fn decide(cmdline: Result<Option<Request>, String>, user_data: Option<Reques
                 }
             )],
         },
-        (Ok(None), Some(u)) => Decision {
-            install: Some((u, Origin::UserData)),
-            notes: Vec::new(),
+        (Ok(None), Some(u)) => match booted {
+            Booted::InstallMedia => Decision {
+                install: Some((u, Origin::UserData)),
+                notes: Vec::new(),
+            },
+            Booted::Disk(from) => Decision {
+                install: None,
+                notes: vec![format!(
+                    "the user data's [install] ({}) is ignored: this machine runs from its disk ({from}); [install] is followed only on a boot from install media (PXE, the ISO)",
+                    u.target.display()
+                )],
+            },
         },
         (Ok(None), None) => Decision::default(),
     }
@@ -203,6 +267,7 @@ pub fn decide(cmdline: Result<Option<Request>, String>, user_data: Option<Reques
 mod tests {
     use super::*;
 
+    const RAM: Booted = Booted::InstallMedia;
     const SHA: &str = "9F2C000000000000000000000000000000000000000000000000000000000000";
 
     fn req(target: &str, wipe: bool) -> Request {
@@ -239,7 +304,7 @@ mod tests {
     #[test]
     fn the_command_line_wins_over_the_user_data() {
         let (c, u) = (req("/dev/vda", false), req("/dev/sda", true));
-        let d = decide(Ok(Some(c.clone())), Some(u.clone()));
+        let d = decide(Ok(Some(c.clone())), Some(u.clone()), &RAM);
         assert_eq!(d.install, Some((c.clone(), Origin::Cmdline)));
         assert_eq!(d.notes.len(), 1);
         assert!(
@@ -247,18 +312,55 @@ mod tests {
             "{d:?}"
         );
         // The same request twice is nothing to warn about.
-        assert!(decide(Ok(Some(c.clone())), Some(c.clone()))
+        assert!(decide(Ok(Some(c.clone())), Some(c.clone()), &RAM)
             .notes
             .is_empty());
 
-        let d = decide(Ok(None), Some(u.clone()));
+        let d = decide(Ok(None), Some(u.clone()), &RAM);
         assert_eq!(d.install, Some((u.clone(), Origin::UserData)));
         assert!(d.notes.is_empty());
         assert_eq!(
-            decide(Ok(Some(c.clone())), None).install,
+            decide(Ok(Some(c.clone())), None, &RAM).install,
             Some((c, Origin::Cmdline))
         );
-        assert_eq!(decide(Ok(None), None), Decision::default());
+        assert_eq!(decide(Ok(None), None, &RAM), Decision::default());
+    }
+
+    #[test]
+    fn a_machine_running_from_its_disk_ignores_the_user_datas_install() {
+        let u = req("/dev/sda", false);
+        for (cmdline, from) in [
+            (
+                "console=ttyS0,115200 root=PARTUUID=0a1b rootfstype=ext4 rw panic=10 nomados.slot=b",
+                "slot b",
+            ),
+            ("console=ttyS0 root=/dev/vda2 rw", "root=/dev/vda2"),
+        ] {
+            let booted = booted_from(cmdline);
+            assert_eq!(booted, Booted::Disk(from.into()));
+            let d = decide(Ok(None), Some(u.clone()), &booted);
+            assert_eq!(d.install, None, "{cmdline}");
+            assert_eq!(d.notes.len(), 1, "said once: {d:?}");
+            assert!(
+                d.notes[0].contains("[install] (/dev/sda) is ignored")
+                    && d.notes[0].contains(&format!("runs from its disk ({from})")),
+                "{d:?}"
+            );
+        }
+        // The PXE initramfs and the ISO: no root=, no slot.
+        let pxe = booted_from("console=tty0 console=ttyS0,115200");
+        assert_eq!(pxe, Booted::InstallMedia);
+        assert_eq!(
+            decide(Ok(None), Some(u.clone()), &pxe).install,
+            Some((u.clone(), Origin::UserData))
+        );
+        // The kernel command line's request stays as it is, whatever the boot.
+        let c = req("/dev/vda", false);
+        let disk = booted_from("root=PARTUUID=x nomados.slot=a");
+        assert_eq!(
+            decide(Ok(Some(c.clone())), Some(u), &disk).install,
+            Some((c, Origin::Cmdline))
+        );
     }
 
     #[test]
@@ -266,17 +368,35 @@ mod tests {
         let d = decide(
             Err("nomados.install=vda: expected a disk under /dev".into()),
             Some(req("/dev/sda", true)),
+            &RAM,
         );
         assert_eq!(d.install, None);
         assert!(d.notes[0].contains("nomados.install=vda"), "{d:?}");
         assert!(d.notes[0].contains("nor from the user data"), "{d:?}");
-        let d = decide(Err("bad".into()), None);
+        let d = decide(Err("bad".into()), None, &RAM);
         assert_eq!(
             (d.install, d.notes),
             (
                 None,
                 vec!["kernel command line: bad; not installing".to_string()]
             )
+        );
+    }
+
+    #[test]
+    fn the_deadline_comes_from_the_command_line_bounded() {
+        let d = |c: &str| deadline_from(c).as_secs();
+        assert_eq!(d("console=ttyS0"), DEFAULT_DEADLINE_SECS);
+        assert_eq!(d("nomados.install.deadline=1800"), 1800);
+        assert_eq!(d("nomados.install.deadline=5"), 600);
+        assert_eq!(d("nomados.install.deadline=999999"), 86_400);
+        assert_eq!(d("nomados.install.deadline=soon"), DEFAULT_DEADLINE_SECS);
+        // Not an unknown install option, and not a request by itself.
+        assert_eq!(from_cmdline("nomados.install.deadline=1800"), Ok(None));
+        assert!(
+            from_cmdline("nomados.install=/dev/vda nomados.install.deadline=1800")
+                .unwrap()
+                .is_some()
         );
     }
 

@@ -107,6 +107,27 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `GET /v1/job/<id>/evaluations`: the job's evaluations (Nomad's `Evaluation`, with
+    /// `Status`, `FailedTGAllocs`, `BlockedEval`, `CreateIndex`), bounded like every list.
+    pub async fn job_evaluations(&self, namespace: &str, id: &str) -> Result<Vec<Value>> {
+        let path = format!(
+            "/v1/job/{}/evaluations?namespace={}",
+            encode(id),
+            encode(namespace)
+        );
+        match self
+            .call_limited(Method::GET, &path, None, super::LIST_BODY_LIMIT, None)
+            .await?
+        {
+            Value::Array(items) => Ok(items),
+            other => Err(ApiError::Decode {
+                method: Method::GET,
+                path,
+                message: format!("expected a list of evaluations, got {}", kind(&other)),
+            }),
+        }
+    }
+
     pub async fn allocations(&self, namespace: &str, id: &str) -> Result<Vec<Value>> {
         let v = self
             .get(&format!(

@@ -1,8 +1,9 @@
 //! The health gate of a trial boot, pure: given what PID 1 has seen so far, pass, wait or
 //! fail. A trial passes when Nomad's agent is healthy, this node is `ready`, the pack
-//! set's last apply ended with no failed pack and this node's allocations of the set's jobs
-//! run; it fails at the deadline, or as soon as an apply ends with a failure (the pack set
-//! is the same at every retry of this boot) or one of those allocations failed.
+//! set's last apply ended with no failed pack and every job of the set that should run on
+//! this node runs here ([`super::allocs`]); it fails at the deadline, or as soon as an apply
+//! ends with a failure (the pack set is the same at every retry of this boot), one of those
+//! allocations failed, or Nomad could not place one of the jobs here.
 
 pub use super::allocs::AllocsSeen;
 
@@ -67,12 +68,11 @@ pub fn evaluate(o: &Observed, deadline_passed: bool) -> Verdict {
         missing.push("the pack set was never applied".to_string());
     }
     match &o.allocs {
-        AllocsSeen::Starting(which) => missing.push(format!(
-            "the pack set's allocations here never all ran: {which}"
-        )),
-        AllocsSeen::Unknown if o.packs == PacksSeen::Applied => {
-            missing.push("this node's allocations could not be read".to_string())
+        AllocsSeen::Starting(which) => {
+            missing.push(format!("the pack set's jobs never all ran here: {which}"))
         }
+        AllocsSeen::Unknown if o.packs == PacksSeen::Applied => missing
+            .push("the pack set's jobs and this node's allocations could not be read".to_string()),
         _ => {}
     }
     Verdict::Fail(format!(
@@ -173,11 +173,14 @@ mod tests {
         ) else {
             panic!()
         };
-        assert!(why.contains("never all ran: web.g[0] (pending)"), "{why}");
+        assert!(
+            why.contains("never all ran here: web.g[0] (pending)"),
+            "{why}"
+        );
         let Verdict::Fail(why) = evaluate(&with(AllocsSeen::Unknown), true) else {
             panic!()
         };
-        assert!(why.contains("allocations could not be read"), "{why}");
+        assert!(why.contains("could not be read"), "{why}");
         assert_eq!(
             evaluate(
                 &with(AllocsSeen::Failed(

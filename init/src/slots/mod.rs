@@ -3,13 +3,14 @@
 //!
 //! Pure core: [`record`] (PID 1's record and what a boot means for it), [`adv`] (syslinux's
 //! ADV), [`grubenv`] (GRUB's environment block), [`loader`] (edits of the loaders' files).
-//! [`gate`] (the trial's health gate), [`allocs`] (this node's allocations for the gate), [`meta`] (what Nomad is told about the slot). Effects: [`esp`] (the files on a mounted ESP),
-//! [`trial`] (what PID 1 does at boot and on a trial), [`upgrade`], [`wanted`] (the upgrade
+//! [`gate`] (the trial's health gate), [`allocs`] (the pack set's jobs on this node, for the gate), [`meta`] (what Nomad is told about the slot). Effects: [`esp`] (the files on a mounted ESP),
+//! [`trial`] (what PID 1 does at boot and on a trial), [`facts`] (what the gate asks Nomad), [`upgrade`], [`wanted`] (the upgrade
 //! the machine's configuration asks for), [`find_partition`].
 
 pub mod adv;
 pub mod allocs;
 pub mod esp;
+pub mod facts;
 pub mod gate;
 pub mod grubenv;
 pub mod loader;

@@ -257,32 +257,6 @@ impl PackSetRef {
     }
 }
 
-/// This node's `Status` as Nomad reports it (None while it cannot be asked) and, when
-/// `owner` is known, its allocations of that owner's jobs.
-async fn node_seen(
-    api: &crate::nomad::Settings,
-    owner: Option<&str>,
-) -> (Option<String>, AllocsSeen) {
-    let Ok(client) = crate::nomad::Client::new(api) else {
-        return (None, AllocsSeen::Unknown);
-    };
-    let Ok(Some((me, node))) = client.find_self().await else {
-        return (None, AllocsSeen::Unknown);
-    };
-    let status = node["Status"].as_str().map(str::to_string);
-    let allocs = match owner {
-        None => AllocsSeen::Unknown,
-        Some(owner) => match client.node_allocations(&me.id).await {
-            Ok(list) => super::allocs::seen(&list, owner),
-            Err(e) => {
-                crate::warn!("trial gate: {e}");
-                AllocsSeen::Unknown
-            }
-        },
-    };
-    (status, allocs)
-}
-
 /// Runs the health gate of a trial boot; commits, or rolls back and asks for a reboot.
 pub async fn gate(
     t: TrialBoot,
@@ -303,7 +277,10 @@ pub async fn gate(
         let (node_status, allocs) = if !nomad_healthy {
             (None, AllocsSeen::Unknown)
         } else if !set.exists {
-            (node_seen(&api, None).await.0, AllocsSeen::Running(0))
+            (
+                super::facts::node_seen(&api, None).await.0,
+                AllocsSeen::Running(0),
+            )
         } else if packs_seen == PacksSeen::Applied {
             let owner = set.owner();
             if owner.is_none() {
@@ -312,9 +289,12 @@ pub async fn gate(
                     crate::packs::record::owner_path(&set.cache_dir).display()
                 );
             }
-            node_seen(&api, owner.as_deref()).await
+            super::facts::node_seen(&api, owner.as_deref()).await
         } else {
-            (node_seen(&api, None).await.0, AllocsSeen::Unknown)
+            (
+                super::facts::node_seen(&api, None).await.0,
+                AllocsSeen::Unknown,
+            )
         };
         let observed = Observed {
             nomad_healthy,
@@ -466,8 +446,22 @@ mod tests {
         );
     }
 
-    /// The nomad-double with ACLs on and one job of owner `edge` running `command`.
-    async fn double_with_job(command: &str) -> crate::nomad::Settings {
+    /// A job of owner `edge` running `command`.
+    fn job(id: &str, job_type: &str, command: &str) -> serde_json::Value {
+        serde_json::json!({
+            "ID": id, "Name": id, "Type": job_type, "Datacenters": ["dc1"],
+            "Meta": {"nomados.owner": "edge"},
+            "TaskGroups": [{"Name": "g", "Count": 1, "Tasks": [
+                {"Name": "server", "Driver": "exec", "Config": {"command": command}}]}]
+        })
+    }
+
+    /// The nomad-double with ACLs on, its scheduler taking `eval_delay` per evaluation,
+    /// and `jobs` registered.
+    async fn double_with(
+        eval_delay: Duration,
+        jobs: &[serde_json::Value],
+    ) -> crate::nomad::Settings {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let mut opts = nomad_double::Options::new(nomad_double::AgentConfig {
@@ -476,17 +470,94 @@ mod tests {
         });
         opts.management_token = Some("t0ken".into());
         opts.alloc_delay = Duration::from_millis(50);
+        opts.eval_delay = eval_delay;
         tokio::spawn(nomad_double::serve(listener, opts));
         let api = crate::nomad::Settings::new(addr).with_token(Some("t0ken".into()));
-        let job = serde_json::json!({
-            "ID": "web", "Name": "web", "Type": "service", "Datacenters": ["dc1"],
-            "Meta": {"nomados.owner": "edge"},
-            "TaskGroups": [{"Name": "g", "Count": 1, "Tasks": [
-                {"Name": "server", "Driver": "exec", "Config": {"command": command}}]}]
-        });
         let client = crate::nomad::Client::new(&api).unwrap();
-        client.register(&job, None, None).await.unwrap();
+        for j in jobs {
+            client.register(j, None, None).await.unwrap();
+        }
         api
+    }
+
+    /// The nomad-double with ACLs on and one job of owner `edge` running `command`.
+    async fn double_with_job(command: &str) -> crate::nomad::Settings {
+        double_with(Duration::ZERO, &[job("web", "service", command)]).await
+    }
+
+    /// This node's allocations as Nomad shows them now: (job, client status).
+    async fn allocations_here(api: &crate::nomad::Settings) -> Vec<(String, String)> {
+        let client = crate::nomad::Client::new(api).unwrap();
+        let (me, _) = client.find_self().await.unwrap().unwrap();
+        let mut v: Vec<(String, String)> = client
+            .node_allocations(&me.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["JobID"].as_str().unwrap().to_string(),
+                    a["ClientStatus"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Right after an apply Nomad has placed nothing yet (its scheduler takes 2 s here):
+    /// the gate must wait for the allocation, not pass on an empty list.
+    #[tokio::test]
+    async fn a_trial_waits_for_the_allocations_nomad_has_yet_to_place() {
+        let api = double_with(Duration::from_secs(2), &[job("web", "system", "/bin/sh")]).await;
+        let (_d, esp, event) = gate_against(api.clone(), Some("edge")).await;
+        assert!(event.is_none(), "no reboot after a commit");
+        assert_eq!(
+            allocations_here(&api).await,
+            [("web".to_string(), "running".to_string())],
+            "committed before the pack set's allocation ran here"
+        );
+        assert_eq!(esp.read_record().unwrap().default, Slot::B);
+    }
+
+    /// A job Nomad cannot place on this node (it asks for more memory than the node has)
+    /// fails the gate at once, with Nomad's reason, instead of passing with nothing here.
+    #[tokio::test]
+    async fn a_job_nomad_cannot_place_here_rolls_back_naming_why() {
+        let mut big = job("big", "service", "/bin/sh");
+        big["TaskGroups"][0]["Tasks"][0]["Resources"] =
+            serde_json::json!({"CPU": 100, "MemoryMB": 4096});
+        let api = double_with(Duration::from_millis(300), &[big]).await;
+        let (_d, esp, event) = gate_against(api, Some("edge")).await;
+        assert!(matches!(event, Some(Event::Power(PowerAction::Reboot))));
+        let r = esp.read_record().unwrap();
+        assert_eq!(r.default, Slot::A);
+        let why = r.rolled_back.unwrap();
+        assert!(
+            why.contains("job `big` cannot be placed: group `g`: memory exhausted on 1 node"),
+            "{why}"
+        );
+    }
+
+    /// A system job whose constraints keep it off this node never runs here: it must not
+    /// hold the gate until its deadline (the test's timeout is below it).
+    #[tokio::test]
+    async fn a_job_kept_off_this_node_by_its_constraints_does_not_hold_the_gate() {
+        let mut pinned = job("pinned", "system", "/bin/sh");
+        pinned["Constraints"] = serde_json::json!([
+            {"LTarget": "${node.unique.name}", "RTarget": "another-node", "Operand": "="}]);
+        let api = double_with(
+            Duration::from_millis(300),
+            &[pinned, job("web", "system", "/bin/sh")],
+        )
+        .await;
+        let (_d, esp, event) = gate_against(api.clone(), Some("edge")).await;
+        assert!(event.is_none());
+        assert_eq!(esp.read_record().unwrap().default, Slot::B);
+        assert_eq!(
+            allocations_here(&api).await,
+            [("web".to_string(), "running".to_string())]
+        );
     }
 
     /// Runs the gate of a fresh trial of slot B with Nomad healthy and the set applied.

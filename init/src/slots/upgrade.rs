@@ -127,7 +127,7 @@ impl Progress {
             #[allow(clippy::cast_precision_loss)]
             let mib = |b: u64| b as f64 / 1_048_576.0;
             out(&format!(
-                "upgrade: {:.1} MiB of {:.1} MiB written ({pct}%), {:.1} MiB/s",
+                "{:.1} MiB of {:.1} MiB written ({pct}%), {:.1} MiB/s",
                 mib(self.done),
                 mib(self.total),
                 mib(self.done) / secs
@@ -284,7 +284,7 @@ pub async fn write_slot(
                 }
             }
             out(&format!(
-                "upgrade: NomadOS {} into slot {} ({}): kernel {} bytes, root filesystem {} bytes",
+                "NomadOS {} into slot {} ({}): kernel {} bytes, root filesystem {} bytes",
                 h.version,
                 target.slot,
                 target.device.display(),
@@ -325,7 +325,7 @@ pub async fn write_slot(
     }
     kernel.sync_all()?;
     root.sync_all()?;
-    out("upgrade: written; reading back to verify");
+    out("written; reading back to verify");
     if hash_prefix(&mut kernel_reopen(&kernel_tmp)?, header.kernel_bytes)? != header.kernel_sha256 {
         bail!(
             "the kernel read back from {} differs from what was written",

@@ -192,6 +192,7 @@ pub async fn run(booted: Booted) -> PowerAction {
     let decision = crate::install::options::decide(
         cmdline_install,
         configured.as_ref().and_then(|c| c.install.clone()),
+        &install::booted_from(&booted.root),
     );
     for note in &decision.notes {
         crate::warn!("install: {note}");
@@ -199,7 +200,8 @@ pub async fn run(booted: Booted) -> PowerAction {
     if let Some((req, origin)) = decision.install {
         // An install boot runs no Nomad: the installer, then a reboot into its result.
         crate::info!("install: requested by the {origin}");
-        let action = if install::run(&reaper, &req, &cfg.data.label).await {
+        let deadline = install::deadline(&booted.root);
+        let action = if install::run(&reaper, &req, &cfg.data.label, cgroup_root, deadline).await {
             PowerAction::Reboot
         } else {
             loop {

@@ -22,6 +22,9 @@ use crate::slots::wanted::{self, Decision, Wanted};
 pub use crate::machine::paths::UPGRADE_REQUEST as REQUEST_FILE;
 /// The child's whole run: a slow download of a few hundred MiB, and the read-back.
 pub const DEADLINE: Duration = Duration::from_secs(2 * 3600);
+/// The tag of the child's lines on the console (and its cgroup): PID 1 adds it, so the
+/// child's own lines carry none.
+pub const TAG: &str = "upgrade";
 /// The child streams in 1 MiB chunks: this is ample and bounds a runaway.
 const MEMORY_MIB: u64 = 256;
 
@@ -131,8 +134,8 @@ impl Upgrader {
         // The same supervision as the applier's and the machine config's children: output
         // to the console, a data rlimit, a deadline (no cgroup: the upgrader has no peers).
         let limits = super::limited::Limits {
-            name: "upgrade",
-            cgroup: "upgrade",
+            name: TAG,
+            cgroup: TAG,
             memory_mib: MEMORY_MIB,
             pids_max: 32,
             deadline: DEADLINE,

@@ -5,6 +5,9 @@ use super::{rfc3339, Store};
 use crate::canonical::datacenter_matches;
 use serde_json::{json, Map, Value};
 
+/// The node's memory (its `NodeResources`): a group asking for more cannot be placed.
+const NODE_MEMORY_MB: u64 = 1024;
+
 pub(super) struct Alloc {
     pub(super) v: Value,
     pub(super) ns: String,
@@ -96,15 +99,65 @@ impl Store {
         None
     }
 
+    /// Why group `g` of `job` cannot go on this node: a constraint (job, group or task
+    /// level) that filters it, or more memory than the node has. Constraints on
+    /// `${node.unique.name}`, `${node.unique.id}`, `${node.datacenter}`,
+    /// `${attr.kernel.name}` and `${meta.<key>}` with `=`/`==`/`is`/`!=`/`not` are checked
+    /// (an attribute the node lacks filters it, as in Nomad); other operators pass.
+    fn misfit(&self, job: &Value, g: &Value) -> Option<(Option<String>, Option<&'static str>)> {
+        let tasks = g["Tasks"].as_array().cloned().unwrap_or_default();
+        let constraints = job["Constraints"]
+            .as_array()
+            .into_iter()
+            .chain(g["Constraints"].as_array())
+            .chain(tasks.iter().filter_map(|t| t["Constraints"].as_array()))
+            .flatten();
+        for c in constraints {
+            let l = c["LTarget"].as_str().unwrap_or("");
+            let r = c["RTarget"].as_str().unwrap_or("");
+            let op = c["Operand"].as_str().unwrap_or("=");
+            let value = match l {
+                "${node.unique.name}" => Some(self.settings.node_name.clone()),
+                "${node.unique.id}" => Some(self.node_id.clone()),
+                "${node.datacenter}" => Some(self.settings.datacenter.clone()),
+                "${attr.kernel.name}" => Some("linux".to_string()),
+                _ => l
+                    .strip_prefix("${meta.")
+                    .and_then(|k| k.strip_suffix('}'))
+                    .and_then(|k| self.settings.node_meta.get(k).cloned()),
+            };
+            let ok = match op {
+                "" | "=" | "==" | "is" => value.as_deref() == Some(r),
+                "!=" | "not" => value.is_some_and(|v| v != r),
+                _ => true,
+            };
+            if !ok {
+                return Some((Some(format!("{l} {op} {r}").replace("  ", " ")), None));
+            }
+        }
+        let memory: u64 = tasks
+            .iter()
+            .map(|t| t["Resources"]["MemoryMB"].as_u64().unwrap_or(300))
+            .sum();
+        (memory > NODE_MEMORY_MB).then_some((None, Some("memory")))
+    }
+
     /// The scheduler, reduced to what one node needs: make the live allocations of a job
-    /// match its groups (count, or one per eligible node for system jobs).
-    pub(super) fn place(&mut self, key: &(String, String), eval_id: &str, now: i64) {
+    /// match its groups (count, or one per eligible node for system jobs). Returns the
+    /// groups it could not place, each with Nomad's `AllocMetric`.
+    pub(super) fn place(
+        &mut self,
+        key: &(String, String),
+        eval_id: &str,
+        now: i64,
+    ) -> Map<String, Value> {
+        let mut failed = Map::new();
         let Some(rec) = self.jobs.get(key) else {
-            return;
+            return failed;
         };
         let job = rec.job.clone();
         if job["Stop"].as_bool().unwrap_or(false) {
-            return;
+            return failed;
         }
         let job_type = job["Type"].as_str().unwrap_or("service").to_string();
         let node_ok = self.node_state.eligible
@@ -114,13 +167,32 @@ impl Store {
         let mut to_stop = Vec::new();
         for g in job["TaskGroups"].as_array().cloned().unwrap_or_default() {
             let gname = g["Name"].as_str().unwrap_or("").to_string();
-            let want = if job_type == "system" || job_type == "sysbatch" {
+            let system = job_type == "system" || job_type == "sysbatch";
+            let misfit = if node_ok { self.misfit(&job, &g) } else { None };
+            let want = if misfit.is_some() {
+                0
+            } else if system {
                 usize::from(node_ok)
             } else if node_ok {
                 g["Count"].as_u64().unwrap_or(1) as usize
             } else {
                 0
             };
+            match &misfit {
+                // A system job goes where its constraints let it: elsewhere is no failure.
+                Some((Some(_), None)) if system => {}
+                Some((constraint, dimension)) => {
+                    failed.insert(
+                        gname.clone(),
+                        super::evals::metric(
+                            &self.settings.datacenter,
+                            constraint.as_deref(),
+                            *dimension,
+                        ),
+                    );
+                }
+                None => {}
+            }
             let live: Vec<usize> = self
                 .allocs
                 .iter()
@@ -154,7 +226,7 @@ impl Store {
             );
         }
         if new_allocs.is_empty() {
-            return;
+            return failed;
         }
         let idx = self.bump();
         for (gname, slot, failure, tasks) in new_allocs {
@@ -186,12 +258,13 @@ impl Store {
                 job: job.clone(),
             });
         }
+        failed
     }
 
     /// Moves allocations along their life cycle. Returns true when anything changed.
     pub fn advance(&mut self, now: i64) -> bool {
+        let mut any = self.run_due_evals(now);
         let mut changed_jobs = Vec::new();
-        let mut any = false;
         for i in 0..self.allocs.len() {
             let a = &self.allocs[i];
             let start = a.desired_run() && a.client_status() == "pending" && now >= a.ready_at;

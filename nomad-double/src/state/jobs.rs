@@ -68,7 +68,7 @@ impl Store {
             // Nomad does not rewrite an unchanged job; it only creates an evaluation.
             let jmi = existing.map_or(0, |old| old["JobModifyIndex"].as_u64().unwrap_or(0));
             let index = self.bump();
-            self.place(&key, &eval_id, now);
+            self.create_eval(&key, eval_id.clone(), "job-register", index, now);
             return Ok(WriteResult {
                 eval_id,
                 index,
@@ -91,7 +91,6 @@ impl Store {
         m.insert("SubmitTime".into(), json!(now));
         m.insert("Stable".into(), json!(false));
         m.insert("Status".into(), json!("pending"));
-        let stop = stored["Stop"].as_bool().unwrap_or(false);
         let rec = self.jobs.entry(key.clone()).or_insert_with(|| JobRecord {
             job: Value::Null,
             versions: Vec::new(),
@@ -104,14 +103,9 @@ impl Store {
                 rec.submissions.insert(version, sub);
             }
         }
-        let reason = if stop {
-            "alloc not needed due to job update"
-        } else {
-            "alloc is being updated due to job update"
-        };
-        self.stop_allocs(|a| a.ns == key.0 && a.job_id == key.1, reason, now);
-        self.place(&key, &eval_id, now);
         self.refresh_status(&key);
+        // The evaluation stops the older versions' allocations and places the new ones.
+        self.create_eval(&key, eval_id.clone(), "job-register", index, now);
         Ok(WriteResult {
             eval_id,
             index,
@@ -257,6 +251,7 @@ impl Store {
                 "alloc not needed due to job update",
                 now,
             );
+            self.create_eval(&key, eval_id.clone(), "job-deregister", index, now);
         }
         WriteResult {
             eval_id,

@@ -3,11 +3,13 @@
 //! the only outside look-up (does a task's command exist?) is a function in [`Settings`].
 //!
 //! One file per concern, each adding its part of [`Store`]'s methods: `jobs` (register, plan,
-//! reads), `allocations` (placement and life cycle), `nodes` (the one node, drain,
+//! reads), `evals` (evaluations: when the scheduler runs, and what it could not place),
+//! `allocations` (placement and life cycle), `nodes` (the one node, drain,
 //! eligibility), `variables`, `acl`. They share one Raft-like index, hence one `Store`.
 
 mod acl;
 mod allocations;
+mod evals;
 mod jobs;
 mod nodes;
 mod variables;
@@ -26,6 +28,8 @@ use variables::Var;
 pub struct Settings {
     pub version: Version,
     pub alloc_delay_ns: i64,
+    /// Time an evaluation stays `pending` before the scheduler runs it (0: at once).
+    pub eval_delay_ns: i64,
     pub acl_enabled: bool,
     pub datacenter: String,
     pub region: String,
@@ -48,6 +52,7 @@ impl Settings {
         Settings {
             version: Version::DEFAULT,
             alloc_delay_ns: 0,
+            eval_delay_ns: 0,
             acl_enabled: false,
             datacenter: "dc1".into(),
             region: "global".into(),
@@ -93,6 +98,8 @@ pub struct Store {
     node_state: NodeState,
     jobs: BTreeMap<(String, String), JobRecord>,
     allocs: Vec<Alloc>,
+    evals: Vec<Value>,
+    evals_due: Vec<evals::Due>,
     vars: BTreeMap<(String, String), Var>,
     acl: AclStore,
     seed: u64,
@@ -133,6 +140,8 @@ impl Store {
             node_state: NodeState::new(now),
             jobs: BTreeMap::new(),
             allocs: Vec::new(),
+            evals: Vec::new(),
+            evals_due: Vec::new(),
             vars: BTreeMap::new(),
             acl: AclStore::default(),
             seed: now as u64 ^ 0x9e37_79b9_7f4a_7c15,

@@ -124,13 +124,15 @@ impl Store {
         let idx = self.bump();
         self.node_state.modify_index = idx;
         let (eval_ids, eval_index) = if self.node_state.eligible && !self.node_state.drain {
-            let eval_id = self.uuid();
             let eval_index = self.bump();
             let keys: Vec<(String, String)> = self.jobs.keys().cloned().collect();
+            let mut ids = Vec::new();
             for k in keys {
-                self.place(&k, &eval_id, now);
+                let eval_id = self.uuid();
+                ids.push(eval_id.clone());
+                self.create_eval(&k, eval_id, "node-update", eval_index, now);
             }
-            (json!([eval_id]), eval_index)
+            (json!(ids), eval_index)
         } else {
             (Value::Null, 0)
         };
