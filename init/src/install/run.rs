@@ -46,7 +46,7 @@ pub fn main(a: &InstallArgs) -> i32 {
     match install(a) {
         Ok(code) => code,
         Err(e) => {
-            println!("install: FAILED: {e:#}");
+            println!("FAILED: {e:#}");
             exit::FAILED
         }
     }
@@ -63,11 +63,11 @@ fn install(a: &InstallArgs) -> anyhow::Result<i32> {
     let target = a.target.clone();
     let source =
         options::source(Some(&a.image), a.sha256.as_deref()).map_err(anyhow::Error::msg)?;
-    println!("install: target {}", target.display());
+    println!("target {}", target.display());
     let facts = super::disk::facts(&target, &a.dev_dir, &a.sys_class_block)?;
     let found = inventory(&facts);
     println!(
-        "install: {} is {} MiB; {}",
+        "{} is {} MiB; {}",
         target.display(),
         facts.bytes >> 20,
         if found.is_empty() {
@@ -78,16 +78,16 @@ fn install(a: &InstallArgs) -> anyhow::Result<i32> {
     );
     let unmount = match decide(&facts, a.wipe, None) {
         Decision::Refuse(why) => {
-            println!("install: REFUSED: {why}");
+            println!("REFUSED: {why}");
             return Ok(exit::REFUSED);
         }
         Decision::Write { unmount } => unmount,
     };
     if !facts.found.is_empty() || !facts.partitions.is_empty() {
-        println!("install: nomados.install.wipe=1: overwriting {found}");
+        println!("nomados.install.wipe=1: overwriting {found}");
     }
     for m in &unmount {
-        println!("install: unmounting {}", m.display());
+        println!("unmounting {}", m.display());
         nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH)
             .with_context(|| format!("unmounting {}", m.display()))?;
     }
@@ -98,7 +98,7 @@ fn install(a: &InstallArgs) -> anyhow::Result<i32> {
         }
     };
     println!(
-        "install: writing {}{} to {}",
+        "writing {}{} to {}",
         opened.describe,
         opened
             .bytes
@@ -119,13 +119,13 @@ fn install(a: &InstallArgs) -> anyhow::Result<i32> {
         facts.bytes,
     )?;
     println!(
-        "install: wrote and read back {} MiB{}",
+        "wrote and read back {} MiB{}",
         w.bytes >> 20,
         if w.compressed { " (from xz)" } else { "" }
     );
     if disk.metadata()?.is_file() {
         // An image file (tests): no kernel partitions to re-read.
-        println!("install: done in {:.1} s", started.elapsed().as_secs_f64());
+        println!("done in {:.1} s", started.elapsed().as_secs_f64());
         return Ok(exit::INSTALLED);
     }
     let name = super::disk::kernel_name(&target)?;
@@ -139,7 +139,7 @@ fn install(a: &InstallArgs) -> anyhow::Result<i32> {
     )?;
     disk.sync_all()?;
     println!(
-        "install: data partition {} ready; NomadOS installed to {} in {:.1} s",
+        "data partition {} ready; NomadOS installed to {} in {:.1} s",
         part.display(),
         target.display(),
         started.elapsed().as_secs_f64()

@@ -73,7 +73,7 @@ fn progress(written: u64, read: Option<u64>, total: Option<u64>, started: Instan
         _ => String::new(),
     };
     println!(
-        "install: {} MiB written{read}, {:.1} MiB/s",
+        "{} MiB written{read}, {:.1} MiB/s",
         written >> 20,
         (written as f64 / 1_048_576.0) / secs
     );
@@ -166,7 +166,7 @@ pub fn write_image(
     };
     progress(written, Some(hashing.bytes), total, started);
     println!(
-        "install: SHA-256 of the {} verified; reading the disk back",
+        "SHA-256 of the {} verified; reading the disk back",
         if compressed {
             "compressed image"
         } else {
@@ -225,7 +225,7 @@ pub fn finish_data(
         .map(|(n, _)| *n)
         .with_context(|| format!("the written image has no partition named {label}"))?;
     if let Err(e) = crate::sys::block::reread_partitions(disk) {
-        println!("install: BLKRRPART: {e}; adding the partitions one by one");
+        println!("BLKRRPART: {e}; adding the partitions one by one");
     }
     let find = || {
         super::disk::partitions(sys_class_block, disk_name)
@@ -258,26 +258,17 @@ pub fn finish_data(
         found.with_context(|| format!("partition {number} of {disk_name} did not appear"))?;
     let part = super::disk::partition_node(dev_dir, &pname, &majmin)?;
     match crate::boot::grow::grow_partition(&part, sys_class_block)? {
-        Some(b) => println!(
-            "install: data partition {} grown to {} MiB",
-            part.display(),
-            b >> 20
-        ),
-        None => println!(
-            "install: data partition {} already fills the disk",
-            part.display()
-        ),
+        Some(b) => println!("data partition {} grown to {} MiB", part.display(), b >> 20),
+        None => println!("data partition {} already fills the disk", part.display()),
     }
     match blank::format_if_blank(&part, label, blank::MKFS_DEADLINE)? {
         blank::Outcome::Formatted(_) => {
-            println!("install: made the data filesystem on {}", part.display());
+            println!("made the data filesystem on {}", part.display());
         }
         blank::Outcome::NotBlank(..) => {
             // Not fatal: the installed system's first boot grows it as well.
             if let Err(e) = grow_mounted(&part, mount_dir) {
-                println!(
-                    "install: the data filesystem was not grown now ({e:#}); its first boot will"
-                );
+                println!("the data filesystem was not grown now ({e:#}); its first boot will");
             }
         }
     }
@@ -298,8 +289,8 @@ fn grow_mounted(part: &Path, mount_dir: &Path) -> anyhow::Result<()> {
     let grown = crate::boot::grow::grow_filesystem(part, mount_dir);
     let unmounted = nix::mount::umount(mount_dir);
     match grown? {
-        Some(b) => println!("install: data filesystem grown to {} MiB", b >> 20),
-        None => println!("install: data filesystem already fills its partition"),
+        Some(b) => println!("data filesystem grown to {} MiB", b >> 20),
+        None => println!("data filesystem already fills its partition"),
     }
     unmounted.with_context(|| format!("unmounting {}", mount_dir.display()))?;
     Ok(())
