@@ -249,6 +249,19 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// `GET path` for an endpoint that answers a JSON list of `what` (bounded like every
+    /// list); anything else is a decode error naming the path.
+    pub async fn get_list(&self, path: String, what: &str) -> Result<Vec<Value>> {
+        match self.get(&path).await? {
+            Value::Array(items) => Ok(items),
+            other => Err(ApiError::Decode {
+                method: Method::GET,
+                path,
+                message: format!("expected a list of {what}, got {}", super::kind(&other)),
+            }),
+        }
+    }
+
     /// GET that maps 404 to `None`.
     pub async fn get_optional(&self, path: &str) -> Result<Option<Value>> {
         match self.get(path).await {

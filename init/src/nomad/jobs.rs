@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
-use super::{encode, kind, Client};
+use super::{encode, Client};
 
 /// Answer of a job registration.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,14 +40,7 @@ impl Client {
             path.push_str("&filter=");
             path.push_str(&encode(f));
         }
-        match self.get(&path).await? {
-            Value::Array(items) => Ok(items),
-            other => Err(ApiError::Decode {
-                method: Method::GET,
-                path,
-                message: format!("expected a list of jobs, got {}", kind(&other)),
-            }),
-        }
+        self.get_list(path, "jobs").await
     }
 
     pub async fn read_job(&self, namespace: &str, id: &str) -> Result<Option<Value>> {
@@ -115,17 +108,7 @@ impl Client {
             encode(id),
             encode(namespace)
         );
-        match self
-            .call_limited(Method::GET, &path, None, super::LIST_BODY_LIMIT, None)
-            .await?
-        {
-            Value::Array(items) => Ok(items),
-            other => Err(ApiError::Decode {
-                method: Method::GET,
-                path,
-                message: format!("expected a list of evaluations, got {}", kind(&other)),
-            }),
-        }
+        self.get_list(path, "evaluations").await
     }
 
     pub async fn allocations(&self, namespace: &str, id: &str) -> Result<Vec<Value>> {

@@ -135,20 +135,7 @@ impl Client {
     /// bounded like every list.
     pub async fn node_allocations(&self, id: &str) -> Result<Vec<Value>> {
         let path = format!("/v1/node/{}/allocations", encode(id));
-        match self
-            .call_limited(Method::GET, &path, None, super::LIST_BODY_LIMIT, None)
-            .await?
-        {
-            Value::Array(items) => Ok(items),
-            other => Err(ApiError::Decode {
-                method: Method::GET,
-                path,
-                message: format!(
-                    "expected a list of allocations, got {}",
-                    super::kind(&other)
-                ),
-            }),
-        }
+        self.get_list(path, "allocations").await
     }
 
     /// This agent's node and its current record, or None when the agent is not a client.
@@ -163,14 +150,7 @@ impl Client {
 
     /// IDs of every node in the cluster.
     pub async fn node_ids(&self) -> Result<Vec<String>> {
-        let v = self.get("/v1/nodes").await?;
-        let Value::Array(nodes) = v else {
-            return Err(ApiError::Decode {
-                method: Method::GET,
-                path: "/v1/nodes".into(),
-                message: format!("expected a list of nodes, got {}", super::kind(&v)),
-            });
-        };
+        let nodes = self.get_list("/v1/nodes".into(), "nodes").await?;
         Ok(nodes
             .iter()
             .filter_map(|n| n["ID"].as_str().map(str::to_string))
