@@ -81,7 +81,9 @@ async fn run_set(
     out: &mut dyn Sink,
     client: &Client,
 ) -> anyhow::Result<Outcome> {
-    let prepared = prepare(set, opts.owner.as_deref(), &opts.cache_dir, client).await?;
+    let mut prepared = prepare(set, opts.owner.as_deref(), &opts.cache_dir, client).await?;
+    // Counted now: planning takes the declared jobs out of `prepared`.
+    let jobs = prepared.desired.len();
     for f in &prepared.failures {
         for r in &f.reasons {
             out.emit(&Event::PackFailed {
@@ -96,7 +98,7 @@ async fn run_set(
     };
     match mode {
         Mode::Validate => {
-            out.emit(&summary_event(mode, &summary, set, &prepared))?;
+            out.emit(&summary_event(mode, &summary, jobs, set, &prepared))?;
             return Ok(Outcome {
                 summary,
                 has_changes: false,
@@ -117,7 +119,7 @@ async fn run_set(
         Mode::Plan | Mode::Apply => {}
     }
 
-    let observed = live::observe(client, &prepared, out).await?;
+    let observed = live::observe(client, &mut prepared, out).await?;
     let steps = plan::plan(
         &prepared.owner,
         &observed.desired,
@@ -173,7 +175,7 @@ async fn run_set(
             deleted: c.delete,
             failed: summary.failed,
         };
-        out.emit(&summary_event(mode, &planned, set, &prepared))?;
+        out.emit(&summary_event(mode, &planned, jobs, set, &prepared))?;
         return Ok(Outcome {
             summary,
             has_changes,
@@ -201,7 +203,7 @@ async fn run_set(
         summary.failed += failed;
     }
     collect_cache_garbage(set, &prepared, out)?;
-    out.emit(&summary_event(mode, &summary, set, &prepared))?;
+    out.emit(&summary_event(mode, &summary, jobs, set, &prepared))?;
     Ok(Outcome {
         summary,
         has_changes,
@@ -214,13 +216,14 @@ async fn run_set(
 fn summary_event<'a>(
     mode: Mode,
     counts: &'a Summary,
+    jobs: usize,
     set: &PackSet,
     prepared: &Prepared,
 ) -> Event<'a> {
     Event::Summary {
         mode,
         counts,
-        jobs: prepared.desired.len(),
+        jobs,
         packs_ok: set.packs.len().saturating_sub(prepared.failures.len()),
         packs_failed: prepared.failures.len(),
     }

@@ -32,10 +32,12 @@ pub(super) struct Observed {
     pub(super) registry: Option<Registry>,
 }
 
-/// Reads what the plan needs, for every kind the agent has.
+/// Reads what the plan needs, for every kind the agent has. The declared jobs move from
+/// `prepared` into [`Observed::desired`] (a copy of every job would double the applier's
+/// peak memory for a large set).
 pub(super) async fn observe(
     client: &Client,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     out: &mut dyn Sink,
 ) -> anyhow::Result<Observed> {
     let owner = prepared.owner.as_str();
@@ -82,8 +84,8 @@ pub(super) async fn observe(
             agent.version
         )))?;
     }
-    desired.extend(prepared.desired.iter().cloned());
     live.extend(jobs(client, prepared).await?);
+    desired.append(&mut prepared.desired);
     Ok(Observed {
         desired,
         live,
