@@ -6,6 +6,25 @@ mod common;
 use common::{packs, summary, text, DoubleConfig, Nomad, Workspace};
 use serde_json::json;
 
+/// `nomad-init packs <cmd> <set>` against `nomad` with the token in the environment (as
+/// PID 1 passes it), the workspace's cache.
+fn packs_with_token(
+    cmd: &str,
+    set: &std::path::Path,
+    nomad: &Nomad,
+    ws: &Workspace,
+    token: &str,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
+        .args(["packs", cmd])
+        .arg(set)
+        .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
+        .arg(ws.path(".cache"))
+        .env("NOMAD_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
 fn two_pack_set(ws: &Workspace) -> std::path::PathBuf {
     ws.system_pack("web").system_pack("cache");
     ws.write(
@@ -490,16 +509,7 @@ fn variables_and_policies_are_reconciled_with_acls_on() {
         "packs/cache/policies/cache-read.hcl",
         "# description: read cache\nnamespace \"default\" { policy = \"read\" }\n",
     );
-    let run = |cmd: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
-            .args(["packs", cmd])
-            .arg(&set)
-            .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
-            .arg(ws.path(".cache"))
-            .env("NOMAD_TOKEN", &token)
-            .output()
-            .unwrap()
-    };
+    let run = |cmd: &str| packs_with_token(cmd, &set, &nomad, &ws, &token);
     let out = run("apply");
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -939,16 +949,7 @@ fn a_policy_someone_else_made_is_refused_and_the_variables_still_written() {
     let _ = nomad.post("/v1/acl/policy/cache-read", &by_hand, Some(&token));
     let before = nomad.get_with_token("/v1/acl/policy/cache-read", &token);
     assert_eq!(before.unwrap()["Description"], "made by hand");
-    let run = |cmd: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_nomad-init"))
-            .args(["packs", cmd])
-            .arg(&set)
-            .args(["--nomad-addr", &nomad.addr, "--cache-dir"])
-            .arg(ws.path(".cache"))
-            .env("NOMAD_TOKEN", &token)
-            .output()
-            .unwrap()
-    };
+    let run = |cmd: &str| packs_with_token(cmd, &set, &nomad, &ws, &token);
     let out = run("plan");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "a refusal is a failure: {t}");
