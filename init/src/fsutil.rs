@@ -22,11 +22,52 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    replace(path, contents.as_bytes(), None, None)
+}
+
+/// Writes `contents` to `path` as [`write_atomic`] does (temp file, fsync, rename, fsync of
+/// the directory; the directory must exist), with exactly `mode` and, when given, the
+/// owner `(uid, gid)`, both set before any content is written, so a secret is never
+/// readable by others for an instant.
+pub fn write_atomic_mode(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    replace(path, contents, Some(mode), owner)
+}
+
+/// The one atomic, durable replace behind both: `mode` None creates the file as
+/// `File::create` would (0666 less the umask).
+fn replace(
+    path: &Path,
+    contents: &[u8],
+    mode: Option<u32>,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.nomad-init.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
+        // The create mode is cut by the umask (and at most 0700 until the owner is set);
+        // the exact bits are set after.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.map_or(0o666, |m| m & 0o700))
+            .open(&tmp)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        if let Some(mode) = mode {
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+        f.write_all(contents)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

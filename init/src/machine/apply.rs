@@ -48,7 +48,7 @@ pub fn apply(rendered: &Rendered, paths: &Paths) -> anyhow::Result<()> {
             let parent = f.path.parent().unwrap_or(Path::new("/"));
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("files: mkdir {}", parent.display()))?;
-            write_file(&f.path, &f.content, f.mode, Some((f.uid, f.gid)))
+            crate::fsutil::write_atomic_mode(&f.path, &f.content, f.mode, Some((f.uid, f.gid)))
                 .with_context(|| format!("files: {}", f.path.display()))?;
         }
         if let Some(token) = &rendered.token {
@@ -94,7 +94,7 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
         .mode(0o700)
         .create(parent)
         .with_context(|| format!("mkdir {}", parent.display()))?;
-    write_file(path, content, 0o600, None)?;
+    crate::fsutil::write_atomic_mode(path, content, 0o600, None)?;
     Ok(())
 }
 
@@ -162,38 +162,6 @@ fn write_new(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(content)?;
     f.sync_all()
-}
-
-/// Writes `path` atomically with `mode` (and owner), created with that mode from the start.
-fn write_file(
-    path: &Path,
-    content: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> std::io::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.nomad-init.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        // The create mode is cut by the umask; set the exact bits after.
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o700)
-            .open(&tmp)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        let mut f = f;
-        f.write_all(content)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
