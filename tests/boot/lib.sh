@@ -87,6 +87,46 @@ start_vm() {
     trap 'stop_vm' EXIT
 }
 
+# pid1_binaries: NOMAD_INIT_BIN and NOMAD_DOUBLE_BIN for the tests that boot nomad-init as
+# the real PID 1 of an initramfs; debug builds made here unless both are given.
+pid1_binaries() {
+    [ -n "${NOMAD_INIT_BIN:-}" ] && [ -n "${NOMAD_DOUBLE_BIN:-}" ] && return 0
+    (cd "$REPO" && cargo build -q -p nomad-init -p nomad-double) || fail "cargo build failed"
+    local target
+    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    NOMAD_INIT_BIN=${NOMAD_INIT_BIN:-$target/debug/nomad-init}
+    NOMAD_DOUBLE_BIN=${NOMAD_DOUBLE_BIN:-$target/debug/nomad-double}
+}
+
+# install_bin BINARY ROOT AT: the binary and the shared libraries it links, at the same paths
+# (the debug builds are not static).
+install_bin() {
+    local bin=$1 root=$2 at=$3 lib
+    mkdir -p "$root$(dirname "$at")"
+    cp "$bin" "$root$at"
+    strip --strip-debug "$root$at" 2>/dev/null || true
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+# pid1_root ROOT: nomad-init as /init, the double as /usr/bin/nomad, the baked agent config;
+# call pid1_binaries first. The caller adds what its boot needs, then pack_initramfs.
+pid1_root() {
+    local root=$1
+    install_bin "$NOMAD_INIT_BIN" "$root" /init
+    install_bin "$NOMAD_DOUBLE_BIN" "$root" /usr/bin/nomad
+    mkdir -p "$root/etc/nomad.d" "$root/etc/nomados"
+    cp "$REPO/config/init.json" "$root/etc/nomad.d/init.json"
+}
+
+# pack_initramfs ROOT CPIO: ROOT as a newc cpio archive, what run-kernel.sh boots.
+pack_initramfs() {
+    (cd "$1" && find . | cpio -o -H newc 2>/dev/null) >"$2"
+}
+
 # Assertions on the console of a BOOT_OK_BODY guest on QEMU user networking.
 assert_boot_ok() {
     local log=$1

@@ -19,32 +19,10 @@ nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
 trap 'stop_vm' EXIT
 
-if [ -z "${NOMAD_INIT_BIN:-}" ] || [ -z "${NOMAD_DOUBLE_BIN:-}" ]; then
-    (cd "$REPO" && cargo build -q -p nomad-init -p nomad-double) || fail "cargo build failed"
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    NOMAD_INIT_BIN=${NOMAD_INIT_BIN:-$target/debug/nomad-init}
-    NOMAD_DOUBLE_BIN=${NOMAD_DOUBLE_BIN:-$target/debug/nomad-double}
-fi
+pid1_binaries
 
-# install BINARY ROOT AT: the binary and the shared libraries it links, at the same paths.
-install_bin() {
-    local bin=$1 root=$2 at=$3 lib
-    mkdir -p "$root$(dirname "$at")"
-    cp "$bin" "$root$at"
-    strip --strip-debug "$root$at" 2>/dev/null || true
-    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
-
-root=$TEST_TMP/root
-install_bin "$NOMAD_INIT_BIN" "$root" /init
-install_bin "$NOMAD_DOUBLE_BIN" "$root" /usr/bin/nomad
-mkdir -p "$root/etc/nomad.d" "$root/etc/nomados"
-cp "$REPO/config/init.json" "$root/etc/nomad.d/init.json"
-(cd "$root" && find . | cpio -o -H newc 2>/dev/null) >"$TEST_TMP/initramfs.cpio"
+pid1_root "$TEST_TMP/root"
+pack_initramfs "$TEST_TMP/root" "$TEST_TMP/initramfs.cpio"
 
 # boot NAME EXTRA_QEMU_ARGS: boots the image; the console goes to $TEST_TMP/NAME.log.
 boot() {
@@ -52,17 +30,6 @@ boot() {
     shift
     QEMU_EXTRA_ARGS="$*" start_vm "$TEST_TMP/$name.log" "$REPO/qemu/run-kernel.sh" \
         "$kernel" "$TEST_TMP/initramfs.cpio"
-}
-
-# end_vm: stops this boot's VM (stop_vm would also remove TEST_TMP, still needed here).
-end_vm() {
-    if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
-        kill "$VM_PID" 2>/dev/null
-        sleep 0.5
-        kill -9 "$VM_PID" 2>/dev/null || true
-    fi
-    [ -z "${VM_PID:-}" ] || wait "$VM_PID" 2>/dev/null || true
-    VM_PID=
 }
 
 # expect LOG TEXT...: each fixed string is on the console.
@@ -101,7 +68,7 @@ expect "$log" \
     "Loaded configuration from /run/nomados/machine/nomad.d/10-nomados-machine.json" \
     "Client: true" "Server: false" "(DC: dc-cidata)"
 note "cidata: $(grep -m1 -o 'nocloud answered.*' "$log" | tr -d '\r')"
-end_vm
+kill_vm
 
 # --- 2. fw_cfg --------------------------------------------------------------------------
 cat >"$TEST_TMP/fw-user-data.toml" <<'EOF'
@@ -125,7 +92,7 @@ expect "$log" \
     "Loaded configuration from /run/nomados/machine/nomad.d/50-region.json" \
     "Client: false" "Server: true" "Region: r-fwcfg (DC: dc-fwcfg)"
 note "fw_cfg: $(grep -m1 -o 'machine config from fw_cfg.*' "$log" | tr -d '\r')"
-end_vm
+kill_vm
 
 # --- 3. a broken user data leaves the baked configuration whole -------------------------
 printf '[nomad]\nrole = "server"\nbootstrap_expect = 0\n[secrets]\nnomad_token = "s3cr3t tok3n"\n' \

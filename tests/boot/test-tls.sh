@@ -20,13 +20,7 @@ nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
 trap 'stop_vm' EXIT
 
-if [ -z "${NOMAD_INIT_BIN:-}" ] || [ -z "${NOMAD_DOUBLE_BIN:-}" ]; then
-    (cd "$REPO" && cargo build -q -p nomad-init -p nomad-double) || fail "cargo build failed"
-    target=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    NOMAD_INIT_BIN=${NOMAD_INIT_BIN:-$target/debug/nomad-init}
-    NOMAD_DOUBLE_BIN=${NOMAD_DOUBLE_BIN:-$target/debug/nomad-double}
-fi
+pid1_binaries
 
 # --- the PKI, as docs/security.md says to make it ---------------------------------------
 pki=$TEST_TMP/pki
@@ -56,27 +50,14 @@ mkdir -m 0700 "$pki"
 } >"$TEST_TMP/user-data.toml"
 
 # --- the initramfs: nomad-init as /init, the double as nomad, the default pack set ------
-# install BINARY ROOT AT: the binary and the shared libraries it links, at the same paths.
-install_bin() {
-    local bin=$1 root=$2 at=$3 lib
-    mkdir -p "$root$(dirname "$at")"
-    cp "$bin" "$root$at"
-    strip --strip-debug "$root$at" 2>/dev/null || true
-    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
 root=$TEST_TMP/root
-install_bin "$NOMAD_INIT_BIN" "$root" /init
-install_bin "$NOMAD_DOUBLE_BIN" "$root" /usr/bin/nomad
-mkdir -p "$root/etc/nomad.d" "$root/etc/nomados" "$root/sbin"
-cp "$REPO/config/init.json" "$root/etc/nomad.d/init.json"
+pid1_root "$root"
+mkdir -p "$root/sbin"
 cp -r "$REPO/packs" "$root/etc/nomados/packs"
 # The default pack's raw_exec task runs /sbin/nomad-init (the double checks that it exists);
 # there is no shell in this root at all, as in a TOOLBOX=0 image.
 ln -s ../init "$root/sbin/nomad-init"
-(cd "$root" && find . | cpio -o -H newc 2>/dev/null) >"$TEST_TMP/initramfs.cpio"
+pack_initramfs "$root" "$TEST_TMP/initramfs.cpio"
 
 # --- the boot ---------------------------------------------------------------------------
 log=$TEST_TMP/console.log

@@ -93,13 +93,20 @@ wait_exit() {
     wait "$VM_PID" 2>/dev/null || true
 }
 
-# Kills the VM if it still runs; boot tests also drop their TEST_TMP directory.
-stop_vm() {
+# Kills the VM if it still runs and forgets its PID (never signal a reused one); the
+# test's files stay, for a test that boots again.
+kill_vm() {
     if [ -n "${VM_PID:-}" ] && kill -0 "$VM_PID" 2>/dev/null; then
         kill "$VM_PID" 2>/dev/null
         sleep 0.5
         kill -9 "$VM_PID" 2>/dev/null || true
     fi
     [ -z "${VM_PID:-}" ] || wait "$VM_PID" 2>/dev/null || true
+    VM_PID=
+}
+
+# kill_vm; boot tests also drop their TEST_TMP directory (their EXIT trap).
+stop_vm() {
+    kill_vm
     if [ -n "${TEST_TMP:-}" ]; then rm -rf "$TEST_TMP"; fi
 }
