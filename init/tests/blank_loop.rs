@@ -7,51 +7,14 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nomad_init::boot::blank::{self, Outcome};
 use sha2::{Digest, Sha256};
 
 mod host;
-use host::run;
+use host::{run, Loop};
 
 const TOOLS: &[&str] = &["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"];
-
-struct Loop {
-    dev: String,
-    nodes: Vec<PathBuf>,
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        for n in &self.nodes {
-            let _ = std::fs::remove_file(n);
-        }
-        let _ = Command::new("partx").args(["-d", &self.dev]).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-fn partition_node(lp: &mut Loop, k: u32) -> PathBuf {
-    let name = format!(
-        "{}p{k}",
-        Path::new(&lp.dev).file_name().unwrap().to_string_lossy()
-    );
-    let node = PathBuf::from("/dev").join(&name);
-    if !node.exists() {
-        let majmin = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
-        let (maj, min) = majmin.trim().split_once(':').unwrap();
-        nix::sys::stat::mknod(
-            &node,
-            nix::sys::stat::SFlag::S_IFBLK,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(maj.parse().unwrap(), min.parse().unwrap()),
-        )
-        .unwrap();
-        lp.nodes.push(node.clone());
-    }
-    node
-}
 
 fn digest(path: &Path) -> Vec<u8> {
     Sha256::digest(std::fs::read(path).unwrap()).to_vec()
@@ -80,10 +43,8 @@ fn only_a_blank_partition_named_like_the_data_label_is_formatted() {
             img_s,
         ],
     );
-    let dev = run("losetup", &["-f", "--show", img_s]).trim().to_string();
-    let mut lp = Loop { dev, nodes: vec![] };
-    run("partx", &["-a", &lp.dev]);
-    let parts: Vec<PathBuf> = (1..=3).map(|k| partition_node(&mut lp, k)).collect();
+    let mut lp = Loop::attach_partx(&img);
+    let parts: Vec<PathBuf> = (1..=3).map(|k| lp.partition(k)).collect();
     run(
         "mkfs.ext4",
         &["-q", "-F", "-L", "OTHER", parts[1].to_str().unwrap()],

@@ -13,7 +13,7 @@ use std::process::Command;
 use nomad_init::boot::bootcount;
 
 mod host;
-use host::run;
+use host::{run, Loop};
 
 const TOOLS: &[&str] = &[
     "losetup",
@@ -23,18 +23,6 @@ const TOOLS: &[&str] = &[
     "mount",
     "umount",
 ];
-
-struct Mounted {
-    dev: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
 
 /// `file` as the disk holds it now (journal replayed on a copy), None when it is not there.
 fn on_disk(img: &Path, file: &str) -> Option<String> {
@@ -71,24 +59,24 @@ fn the_boot_count_is_on_disk_when_the_write_returns() {
     let img_s = img.to_str().unwrap();
     run("truncate", &["-s", "32M", img_s]);
     run("mkfs.ext4", &["-q", "-F", "-L", "NOMADOS-DATA", img_s]);
-    let dev = run("losetup", &["-f", "--show", img_s]).trim().to_string();
+    let mut lp = Loop::attach(&img);
     let dir = tmp.path().join("mnt");
     std::fs::create_dir(&dir).unwrap();
-    let m = Mounted { dev, dir };
+    lp.mount = Some(dir.clone());
     run(
         "mount",
-        &["-o", "commit=600", &m.dev, m.dir.to_str().unwrap()],
+        &["-o", "commit=600", &lp.dev, dir.to_str().unwrap()],
     );
 
     // First boot: the directory and the file are new.
-    assert_eq!(bootcount::increment(&m.dir).unwrap(), 1);
+    assert_eq!(bootcount::increment(&dir).unwrap(), 1);
     assert_eq!(
         on_disk(&img, "/nomados/boot-count").as_deref(),
         Some("1\n"),
         "the first count is not on disk"
     );
     // Next boot: the rename replaces the file.
-    assert_eq!(bootcount::increment(&m.dir).unwrap(), 2);
+    assert_eq!(bootcount::increment(&dir).unwrap(), 2);
     assert_eq!(
         on_disk(&img, "/nomados/boot-count").as_deref(),
         Some("2\n"),

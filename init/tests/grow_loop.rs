@@ -3,79 +3,14 @@
 //! partition (valid per `sgdisk -v`, seen by the kernel) and resize the mounted ext4.
 //! Needs root, losetup, partx, sgdisk, mkfs.ext4, e2fsck; skipped with a message otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use nomad_init::boot::grow;
 
 mod host;
-use host::run;
+use host::{has_cap_sys_resource, run, Loop};
 
 const TOOLS: &[&str] = &["losetup", "partx", "sgdisk", "mkfs.ext4", "e2fsck"];
-
-/// The loop device and what hangs off it; torn down even when an assertion fails.
-struct Loop {
-    dev: String,
-    mount: Option<PathBuf>,
-    node: Option<PathBuf>,
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        if let Some(m) = &self.mount {
-            let _ = nix::mount::umount(m);
-        }
-        if let Some(n) = &self.node {
-            let _ = std::fs::remove_file(n);
-        }
-        let _ = Command::new("partx").args(["-d", &self.dev]).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-/// `/dev/loopNpK` may not exist without udev: create the node from sysfs (returns the
-/// node and whether we made it).
-fn partition_node(dev: &str, k: u32) -> (PathBuf, bool) {
-    let name = format!(
-        "{}p{k}",
-        Path::new(dev).file_name().unwrap().to_string_lossy()
-    );
-    let node = PathBuf::from("/dev").join(&name);
-    if !node.exists() {
-        let majmin = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).unwrap();
-        let (maj, min) = majmin.trim().split_once(':').unwrap();
-        nix::sys::stat::mknod(
-            &node,
-            nix::sys::stat::SFlag::S_IFBLK,
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(maj.parse().unwrap(), min.parse().unwrap()),
-        )
-        .unwrap();
-        return (node, true);
-    }
-    (node, false)
-}
-
-fn sectors(dev: &str, k: u32) -> u64 {
-    let name = format!(
-        "{}p{k}",
-        Path::new(dev).file_name().unwrap().to_string_lossy()
-    );
-    std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 24) != 0)
-}
 
 #[test]
 fn last_partition_and_its_ext4_grow_to_fill_an_enlarged_disk() {
@@ -92,20 +27,12 @@ fn last_partition_and_its_ext4_grow_to_fill_an_enlarged_disk() {
         "sgdisk",
         &["-o", "-n1:2048:+16M", "-n2:0:+16M", "-n3:0:0", img_s],
     );
-    let dev = run("losetup", &["-f", "--show", img_s]).trim().to_string();
-    let mut lp = Loop {
-        dev: dev.clone(),
-        mount: None,
-        node: None,
-    };
-    run("partx", &["-a", &dev]);
-    let (part, made) = partition_node(&dev, 3);
-    if made {
-        lp.node = Some(part.clone());
-    }
+    let mut lp = Loop::attach_partx(&img);
+    let dev = lp.dev.clone();
+    let part = lp.partition(3);
     let part_s = part.to_str().unwrap();
     run("mkfs.ext4", &["-q", "-F", "-L", "NOMADOS-DATA", part_s]);
-    let before = sectors(&dev, 3);
+    let before = lp.sectors(3);
     assert_eq!(
         before,
         64 * 2048 - 33 - 33 * 2048,
@@ -126,7 +53,7 @@ fn last_partition_and_its_ext4_grow_to_fill_an_enlarged_disk() {
         .expect("partition should grow");
     // First partition starts at 1 MiB, data at 33 MiB, ends before the last MiB (backup GPT).
     assert_eq!(grown, (255 - 33) << 20);
-    assert_eq!(sectors(&dev, 3) * 512, grown, "kernel sees the new size");
+    assert_eq!(lp.sectors(3) * 512, grown, "kernel sees the new size");
     let verify = run("sgdisk", &["-v", img_s]);
     assert!(verify.contains("No problems found"), "sgdisk -v: {verify}");
     // Idempotent.

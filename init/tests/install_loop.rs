@@ -7,29 +7,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
 mod host;
-use host::run;
+use host::{has_cap_sys_resource, run, Loop};
 
 const TOOLS: &[&str] = &["losetup", "sgdisk", "mkfs.ext4", "e2fsck"];
-
-struct Loop {
-    dev: String,
-    nodes: Vec<PathBuf>,
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        for n in &self.nodes {
-            let _ = std::fs::remove_file(n);
-        }
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
 
 /// Serves `body` to every request, forever (the thread dies with the test process).
 fn serve(body: Vec<u8>) -> String {
@@ -62,15 +47,6 @@ fn install(dev: &str, url: &str, sha: &str, wipe: bool) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{text}");
     (out.status.code().unwrap_or(-1), text)
-}
-
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 fn head(dev: &str) -> Vec<u8> {
@@ -129,21 +105,8 @@ fn installs_an_image_from_http_refuses_a_used_disk_and_never_half_writes() {
 
     let disk = tmp.path().join("disk.raw");
     run("truncate", &["-s", "300M", disk.to_str().unwrap()]);
-    let dev = run("losetup", &["-P", "-f", "--show", disk.to_str().unwrap()])
-        .trim()
-        .to_string();
-    let name = Path::new(&dev)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let lp = Loop {
-        dev: dev.clone(),
-        nodes: (1..=3)
-            .map(|k| PathBuf::from(format!("/dev/{name}p{k}")))
-            .filter(|p| !p.exists())
-            .collect(),
-    };
+    let lp = Loop::attach_scanned(&disk, 3);
+    let dev = lp.dev.clone();
 
     let (code, out) = install(&dev, &url, &sha, false);
     assert_eq!(code, 0, "{out}");
@@ -151,17 +114,13 @@ fn installs_an_image_from_http_refuses_a_used_disk_and_never_half_writes() {
     assert!(out.contains("NomadOS installed to"), "{out}");
     let verify = run("sgdisk", &["-v", &dev]);
     assert!(verify.contains("No problems found"), "sgdisk -v: {verify}");
-    let p3 = format!("/dev/{name}p3");
-    let sectors: u64 = std::fs::read_to_string(format!("/sys/class/block/{name}p3/size"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let p3 = lp.part_path(3);
+    let sectors = lp.sectors(3);
     assert!(
         sectors * 512 > 250 << 20,
         "data partition not grown: {sectors} sectors"
     );
-    run("e2fsck", &["-fn", &p3]);
+    run("e2fsck", &["-fn", p3.to_str().unwrap()]);
     let mut sb = vec![0u8; 1024];
     std::fs::File::open(&p3)
         .unwrap()
