@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 mod pid1ns;
-use pid1ns::{double_binary, log_lines, prerequisites_missing, Console};
+use pid1ns::{log_lines, prerequisites_missing, Console};
 
 /// One boot of the namespace; the console is its stderr.
 struct Boot {
@@ -20,28 +20,17 @@ struct Boot {
 impl Boot {
     /// Boots with the agent config, token file and Nomad data under `state`, which the
     /// next boot gets again (as a data partition would keep them).
-    fn start(state: &Path, double: &Path) -> Boot {
+    fn start(state: &Path) -> Boot {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
         let d = dir.path().display();
         let s = state.display();
-        let nomad = dir.path().join("nomad");
-        std::fs::write(
-            &nomad,
-            format!("#!/bin/sh\nexec {} \"$@\"\n", double.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            state.join("agent.json"),
-            format!(
-                r#"{{"data_dir": "{s}/nomad-data", "bind_addr": "127.0.0.1", "ports": {{"http": 4646}},
-                "server": {{"enabled": true, "bootstrap_expect": 1}}, "client": {{"enabled": true}},
-                "acl": {{"enabled": true}}, "plugin": {{"raw_exec": {{"config": {{"enabled": true}}}}}}}}"#
-            ),
-        )
-        .unwrap();
+        pid1ns::write_script(&dir.path().join("nomad"), &pid1ns::double_script());
+        let mut agent = pid1ns::double_agent(state);
+        agent["acl"] = serde_json::json!({"enabled": true});
+        agent["plugin"] = serde_json::json!({"raw_exec": {"config": {"enabled": true}}});
+        std::fs::write(state.join("agent.json"), agent.to_string()).unwrap();
         let packs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packs");
         std::fs::write(
             root.join("etc/nomados/nomados.toml"),
@@ -83,10 +72,9 @@ fn first_boot_bootstraps_and_shows_the_token_once_the_reboot_reuses_it() {
         );
         return;
     }
-    let double = double_binary();
     let state = tempfile::tempdir().unwrap();
 
-    let mut first = Boot::start(state.path(), &double);
+    let mut first = Boot::start(state.path());
     first.wait_for("NOMAD ACL BOOTSTRAP TOKEN");
     let secret_line = first.wait_for("Secret ID:");
     let token = secret_line.split_whitespace().last().unwrap().to_string();
@@ -120,7 +108,7 @@ fn first_boot_bootstraps_and_shows_the_token_once_the_reboot_reuses_it() {
     );
 
     // The reboot: same agent data and token file.
-    let mut second = Boot::start(state.path(), &double);
+    let mut second = Boot::start(state.path());
     second.wait_for(&format!("nomad ACL token: {}", token_file.display()));
     let applied = second.wait_for("packs: Apply: ");
     assert!(applied.contains(", 0 failed"), "{applied}");

@@ -4,15 +4,12 @@
 //! Python's `http.server`, which answers `If-Modified-Since` with 304), and the
 //! machine-config child's memory limit holds. Needs root; skips with a message otherwise.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 mod pid1ns;
 use pid1ns::{prerequisites_missing, Console};
-
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 macro_rules! skip_unless_possible {
     () => {
@@ -57,16 +54,8 @@ impl Namespace {
 
     /// Boots with the test double as Nomad (its API answers, so PID 1 sees it healthy).
     fn boot_double(dir: tempfile::TempDir, machine: &str, cmdline: &str) -> Namespace {
-        let d = dir.path().display().to_string();
-        let agent = serde_json::json!({
-            "data_dir": format!("{d}/nomad-data"),
-            "bind_addr": "127.0.0.1",
-            "ports": {"http": 4646},
-            "server": {"enabled": true, "bootstrap_expect": 1},
-            "client": {"enabled": true},
-        });
-        let nomad = format!("exec {} \"$@\"", pid1ns::double_binary().display());
-        Self::boot_with(dir, machine, cmdline, &nomad, &agent.to_string())
+        let agent = pid1ns::double_agent(dir.path()).to_string();
+        Self::boot_with(dir, machine, cmdline, &pid1ns::double_script(), &agent)
     }
 
     fn boot_with(
@@ -79,9 +68,7 @@ impl Namespace {
         let root = dir.path().join("root");
         let d = dir.path().display();
         std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
-        let nomad = dir.path().join("fake-nomad");
-        std::fs::write(&nomad, format!("#!/bin/sh\n{nomad_script}\n")).unwrap();
-        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        pid1ns::write_script(&dir.path().join("fake-nomad"), nomad_script);
         std::fs::write(dir.path().join("init.json"), agent).unwrap();
         std::fs::write(
             root.join("etc/nomados/nomados.toml"),
@@ -115,19 +102,11 @@ impl Namespace {
 
     /// Waits until `n` console lines contain `needle`.
     fn wait_for_count(&self, needle: &str, n: usize) {
-        let start = Instant::now();
-        while self.count(needle) < n {
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "timed out waiting for {n} x {needle:?}; console:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.console.wait_for_count(needle, n);
     }
 
     fn wait_for(&self, needle: &str) {
-        self.wait_for_count(needle, 1)
+        self.console.wait_for(needle);
     }
 
     fn init_pid(&self) -> i32 {

@@ -3,15 +3,14 @@
 //! a pack apply through the CLI, and every way TLS or a token can be wrong.
 
 mod common;
+mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use nomad_init::nomad::{Client, Eligibility, Settings, TokenSource};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, SanType};
 
 /// A CA, a server certificate it signed (for `server.global.nomad` and 127.0.0.1), a
 /// client certificate it signed, and an unrelated CA; all PEM files in `dir`.
@@ -23,35 +22,22 @@ impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
-        let ca = |cn: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.distinguished_name.push(DnType::CommonName, cn);
-            (p.self_signed(&key).unwrap(), key)
-        };
-        let (ca_cert, ca_key) = ca("NomadOS test CA");
-        write("ca.pem", ca_cert.pem());
-        write("wrong-ca.pem", ca("someone else's CA").0.pem());
+        let ca = pki::Ca::new("NomadOS test CA");
+        write("ca.pem", ca.pem());
+        write("wrong-ca.pem", pki::Ca::new("someone else's CA").pem());
 
-        let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["server.global.nomad".to_string()]).unwrap();
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        write(
-            "server.pem",
-            p.signed_by(&key, &ca_cert, &ca_key).unwrap().pem(),
-        );
-        write("server-key.pem", key.serialize_pem());
+        let (cert, key) = ca.sign(p);
+        write("server.pem", cert);
+        write("server-key.pem", key);
 
-        let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["cli.global.nomad".to_string()]).unwrap();
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        write(
-            "cli.pem",
-            p.signed_by(&key, &ca_cert, &ca_key).unwrap().pem(),
-        );
-        write("cli-key.pem", key.serialize_pem());
+        let (cert, key) = ca.sign(p);
+        write("cli.pem", cert);
+        write("cli-key.pem", key);
         Self { dir }
     }
 

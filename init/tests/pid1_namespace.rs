@@ -3,22 +3,17 @@
 //! under a temporary directory and reboot(2) ends the namespace, as the kernel does for a
 //! namespace's init. Nomad is a shell script. Needs root; skips with a message otherwise.
 
-use std::io::BufRead;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod pid1ns;
-use pid1ns::prerequisites_missing;
+use pid1ns::{namespace_members, prerequisites_missing, Console, TIMEOUT};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
+/// A booted namespace: its console (the shared harness's) and the directory it runs in.
 struct Namespace {
-    unshare: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    console: Console,
     dir: tempfile::TempDir,
 }
 
@@ -65,9 +60,7 @@ impl Namespace {
         config: Option<&str>,
     ) -> Namespace {
         let root = dir.path().join("root");
-        let nomad = dir.path().join("fake-nomad");
-        std::fs::write(&nomad, format!("#!/bin/sh\n{fake_nomad}\n")).unwrap();
-        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        pid1ns::write_script(&dir.path().join("fake-nomad"), fake_nomad);
         std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
         let d = dir.path().display();
         std::fs::write(
@@ -86,100 +79,14 @@ impl Namespace {
         }
         std::fs::write(dir.path().join("init.json"), r#"{"ports": {"http": 4646}}"#).unwrap();
 
-        let mut unshare = Command::new("unshare")
-            .args([
-                "--pid",
-                "--kill-child", // the namespace dies with `unshare` (see pid1ns::init_command)
-                "--mount-proc",
-                "--mount",
-                "--uts",
-                "--net",
-            ])
-            .arg(env!("CARGO_BIN_EXE_nomad-init"))
-            .env("NOMADOS_TEST_ROOT", &root)
+        let unshare = pid1ns::init_command(&root, dir.path(), true)
             .env("NOMADOS_TEST_CMDLINE", cmdline)
-            .env("TMPDIR", dir.path())
             .env("NOMAD_INIT", env!("CARGO_BIN_EXE_nomad-init"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = unshare.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  | {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
         Namespace {
-            unshare,
-            lines,
+            console: Console::new(unshare),
             dir,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until some console line contains `needle`; returns its index.
-    fn wait_for(&self, needle: &str) -> usize {
-        self.wait_for_count(needle, 1)
-    }
-
-    /// Waits until `n` console lines contain `needle`; returns the index of the n-th.
-    fn wait_for_count(&self, needle: &str, n: usize) -> usize {
-        let start = Instant::now();
-        loop {
-            let found: Vec<usize> = self
-                .lines()
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| l.contains(needle))
-                .map(|(i, _)| i)
-                .collect();
-            if found.len() >= n {
-                return found[n - 1];
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "timed out waiting for {n} x {needle:?}; console:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Host PID of the namespace's init (the child of `unshare`).
-    fn init_pid(&self) -> i32 {
-        let parent = self.unshare.id() as i32;
-        let start = Instant::now();
-        loop {
-            if let Some(pid) = processes().into_iter().find(|&p| ppid(p) == Some(parent)) {
-                return pid;
-            }
-            assert!(start.elapsed() < TIMEOUT, "no init process under unshare");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits for the namespace to end; returns unshare's status.
-    fn wait_end(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.unshare.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "namespace did not end; console:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -188,28 +95,18 @@ impl Namespace {
     }
 }
 
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // SIGKILL to a namespace's init ends every process in it.
-        if let Ok(None) = self.unshare.try_wait() {
-            let parent = self.unshare.id() as i32;
-            for pid in processes().into_iter().filter(|&p| ppid(p) == Some(parent)) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = self.unshare.kill();
-            let _ = self.unshare.wait();
-        }
+// The console's waits and the namespace's end (dropping the console ends the namespace).
+impl std::ops::Deref for Namespace {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.console
     }
 }
 
-fn processes() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+impl std::ops::DerefMut for Namespace {
+    fn deref_mut(&mut self) -> &mut Console {
+        &mut self.console
+    }
 }
 
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
@@ -218,26 +115,8 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-fn ppid(pid: i32) -> Option<i32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
-}
-
 fn state(pid: i32) -> Option<String> {
     stat_fields(pid)?.first().cloned()
-}
-
-/// Host PIDs of every process in the PID namespace of `init`.
-fn namespace_members(init: i32) -> Vec<i32> {
-    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
-    processes()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/ns/pid"))
-                .ok()
-                .as_ref()
-                == Some(&ns)
-        })
-        .collect()
 }
 
 /// Seconds from the `[   12.345678]` prefix of a plain console line.
@@ -701,8 +580,7 @@ fn an_apply_that_exhausts_its_memory_dies_alone() {
     );
     let init = ns.init_pid();
     let died = ns.wait_for("the apply died with");
-    let lines = ns.lines();
-    assert!(lines[died].contains("64 MiB"), "{}", lines[died]);
+    assert!(died.contains("64 MiB"), "{died}");
     // PID 1 is untouched and applies again when asked.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(init),
@@ -778,11 +656,7 @@ fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
         "partition not found:\n{}",
         lines.join("\n")
     );
-    assert!(
-        lines[mounted].contains("mounted data directory in "),
-        "{}",
-        lines[mounted]
-    );
+    assert!(mounted.contains("mounted data directory in "), "{mounted}");
     ns.wait_for("boot finished");
     let init = ns.init_pid();
     nix::sys::signal::kill(
@@ -835,7 +709,7 @@ fn a_dropped_console_ends_its_namespace() {
     let start = Instant::now();
     while !gone(init) {
         assert!(
-            start.elapsed() < pid1ns::TIMEOUT,
+            start.elapsed() < TIMEOUT,
             "the namespace's init (host pid {init}) outlived its dropped console"
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -11,16 +11,19 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose};
 use sha2::{Digest, Sha256};
 
 mod pid1ns;
-use pid1ns::{double_binary, log_lines, prerequisites_missing, Console, TIMEOUT};
+mod pki;
+use pid1ns::{
+    double_agent, double_script, log_lines, namespace_members, prerequisites_missing, write_script,
+    Console, TIMEOUT,
+};
 
 /// A CA, the node's certificate it signed (`server.global.nomad` and `localhost`, for
 /// server and client authentication, as `nomad tls cert create -server` makes them), and
@@ -34,17 +37,9 @@ impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).unwrap();
-        let ca = |cn: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.distinguished_name.push(DnType::CommonName, cn);
-            (p.self_signed(&key).unwrap(), key)
-        };
-        let (ca_cert, ca_key) = ca("NomadOS test CA");
-        write("ca.pem", &ca_cert.pem());
-        write("wrong-ca.pem", &ca("someone else's CA").0.pem());
-        let key = KeyPair::generate().unwrap();
+        let ca = pki::Ca::new("NomadOS test CA");
+        write("ca.pem", &ca.pem());
+        write("wrong-ca.pem", &pki::Ca::new("someone else's CA").pem());
         let mut p = CertificateParams::new(vec![
             "server.global.nomad".to_string(),
             "localhost".to_string(),
@@ -54,11 +49,8 @@ impl Pki {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        write(
-            "cert.pem",
-            &p.signed_by(&key, &ca_cert, &ca_key).unwrap().pem(),
-        );
-        let key_pem = key.serialize_pem();
+        let (cert, key_pem) = ca.sign(p);
+        write("cert.pem", &cert);
         write("key.pem", &key_pem);
         Self { dir, key_pem }
     }
@@ -90,29 +82,17 @@ impl Boot {
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc/nomados")).unwrap();
         let d = dir.path().display();
-        let nomad = dir.path().join("nomad");
-        std::fs::write(
-            &nomad,
-            format!("#!/bin/sh\nexec {} \"$@\"\n", double_binary().display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&nomad, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let agent = serde_json::json!({
-            "data_dir": format!("{d}/nomad-data"),
-            "bind_addr": "127.0.0.1",
-            "ports": {"http": 4646},
-            "server": {"enabled": true, "bootstrap_expect": 1},
-            "client": {"enabled": true},
-            "acl": {"enabled": true},
-            "plugin": {"raw_exec": {"config": {"enabled": true}}},
-            "tls": {
-                "http": true, "rpc": true,
-                "ca_file": pki.path("ca.pem"),
-                "cert_file": pki.path("cert.pem"),
-                "key_file": pki.path("key.pem"),
-                "verify_server_hostname": true,
-                "verify_https_client": true,
-            },
+        write_script(&dir.path().join("nomad"), &double_script());
+        let mut agent = double_agent(dir.path());
+        agent["acl"] = serde_json::json!({"enabled": true});
+        agent["plugin"] = serde_json::json!({"raw_exec": {"config": {"enabled": true}}});
+        agent["tls"] = serde_json::json!({
+            "http": true, "rpc": true,
+            "ca_file": pki.path("ca.pem"),
+            "cert_file": pki.path("cert.pem"),
+            "key_file": pki.path("key.pem"),
+            "verify_server_hostname": true,
+            "verify_https_client": true,
         });
         std::fs::write(dir.path().join("agent.json"), agent.to_string()).unwrap();
         std::fs::write(dir.path().join("packs.toml"), packs).unwrap();
@@ -164,17 +144,6 @@ fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
     })
     .join()
     .unwrap()
-}
-
-/// The PIDs (as the host sees them) in the PID namespace of `init`.
-fn pids_in_namespace_of(init: i32) -> Vec<i32> {
-    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    let want = ns(init).expect("the namespace's init");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| ns(p).as_ref() == Some(&want))
-        .collect()
 }
 
 /// Accepts one connection on `listener`, waiting at most [`TIMEOUT`].
@@ -258,7 +227,7 @@ fn pid1_and_the_applier_child_talk_https_with_the_agents_tls_and_the_token_is_in
     assert!(!token.is_empty());
     let init = boot.console.init_pid();
     let mut applier = None;
-    for pid in pids_in_namespace_of(init) {
+    for pid in namespace_members(init) {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue; // ended meanwhile
         };

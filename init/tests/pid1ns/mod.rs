@@ -110,14 +110,28 @@ impl Console {
 
     /// The first console line containing `needle`, waiting up to [`TIMEOUT`] for it.
     pub fn wait_for(&self, needle: &str) -> String {
+        let at = self.wait_for_count(needle, 1);
+        self.lines().swap_remove(at)
+    }
+
+    /// The index of the `n`-th console line containing `needle`, waiting up to [`TIMEOUT`]
+    /// for it.
+    pub fn wait_for_count(&self, needle: &str, n: usize) -> usize {
         let start = Instant::now();
         loop {
-            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return l;
+            let found = self
+                .lines()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .nth(n - 1)
+                .map(|(i, _)| i);
+            if let Some(i) = found {
+                return i;
             }
             assert!(
                 start.elapsed() < TIMEOUT,
-                "timed out waiting for {needle:?}; console:\n{}",
+                "timed out waiting for {n} x {needle:?}; console:\n{}",
                 self.lines().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -151,12 +165,25 @@ impl Console {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
+        self.wait_end();
+        self.lines()
+    }
+
+    /// Waits up to [`TIMEOUT`] for the namespace to end; returns `unshare`'s status (it
+    /// re-raises the signal that ended the namespace's init).
+    pub fn wait_end(&mut self) -> std::process::ExitStatus {
         let start = Instant::now();
-        while self.unshare.try_wait().unwrap().is_none() {
-            assert!(start.elapsed() < TIMEOUT, "the namespace did not end");
+        loop {
+            if let Some(status) = self.unshare.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "the namespace did not end; console:\n{}",
+                self.lines().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.lines()
     }
 }
 
@@ -182,4 +209,41 @@ pub fn log_lines(lines: &[String]) -> Vec<&String> {
         .iter()
         .filter(|l| l.trim_start().starts_with('['))
         .collect()
+}
+
+/// Host PIDs of every process in the PID namespace of `init` (a host PID).
+pub fn namespace_members(init: i32) -> Vec<i32> {
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let want = ns(init).expect("the namespace's init");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| ns(p).as_ref() == Some(&want))
+        .collect()
+}
+
+/// Writes `path` as an executable `/bin/sh` script of `body`: the Nomad binary a test's
+/// nomados.toml names.
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The script body that runs the double as Nomad, with Nomad's arguments.
+pub fn double_script() -> String {
+    format!("exec {} \"$@\"", double_binary().display())
+}
+
+/// The double's agent config as the PID-1 tests boot it: one node, server and client, its
+/// API on 127.0.0.1:4646, its data in `dir`/nomad-data. A test adds what it turns on (ACLs,
+/// TLS) with `agent["acl"] = ...`.
+pub fn double_agent(dir: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "data_dir": format!("{}/nomad-data", dir.display()),
+        "bind_addr": "127.0.0.1",
+        "ports": {"http": 4646},
+        "server": {"enabled": true, "bootstrap_expect": 1},
+        "client": {"enabled": true},
+    })
 }
