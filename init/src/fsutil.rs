@@ -22,27 +22,28 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    replace(path, contents.as_bytes(), None, None)
+    replace(path, &[contents.as_bytes()], None, None)
 }
 
-/// Writes `contents` to `path` as [`write_atomic`] does (temp file, fsync, rename, fsync of
-/// the directory; the directory must exist), with exactly `mode` and, when given, the
-/// owner `(uid, gid)`, both set before any content is written, so a secret is never
-/// readable by others for an instant.
+/// Writes `parts`, one after the other, to `path` as [`write_atomic`] does (temp file,
+/// fsync, rename, fsync of the directory; the directory must exist), with exactly `mode`
+/// and, when given, the owner `(uid, gid)`, both set before any content is written, so a
+/// secret is never readable by others for an instant. Parts, so that a secret and what
+/// follows it need not be joined in a copy of the secret.
 pub fn write_atomic_mode(
     path: &Path,
-    contents: &[u8],
+    parts: &[&[u8]],
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
-    replace(path, contents, Some(mode), owner)
+    replace(path, parts, Some(mode), owner)
 }
 
 /// The one atomic, durable replace behind both: `mode` None creates the file as
 /// `File::create` would (0666 less the umask).
 fn replace(
     path: &Path,
-    contents: &[u8],
+    parts: &[&[u8]],
     mode: Option<u32>,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
@@ -67,7 +68,9 @@ fn replace(
         if let Some(mode) = mode {
             f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         }
-        f.write_all(contents)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -48,7 +48,7 @@ pub fn apply(rendered: &Rendered, paths: &Paths) -> anyhow::Result<()> {
             let parent = f.path.parent().unwrap_or(Path::new("/"));
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("files: mkdir {}", parent.display()))?;
-            crate::fsutil::write_atomic_mode(&f.path, &f.content, f.mode, Some((f.uid, f.gid)))
+            crate::fsutil::write_atomic_mode(&f.path, &[&f.content], f.mode, Some((f.uid, f.gid)))
                 .with_context(|| format!("files: {}", f.path.display()))?;
         }
         if let Some(token) = &rendered.token {
@@ -94,7 +94,7 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
         .mode(0o700)
         .create(parent)
         .with_context(|| format!("mkdir {}", parent.display()))?;
-    crate::fsutil::write_atomic_mode(path, content, 0o600, None)?;
+    crate::fsutil::write_atomic_mode(path, &[content], 0o600, None)?;
     Ok(())
 }
 

@@ -146,7 +146,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    crate::fsutil::write_atomic_mode(path, bytes, 0o600, None)
+    crate::fsutil::write_atomic_mode(path, &[bytes], 0o600, None)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! [`plan`] is the pure decision; [`Flow`] carries it out.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -401,8 +401,9 @@ fn random_uuid() -> std::io::Result<String> {
     Ok(uuid_from(bytes))
 }
 
-/// Writes the token root-only (0600) and atomically: a 0600 temporary file in the same
-/// directory, fsync, rename, fsync of the directory. Never world-readable, not for a moment.
+/// Writes the token root-only (0600) and atomically (`fsutil::write_atomic_mode`: a 0600
+/// temporary file in the same directory, fsync, rename, fsync of the directory), in a
+/// directory made root-only when missing. Never world-readable, not for a moment.
 pub fn write_token(path: &Path, secret: &Secret) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -414,27 +415,7 @@ pub fn write_token(path: &Path, secret: &Secret) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
-    let tmp = dir.join(format!(".{name}.nomad-init.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // The umask cannot widen 0600, but a pre-set ACL or odd umask could narrow it.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(secret.expose().as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomic_mode(path, &[secret.expose().as_bytes(), b"\n"], 0o600, None)
 }
 
 /// The framed text shown once on the console.

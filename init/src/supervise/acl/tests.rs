@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 const CHOSEN: &str = "2b778dd9-f5f1-6f29-b4b4-9a5fa948757a";
 
