@@ -54,6 +54,22 @@ pub fn url_parsed(parsed: &Url) -> String {
     clean.to_string()
 }
 
+/// `text` (what an error says of itself; for a reqwest error, once `without_url` dropped the
+/// URL, which may hold credentials) followed by each cause in `err`'s chain that it does not
+/// already say, `: `-separated.
+pub fn with_causes(mut text: String, err: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The forms a credential travels in on the wire, to scrub from text: the secret itself
 /// and, for basic auth, the base64 of `user:password` that the `Authorization` header holds.
 #[derive(Debug, Clone, Default)]

@@ -381,20 +381,12 @@ fn transport(err: reqwest::Error) -> Problem {
     }
     let redirect = err.is_redirect();
     let err = err.without_url();
-    let mut text = if err.is_connect() {
+    let top = if err.is_connect() {
         "cannot connect".to_string()
     } else {
         err.to_string()
     };
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
+    let text = crate::redact::with_causes(top, &err);
     if redirect {
         Problem::Redirect(text)
     } else {

@@ -158,17 +158,7 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
         }
         return format!("cannot connect: {inner}");
     }
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    redact::with_causes(err.to_string(), &err)
 }
 
 pub struct Request<'a> {
