@@ -11,7 +11,7 @@ use crate::power::PowerAction;
 use crate::slots::upgrade::{self, Target, SOURCE_ENV};
 use crate::slots::{self, Esp, Slot};
 
-use crate::slots::trial::ESP_MOUNT;
+use crate::slots::trial::{mount_esp, ESP_MOUNT};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpgradeArgs {
@@ -70,19 +70,12 @@ fn esp(args: &UpgradeArgs) -> Result<Esp> {
             slots::ESP_PARTITION
         )
     })?;
-    let source = dev.display().to_string();
-    crate::sys::mount::mount_idempotent(
+    mount_esp(
         Path::new("/proc/self/mountinfo"),
-        &source,
+        &dev,
         Path::new(ESP_MOUNT),
-        "vfat",
-        nix::mount::MsFlags::MS_NOSUID
-            | nix::mount::MsFlags::MS_NODEV
-            | nix::mount::MsFlags::MS_NOEXEC,
-        None,
-        0o700,
     )
-    .map_err(|e| anyhow::anyhow!("mount the ESP {source} on {ESP_MOUNT}: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("mount the ESP {} on {ESP_MOUNT}: {e}", dev.display()))?;
     Ok(Esp::at(ESP_MOUNT))
 }
 
@@ -174,15 +167,8 @@ fn shown(src: &str) -> String {
 }
 
 pub fn run(args: &UpgradeArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nomad-init upgrade: cannot start the async runtime: {e}");
-            return 1;
-        }
+    let Some(runtime) = super::runtime("nomad-init upgrade") else {
+        return 1;
     };
     if let Err(e) = runtime.block_on(upgrade(args)) {
         // No tag of its own: PID 1 tags its child's lines (`supervise::upgrade::TAG`).

@@ -16,6 +16,26 @@ use crate::sys::root::Root;
 /// Where PID 1 mounts the ESP (shared with `nomad-init upgrade`).
 pub const ESP_MOUNT: &str = "/run/nomados/esp";
 
+/// Mounts the ESP `dev` on `at` (or finds it there, per `mountinfo`), as PID 1 and
+/// `nomad-init upgrade` both do: vfat, nothing on it runs or is a device, root-only.
+pub fn mount_esp(
+    mountinfo: &Path,
+    dev: &Path,
+    at: &Path,
+) -> Result<crate::sys::mount::MountOutcome, crate::sys::mount::MountError> {
+    crate::sys::mount::mount_idempotent(
+        mountinfo,
+        &dev.display().to_string(),
+        at,
+        "vfat",
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None,
+        0o700,
+    )
+}
+
 /// A trial boot whose gate is still to be run.
 #[derive(Debug)]
 pub struct TrialBoot {
@@ -70,17 +90,7 @@ fn settle_at_boot(root: &Root, out: &mut AtBoot) -> Option<TrialBoot> {
         return None;
     };
     let mount = root.path(ESP_MOUNT);
-    if let Err(e) = crate::sys::mount::mount_idempotent(
-        &root.path("/proc/self/mountinfo"),
-        &dev.display().to_string(),
-        &mount,
-        "vfat",
-        nix::mount::MsFlags::MS_NOSUID
-            | nix::mount::MsFlags::MS_NODEV
-            | nix::mount::MsFlags::MS_NOEXEC,
-        None,
-        0o700,
-    ) {
+    if let Err(e) = mount_esp(&root.path("/proc/self/mountinfo"), &dev, &mount) {
         crate::error!(
             "cannot mount the ESP {} on {}: {e}",
             dev.display(),
