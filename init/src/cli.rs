@@ -219,6 +219,21 @@ pub mod exit {
     pub const CHANGES: i32 = 2;
 }
 
+/// The single-threaded runtime a command's async work runs on; None once it has said on
+/// stderr, as `who`, why there is none.
+fn runtime(who: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{who}: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn run_packs(command: PacksCommand) -> i32 {
     use crate::packs::apply::{self, Mode};
     let (mode, args) = match command {
@@ -238,15 +253,8 @@ fn run_packs(command: PacksCommand) -> i32 {
             .unwrap_or_else(crate::packs::origin::default_cache_dir),
         wait: args.wait,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nomad-init: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+    let Some(runtime) = runtime("nomad-init") else {
+        return exit::FAILED;
     };
     use crate::packs::events::{JsonLines, Sink, Text};
     let mut sink: Box<dyn Sink> = if args.json {

@@ -52,15 +52,8 @@ fn apply(agent_config: PathBuf, poll: bool) -> i32 {
         cmdline,
         agent_config,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nomad-init: cannot start the async runtime: {e}");
-            return super::exit::FAILED;
-        }
+    let Some(runtime) = super::runtime("nomad-init") else {
+        return super::exit::FAILED;
     };
     if poll {
         // One attempt: PID 1 backs off between polls.
