@@ -112,11 +112,12 @@ pub fn platforms(dmi: &Dmi) -> Vec<Platform> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A fake sysfs with the given files (paths relative to the sysfs root).
-    fn sysfs(files: &[(&str, &str)]) -> tempfile::TempDir {
+    /// A fake sysfs with the given files (paths relative to the sysfs root); the providers'
+    /// tests use it too.
+    pub(in crate::machine::providers) fn sysfs(files: &[(&str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         for (path, content) in files {
             let path = root.path().join(path);

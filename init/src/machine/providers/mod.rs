@@ -217,6 +217,7 @@ mod tests {
     use axum::routing::get;
     use axum::Router;
 
+    use super::detect::tests::sysfs;
     use super::*;
     use crate::machine::found::Facts;
 
@@ -229,16 +230,6 @@ mod tests {
             async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
         });
         (mock::serve(router).await.to_string(), hits)
-    }
-
-    fn sysfs(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let root = tempfile::tempdir().unwrap();
-        for (path, content) in files {
-            let path = root.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        root
     }
 
     fn settings_at(root: &std::path::Path, url: &str) -> Settings {
