@@ -55,6 +55,16 @@ e2e_build_pxe() {
         { tail -20 "$dir.build.log" >&2; fail "image/pxe.sh failed"; }
 }
 
+# serve_dir DIR PORT LOG: Python's http.server for DIR on 127.0.0.1:PORT in the background
+# (its PID in HTTP_PID, its output in LOG). The server must not inherit the heavy lock's
+# descriptor (flock's child would keep the lock held after the test): everything above
+# stderr is closed before it starts.
+serve_dir() {
+    python3 -c 'import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])' \
+        python3 -m http.server --bind 127.0.0.1 --directory "$1" "$2" >"$3" 2>&1 &
+    HTTP_PID=$!
+}
+
 # start_vm LOG QMP CMD...: a qemu/run-*.sh script in the background, console into LOG,
 # QMP socket at QMP, API forwarded to 127.0.0.1:$PORT (set here). Killed on exit.
 start_vm() {

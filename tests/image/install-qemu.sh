@@ -43,12 +43,7 @@ mkdir -p "$work/serve"
 xz -T0 -6 --check=crc32 -c "$work/out/nomados.raw" >"$work/serve/nomados.raw.xz"
 sha=$(sha256sum "$work/serve/nomados.raw.xz" | cut -d' ' -f1)
 http_port=$(free_port)
-# The server must not inherit the heavy lock's descriptor (flock's child would keep the lock
-# held after this test): close everything above stderr before it starts.
-python3 -c 'import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])' \
-    python3 -m http.server --bind 127.0.0.1 --directory "$work/serve" "$http_port" \
-    >"$work/http.log" 2>&1 &
-HTTP_PID=$!
+serve_dir "$work/serve" "$http_port" "$work/http.log"
 say "serving nomados.raw.xz ($(du -h "$work/serve/nomados.raw.xz" | cut -f1), sha256 $sha) on 127.0.0.1:$http_port"
 
 install_cmdline="nomados.install=/dev/vda nomados.install.image=http://10.0.2.2:$http_port/nomados.raw.xz nomados.install.sha256=$sha"

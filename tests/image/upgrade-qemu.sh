@@ -71,11 +71,7 @@ cp "$work/v3/nomados.slot" "$work/serve/v3.slot"
 sha2=$(sha256sum "$work/serve/v2.slot" | cut -d' ' -f1)
 sha3=$(sha256sum "$work/serve/v3.slot" | cut -d' ' -f1)
 http_port=$(free_port)
-# The server must not inherit the heavy lock's descriptor: close everything above stderr.
-python3 -c 'import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])' \
-    python3 -m http.server --bind 127.0.0.1 --directory "$work/serve" "$http_port" \
-    >"$work/http.log" 2>&1 &
-HTTP_PID=$!
+serve_dir "$work/serve" "$http_port" "$work/http.log"
 for n in 2 3; do
     sha=$sha2 && [ $n = 3 ] && sha=$sha3
     printf '[upgrade]\nurl = "http://10.0.2.2:%s/v%s.slot"\nsha256 = "%s"\nversion = "%s"\n' \
