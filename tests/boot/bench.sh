@@ -12,8 +12,7 @@ runs=${RUNS:-3}
 POLL_INTERVAL=0.05  # timing resolution of wait_for/wait_exit
 TEST_TMP=$(mktemp -d)
 trap 'stop_vm' EXIT
-make_busybox_rootfs "$TEST_TMP/rootfs" "$BOOT_OK_BODY"
-python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+busybox_initramfs "$BOOT_OK_BODY"
 "$REPO/image/pxe.sh" "$TEST_TMP/rootfs" "$kernel" "$TEST_TMP/pxe" 2>/dev/null
 
 printf 'accel          %s\n' "$NOMADOS_ACCEL"

@@ -68,6 +68,13 @@ SCRIPT
     chmod 0755 "$dir/init" "$dir/udhcpc.sh"
 }
 
+# busybox_initramfs INIT_BODY: $TEST_TMP/initramfs.cpio.xz from a make_busybox_rootfs in
+# $TEST_TMP/rootfs, packed by image/mkinitramfs.py as the image builder packs it.
+busybox_initramfs() {
+    make_busybox_rootfs "$TEST_TMP/rootfs" "$1"
+    python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+}
+
 # The /init body of the network boot tests: token, command line, DHCP lease, power off.
 BOOT_OK_BODY='echo NOMADOS-BOOT-OK
 echo "NOMADOS-CMDLINE $(cat /proc/cmdline)"

@@ -9,7 +9,6 @@ kernel=$(test_kernel)
 nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
 trap 'stop_vm' EXIT
-make_busybox_rootfs "$TEST_TMP/rootfs" "$BOOT_OK_BODY"
-python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+busybox_initramfs "$BOOT_OK_BODY"
 start_vm "$TEST_TMP/console.log" "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 assert_boot_ok "$TEST_TMP/console.log"

@@ -25,8 +25,7 @@ kernel=$(test_kernel)
 nomados_qemu_accel
 TEST_TMP=$(mktemp -d)
 trap 'stop_vm' EXIT
-make_busybox_rootfs "$TEST_TMP/rootfs" "$BOOT_OK_BODY"
-python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+busybox_initramfs "$BOOT_OK_BODY"
 
 cat >"$TEST_TMP/syslinux.cfg" <<CFG
 SERIAL 0 115200

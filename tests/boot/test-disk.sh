@@ -38,8 +38,7 @@ done
 echo "NOMADOS-DISK dev=$dev"
 mount -t '"$fs"' "$dev" /mnt && cat /mnt/'"$file"' || echo NOMADOS-MOUNT-FAILED
 poweroff -f'
-make_busybox_rootfs "$TEST_TMP/rootfs" "$body"
-python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+busybox_initramfs "$body"
 DISK=$TEST_TMP/disk.raw start_vm "$TEST_TMP/console.log" \
     "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 wait_for "$TEST_TMP/console.log" "$token|NOMADOS-MOUNT-FAILED" 40

@@ -19,8 +19,7 @@ echo "NOMADOS-WAITING-POWER $dev"
 dd if="$dev" of=/dev/null bs=24 count=1 2>/dev/null
 echo NOMADOS-POWER-BUTTON
 poweroff -f'
-make_busybox_rootfs "$TEST_TMP/rootfs" "$body"
-python3 "$REPO/image/mkinitramfs.py" "$TEST_TMP/rootfs" "$TEST_TMP/initramfs.cpio.xz"
+busybox_initramfs "$body"
 QMP_SOCK=$TEST_TMP/qmp.sock start_vm "$TEST_TMP/console.log" \
     "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 wait_for "$TEST_TMP/console.log" 'NOMADOS-WAITING-POWER|NOMADOS-NO-POWER-BUTTON' 40
