@@ -8,8 +8,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+#[macro_use]
 mod pid1ns;
-use pid1ns::{log_lines, prerequisites_missing, Console};
+use pid1ns::{log_lines, Console};
 
 /// One boot of the namespace; the console is its stderr.
 struct Boot {
@@ -65,13 +66,7 @@ impl Boot {
 
 #[test]
 fn first_boot_bootstraps_and_shows_the_token_once_the_reboot_reuses_it() {
-    if let Some(why) = prerequisites_missing() {
-        eprintln!(
-            "SKIP {}: {why}; this test needs root and namespaces",
-            module_path!()
-        );
-        return;
-    }
+    skip_unless_namespaces!();
     let state = tempfile::tempdir().unwrap();
 
     let mut first = Boot::start(state.path());

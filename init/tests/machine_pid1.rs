@@ -8,18 +8,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+#[macro_use]
 mod pid1ns;
-use pid1ns::{prerequisites_missing, Console};
+use pid1ns::Console;
 
 macro_rules! skip_unless_possible {
     () => {
-        if let Some(why) = prerequisites_missing() {
-            eprintln!(
-                "SKIP {}: {why}; this test needs root and namespaces",
-                module_path!()
-            );
-            return;
-        }
+        skip_unless_namespaces!();
         if Command::new("python3").arg("--version").output().is_err()
             || Command::new("nsenter").arg("--version").output().is_err()
         {

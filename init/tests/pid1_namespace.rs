@@ -8,25 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod pid1ns;
-use pid1ns::{namespace_members, prerequisites_missing, Console, TIMEOUT};
+use pid1ns::{namespace_members, Console, TIMEOUT};
 
 /// A booted namespace: its console (the shared harness's) and the directory it runs in.
 struct Namespace {
     console: Console,
     dir: tempfile::TempDir,
-}
-
-macro_rules! skip_unless_possible {
-    () => {
-        if let Some(why) = prerequisites_missing() {
-            eprintln!(
-                "SKIP {}: {why}; this test needs root and namespaces",
-                module_path!()
-            );
-            return;
-        }
-    };
 }
 
 impl Namespace {
@@ -144,7 +133,7 @@ fn index_of(lines: &[String], needle: &str) -> usize {
 
 #[test]
 fn orphan_storm_leaves_no_zombies() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     // 200 double forks: each `sh -c 'sleep 0.1 &'` exits at once and its sleep is
     // re-parented to PID 1, which must reap it.
     let ns = Namespace::boot(
@@ -186,7 +175,7 @@ fn orphan_storm_leaves_no_zombies() {
 
 #[test]
 fn supervisor_restarts_nomad_with_growing_backoff() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     let ns = Namespace::boot("echo up; exit 3", "restart_backoff_max_secs = 4", "");
     ns.wait_for_count("restarting in", 4);
     let lines = ns.lines();
@@ -223,7 +212,7 @@ fn supervisor_restarts_nomad_with_growing_backoff() {
 
 #[test]
 fn sigterm_from_outside_shuts_down_in_order_and_ends_the_namespace() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     let mut ns = Namespace::boot(
         "trap 'echo got SIGINT; exit 0' INT\n\
          sh -c 'trap \"\" TERM; exec sleep 1000' &\n\
@@ -277,7 +266,7 @@ fn sigterm_from_outside_shuts_down_in_order_and_ends_the_namespace() {
 
 #[test]
 fn supervised_child_exit_status_reaches_the_supervisor() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     // Each run first spawns orphans that exit at the same moment, so the reaper is busy
     // in the same waitpid loop; run 1 exits 42, run 2 is killed by SIGKILL.
     let ns = Namespace::boot(
@@ -308,7 +297,7 @@ fn supervised_child_exit_status_reaches_the_supervisor() {
 
 #[test]
 fn reboot_command_inside_the_namespace_signals_pid1_which_reboots() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     // `reboot` is the same binary under another name (argv[0] dispatch); it must find that
     // PID 1 is nomad-init and send it SIGINT. reboot(2) then ends the namespace with SIGHUP.
     let mut ns = Namespace::boot(
@@ -355,7 +344,7 @@ fn power_commands_refuse_when_pid1_is_not_nomad_init() {
 
 #[test]
 fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     let ns = Namespace::boot_with(
         "exec sleep 1000",
         "",
@@ -384,7 +373,7 @@ fn broken_config_falls_back_to_defaults_and_debug_opens_the_shell() {
 
 #[test]
 fn packs_are_applied_when_nomad_is_healthy_and_on_sighup() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     if Command::new("python3").arg("--version").output().is_err() {
         eprintln!("SKIP: python3 (used as a Nomad stand-in serving /v1/agent/health) missing");
         return;
@@ -491,7 +480,7 @@ fn python_missing() -> bool {
 
 #[test]
 fn a_runaway_pack_cannot_delay_power_off() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     if python_missing() {
         return;
     }
@@ -537,7 +526,7 @@ fn a_runaway_pack_cannot_delay_power_off() {
 
 #[test]
 fn a_runaway_apply_is_killed_at_its_deadline_and_the_next_one_runs() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     if python_missing() {
         return;
     }
@@ -563,7 +552,7 @@ fn a_runaway_apply_is_killed_at_its_deadline_and_the_next_one_runs() {
 
 #[test]
 fn an_apply_that_exhausts_its_memory_dies_alone() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     if python_missing() {
         return;
     }
@@ -603,7 +592,7 @@ impl Drop for LoopDevice {
 
 #[test]
 fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     let tools = ["mkfs.ext4", "losetup", "debugfs"];
     if let Some(missing) = tools
         .iter()
@@ -679,7 +668,7 @@ fn labelled_data_partition_is_mounted_and_keeps_the_last_good_config() {
 /// every descriptor it inherited (a test runner's lock file among them).
 #[test]
 fn a_dropped_console_ends_its_namespace() {
-    skip_unless_possible!();
+    skip_unless_namespaces!();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("etc/nomados")).unwrap();

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use rcgen::{CertificateParams, ExtendedKeyUsagePurpose};
 use sha2::{Digest, Sha256};
 
+#[macro_use]
 mod pid1ns;
 mod pki;
 use pid1ns::{
-    double_agent, double_script, log_lines, namespace_members, prerequisites_missing, write_script,
-    Console, TIMEOUT,
+    double_agent, double_script, log_lines, namespace_members, write_script, Console, TIMEOUT,
 };
 
 /// A CA, the node's certificate it signed (`server.global.nomad` and `localhost`, for
@@ -184,13 +184,7 @@ fn read_request_head(s: &mut std::net::TcpStream) -> String {
 
 #[test]
 fn pid1_and_the_applier_child_talk_https_with_the_agents_tls_and_the_token_is_in_no_argv() {
-    if let Some(why) = prerequisites_missing() {
-        eprintln!(
-            "SKIP {}: {why}; this test needs root and namespaces",
-            module_path!()
-        );
-        return;
-    }
+    skip_unless_namespaces!();
     let pki = Pki::new();
     let (archive, sum) = hello_archive();
     // The namespace is fresh: any port is free in it.
@@ -305,13 +299,7 @@ fn pid1_and_the_applier_child_talk_https_with_the_agents_tls_and_the_token_is_in
 
 #[test]
 fn a_wrong_ca_is_an_error_naming_the_address_and_nothing_falls_back_to_http() {
-    if let Some(why) = prerequisites_missing() {
-        eprintln!(
-            "SKIP {}: {why}; this test needs root and namespaces",
-            module_path!()
-        );
-        return;
-    }
+    skip_unless_namespaces!();
     let pki = Pki::new();
     let extra = format!("ca_file = \"{}\"", pki.path("wrong-ca.pem").display());
     let (mut cmd, dir) = Boot::prepare(&pki, &extra, "[hello]\n_origin = \"/nonexistent\"\n", true);

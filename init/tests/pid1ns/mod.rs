@@ -3,6 +3,20 @@
 
 #![allow(dead_code)]
 
+/// Returns from the calling test with a SKIP line when [`prerequisites_missing`] says the
+/// namespaces cannot be made here (`#[macro_use] mod pid1ns;` in the test file).
+macro_rules! skip_unless_namespaces {
+    () => {
+        if let Some(why) = pid1ns::prerequisites_missing() {
+            eprintln!(
+                "SKIP {}: {why}; this test needs root and namespaces",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
 use std::process::{Command, Stdio};
 
 /// Why nomad-init cannot be run as PID 1 of fresh namespaces here, if it cannot.
