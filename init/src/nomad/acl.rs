@@ -81,19 +81,10 @@ pub fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A random (version 4) UUID from `random` bytes.
-pub fn uuid_from(mut random: [u8; 16]) -> String {
-    random[6] = (random[6] & 0x0f) | 0x40;
-    random[8] = (random[8] & 0x3f) | 0x80;
-    let h = hex::encode(random);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+/// A random (version 4) UUID from `random` bytes: the version 4 GUID of the GPT codec, in
+/// the 8-4-4-4-12 form Nomad's tokens have.
+pub fn uuid_from(random: [u8; 16]) -> String {
+    nomados_gpt::Guid::v4_from(random).to_string()
 }
 
 #[cfg(test)]
