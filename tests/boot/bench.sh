@@ -6,12 +6,9 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_tools
-kernel=$(test_kernel)
-nomados_qemu_accel
+begin_boot_test
 runs=${RUNS:-3}
 POLL_INTERVAL=0.05  # timing resolution of wait_for/wait_exit
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
 busybox_initramfs "$BOOT_OK_BODY"
 "$REPO/image/pxe.sh" "$TEST_TMP/rootfs" "$kernel" "$TEST_TMP/pxe" 2>/dev/null
 

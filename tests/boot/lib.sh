@@ -36,6 +36,15 @@ test_kernel() {
     fi
 }
 
+# begin_boot_test: after a test's own skips, what every boot test sets up: `kernel` (the
+# kernel under test), the accelerator, and TEST_TMP, removed with the VM when the test exits.
+begin_boot_test() {
+    kernel=$(test_kernel)
+    nomados_qemu_accel
+    TEST_TMP=$(mktemp -d)
+    trap 'stop_vm' EXIT
+}
+
 # make_busybox_rootfs DIR INIT_BODY: a rootfs with busybox applets and /init running INIT_BODY
 # after the usual mounts. /udhcpc.sh prints the lease as "NOMADOS-LEASE ip=... router=...".
 make_busybox_rootfs() {

@@ -5,10 +5,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_tools
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 busybox_initramfs "$BOOT_OK_BODY"
 start_vm "$TEST_TMP/console.log" "$REPO/qemu/run-kernel.sh" "$kernel" "$TEST_TMP/initramfs.cpio.xz"
 assert_boot_ok "$TEST_TMP/console.log"

@@ -21,10 +21,7 @@ if [ "$firmware" = uefi ]; then
     { [ -f "$efi" ] && [ -f "$ldlinux_e64" ]; } || skip "syslinux.efi/ldlinux.e64 not found (syslinux-efi)"
     [ -f /usr/share/OVMF/OVMF_CODE.fd ] || skip "ovmf not installed"
 fi
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 busybox_initramfs "$BOOT_OK_BODY"
 
 cat >"$TEST_TMP/syslinux.cfg" <<CFG

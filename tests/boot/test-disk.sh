@@ -13,10 +13,7 @@ case "$fs" in
     vfat) { command -v mkfs.vfat && command -v mcopy; } >/dev/null || skip "mkfs.vfat/mcopy not installed (dosfstools, mtools)" ;;
     *) fail "FS must be ext4 or vfat, got '$fs'" ;;
 esac
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 token="NOMADOS-DISK-TOKEN-$fs-${DISK_IF:-virtio}-$$"
 echo "$token" >"$TEST_TMP/token"
 case "$fs" in

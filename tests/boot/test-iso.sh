@@ -15,10 +15,7 @@ command -v xorriso >/dev/null || skip "xorriso not installed"
 if [ "${ISO_FIRMWARE:-bios}" = uefi ]; then
     [ -f /usr/share/OVMF/OVMF_CODE.fd ] || skip "ovmf not installed"
 fi
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm; rm -rf "$TEST_TMP"' EXIT
+begin_boot_test
 body=$BOOT_OK_BODY
 if [ "${ISO_AS:-cdrom}" = usb ]; then
     # USB enumeration is asynchronous: wait for a disk on the USB bus (60 s, TCG-sized).

@@ -14,10 +14,7 @@ require_tools
 for t in cpio xorriso ldd strip; do
     command -v "$t" >/dev/null || skip "$t not installed"
 done
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 
 pid1_binaries
 

@@ -5,10 +5,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_tools
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 # Find the input device named "Power Button" and block until it reports an event.
 # shellcheck disable=SC2016 # expanded by the guest shell
 body='for d in /sys/class/input/event*; do

@@ -10,10 +10,7 @@ require_tools
 if [ "${PXE_FIRMWARE:-bios}" = uefi ]; then
     [ -f /usr/share/OVMF/OVMF_CODE.fd ] || skip "ovmf not installed"
 fi
-kernel=$(test_kernel)
-nomados_qemu_accel
-TEST_TMP=$(mktemp -d)
-trap 'stop_vm' EXIT
+begin_boot_test
 make_busybox_rootfs "$TEST_TMP/rootfs" "$BOOT_OK_BODY"
 KERNEL_CMDLINE_EXTRA="nomados.test=pxe" "$REPO/image/pxe.sh" "$TEST_TMP/rootfs" "$kernel" "$TEST_TMP/pxe"
 for f in vmlinuz initramfs.cpio.xz pxelinux.0 ldlinux.c32 pxelinux.cfg/default boot.ipxe; do
