@@ -36,7 +36,6 @@ FORMATS=${FORMATS:-all}
 TOOLBOX=${TOOLBOX:-1}
 CACHE=${NOMADOS_CACHE:-$HOME/.cache/nomados}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TRIPLE=x86_64-unknown-linux-gnu
 
 stage() { printf '==> [%4ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'buildimg: error: %s\n' "$*" >&2; exit 1; }
@@ -68,10 +67,7 @@ else
         init_bin=$INIT_BIN
     else
         stage "PID 1: building static nomad-init (release, crt-static)"
-        (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' \
-            cargo build --release --target "$TRIPLE" -p nomad-init) ||
-            die "building nomad-init failed"
-        init_bin=$CARGO_TARGET_DIR/$TRIPLE/release/nomad-init
+        init_bin=$("$ROOT/tools/build-init.sh") || die "building nomad-init failed"
     fi
     [ -f "$init_bin" ] || die "nomad-init binary $init_bin not found"
     is_static "$init_bin" ||

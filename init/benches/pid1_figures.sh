@@ -9,13 +9,9 @@
 set -eu
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
-target=x86_64-unknown-linux-gnu
-tdir=${CARGO_TARGET_DIR:-$here/target}
 
 if [ -z "${NOMAD_INIT:-}" ]; then
-    echo "building: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target $target -p nomad-init" >&2
-    (cd "$here" && RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target "$target" -p nomad-init >&2)
-    NOMAD_INIT=$tdir/$target/release/nomad-init
+    NOMAD_INIT=$("$here/tools/build-init.sh")
 fi
 
 bin=$NOMAD_INIT

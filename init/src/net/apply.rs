@@ -1,37 +1,33 @@
-//! Interface configuration over rtnetlink: link up, MTU, address, routes.
+//! Interface configuration over route netlink: link up, MTU, address, routes. The
+//! requests are built in `rtnl.rs`; the kernel answers each synchronously, so a call holds
+//! its thread only for the system call (bounded by a receive timeout all the same).
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::dhcp::{Lease, Route};
+use super::rtnl::{self, Change, RouteSpec, RTM_NEWLINK};
 use super::NetError;
+use crate::sys::netlink::NetlinkSocket;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LinkFacts {
-    pub mac: Option<[u8; 6]>,
-    pub mtu: Option<u32>,
-    pub carrier: Option<bool>,
-}
+pub use super::rtnl::LinkFacts;
 
-/// A netlink connection (its I/O task runs on the current tokio runtime).
+/// How long one request may wait for the kernel's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A route netlink socket in the caller's network namespace. Clones share it; requests
+/// are serialized so that each reads its own answer.
 #[derive(Debug, Clone)]
 pub struct Netlink {
-    handle: Handle,
+    socket: Arc<Mutex<Socket>>,
 }
 
-fn nl(what: String) -> impl FnOnce(rtnetlink::Error) -> NetError {
-    move |e| NetError::Netlink {
-        what,
-        message: e.to_string(),
-    }
+#[derive(Debug)]
+struct Socket {
+    socket: NetlinkSocket,
+    seq: u32,
 }
-
-/// Addresses and routes we install carry this protocol, as `ip route` shows `proto dhcp`.
-const PROTO: RouteProtocol = RouteProtocol::Dhcp;
 
 /// Route metric of an interface's routes: one per link, so that every link can
 /// have its own default route (lower index preferred) and replacing or removing
@@ -40,77 +36,88 @@ pub fn metric(index: u32) -> u32 {
     1000 + index
 }
 
+fn failed(what: String) -> impl FnOnce(std::io::Error) -> NetError {
+    move |e| NetError::Netlink {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn is_errno(e: &std::io::Error, codes: &[i32]) -> bool {
+    e.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
 impl Netlink {
     pub fn connect() -> Result<Netlink, NetError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NetError::Netlink {
-            what: "open netlink socket".into(),
-            message: e.to_string(),
-        })?;
-        tokio::spawn(conn);
-        Ok(Netlink { handle })
+        let open = || {
+            let socket = NetlinkSocket::open(libc::NETLINK_ROUTE)?;
+            socket.set_recv_timeout(ANSWER_TIMEOUT)?;
+            Ok(socket)
+        };
+        let socket = open().map_err(failed("open netlink socket".into()))?;
+        Ok(Netlink {
+            socket: Arc::new(Mutex::new(Socket { socket, seq: 0 })),
+        })
+    }
+
+    /// Builds a request with the next sequence number and returns the kernel's answer.
+    fn transact(
+        &self,
+        build: impl FnOnce(u32) -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Vec<(u16, Vec<u8>)>> {
+        // A request that panicked cannot have left the socket half-used: each transaction
+        // reads up to its own acknowledgement, and later ones skip stale sequence numbers.
+        let mut guard = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.seq = guard.seq.wrapping_add(1);
+        let seq = guard.seq;
+        let req = build(seq)?;
+        guard.socket.transact(&req, seq)
+    }
+
+    fn read_link(
+        &self,
+        build: impl FnOnce(u32) -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Option<LinkFacts>> {
+        match self.transact(build) {
+            Ok(answer) => Ok(answer
+                .iter()
+                .filter(|(kind, _)| *kind == RTM_NEWLINK)
+                .find_map(|(_, payload)| rtnl::parse_link(payload))),
+            // ENODEV: not there (yet).
+            Err(e) if is_errno(&e, &[libc::ENODEV]) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Index of `name`, or `None` if no such link (yet).
     pub async fn index(&self, name: &str) -> Result<Option<u32>, NetError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(msg)) => Ok(Some(msg.header.index)),
-            Ok(None) => Ok(None),
-            // ENODEV: not there (yet).
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-            Err(e) => Err(nl(format!("look up link {name}"))(e)),
-        }
+        self.read_link(|seq| rtnl::get_link_by_name(seq, name))
+            .map(|facts| facts.map(|f| f.index))
+            .map_err(failed(format!("look up link {name}")))
     }
 
     /// MAC address, MTU and carrier of a link, read over netlink (sysfs shows
     /// the mounting namespace's links, netlink the caller's).
     pub async fn link(&self, index: u32) -> Result<LinkFacts, NetError> {
-        let mut links = self.handle.link().get().match_index(index).execute();
-        let msg = links
-            .try_next()
-            .await
-            .map_err(nl(format!("read link {index}")))?
+        let what = format!("read link {index}");
+        self.read_link(|seq| rtnl::get_link(seq, index))
+            .map_err(failed(what.clone()))?
             .ok_or_else(|| NetError::Netlink {
-                what: format!("read link {index}"),
+                what,
                 message: "no such link".into(),
-            })?;
-        let mut facts = LinkFacts::default();
-        for a in &msg.attributes {
-            match a {
-                LinkAttribute::Mtu(m) => facts.mtu = Some(*m),
-                LinkAttribute::Carrier(c) => facts.carrier = Some(*c != 0),
-                LinkAttribute::Address(a) if a.len() == 6 => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(a);
-                    facts.mac = Some(mac);
-                }
-                _ => {}
-            }
-        }
-        Ok(facts)
+            })
     }
 
     pub async fn link_up(&self, index: u32) -> Result<(), NetError> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(nl(format!("set link {index} up")))
+        self.transact(|seq| rtnl::set_link(seq, index, true, None))
+            .map(drop)
+            .map_err(failed(format!("set link {index} up")))
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetError> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
-            .execute()
-            .await
-            .map_err(nl(format!("set MTU {mtu} on link {index}")))
+        self.transact(|seq| rtnl::set_link(seq, index, false, Some(mtu)))
+            .map(drop)
+            .map_err(failed(format!("set MTU {mtu} on link {index}")))
     }
 
     pub async fn add_address(
@@ -119,13 +126,9 @@ impl Netlink {
         addr: Ipv4Addr,
         prefix: u8,
     ) -> Result<(), NetError> {
-        self.handle
-            .address()
-            .add(index, IpAddr::V4(addr), prefix)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!("add address {addr}/{prefix}")))
+        self.transact(|seq| rtnl::address(seq, Change::Replace, index, addr, prefix))
+            .map(drop)
+            .map_err(failed(format!("add address {addr}/{prefix}")))
     }
 
     pub async fn del_address(
@@ -134,36 +137,22 @@ impl Netlink {
         addr: Ipv4Addr,
         prefix: u8,
     ) -> Result<(), NetError> {
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-            .index(index)
-            .address(addr, prefix)
-            .build();
-        match self.handle.address().del(msg).execute().await {
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENODEV =>
-            {
-                Ok(()) // already gone
-            }
-            r => r.map_err(nl(format!("delete address {addr}/{prefix}"))),
+        match self.transact(|seq| rtnl::address(seq, Change::Delete, index, addr, prefix)) {
+            Err(e) if is_errno(&e, &[libc::EADDRNOTAVAIL, libc::ENODEV]) => Ok(()), // already gone
+            r => r
+                .map(drop)
+                .map_err(failed(format!("delete address {addr}/{prefix}"))),
         }
     }
 
-    fn route_message(
-        index: u32,
-        route: &Route,
-        src: Option<Ipv4Addr>,
-    ) -> rtnetlink::packet_route::route::RouteMessage {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(route.destination, route.prefix_len)
-            .output_interface(index)
-            .priority(metric(index))
-            .protocol(PROTO);
-        if let Some(src) = src {
-            b = b.pref_source(src);
-        }
-        match route.gateway {
-            Some(gw) => b.gateway(gw).build(),
-            None => b.scope(RouteScope::Link).build(),
+    fn route_spec(index: u32, route: &Route, source: Option<Ipv4Addr>) -> RouteSpec {
+        RouteSpec {
+            index,
+            destination: route.destination,
+            prefix_len: route.prefix_len,
+            gateway: route.gateway,
+            source,
+            metric: metric(index),
         }
     }
 
@@ -173,29 +162,18 @@ impl Netlink {
         route: &Route,
         src: Option<Ipv4Addr>,
     ) -> Result<(), NetError> {
-        self.handle
-            .route()
-            .add(Self::route_message(index, route, src))
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!("add route {route}")))
+        let spec = Self::route_spec(index, route, src);
+        self.transact(|seq| rtnl::route(seq, Change::Replace, &spec))
+            .map(drop)
+            .map_err(failed(format!("add route {route}")))
     }
 
     pub async fn del_route(&self, index: u32, route: &Route) -> Result<(), NetError> {
-        match self
-            .handle
-            .route()
-            .del(Self::route_message(index, route, None))
-            .execute()
-            .await
-        {
-            Err(rtnetlink::Error::NetlinkError(e))
-                if e.raw_code() == -libc::ESRCH || e.raw_code() == -libc::ENODEV =>
-            {
-                Ok(()) // already gone (e.g. removed with its address)
-            }
-            r => r.map_err(nl(format!("delete route {route}"))),
+        let spec = Self::route_spec(index, route, None);
+        match self.transact(|seq| rtnl::route(seq, Change::Delete, &spec)) {
+            // Already gone (e.g. removed with its address).
+            Err(e) if is_errno(&e, &[libc::ESRCH, libc::ENODEV]) => Ok(()),
+            r => r.map(drop).map_err(failed(format!("delete route {route}"))),
         }
     }
 
@@ -231,5 +209,105 @@ impl Netlink {
             self.set_mtu(index, mtu).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(args: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `body` on a thread of its own in a new, empty network namespace (only `lo`),
+    /// so the real kernel answers our requests without touching the host's links.
+    fn in_new_netns(body: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(move || {
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                eprintln!("SKIP: cannot make a network namespace ({e}); needs root");
+                return;
+            }
+            if std::process::Command::new("ip").arg("-V").output().is_err() {
+                eprintln!("SKIP: no `ip` command to read the kernel's state back");
+                return;
+            }
+            body();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_kernel_takes_our_links_addresses_and_routes() {
+        in_new_netns(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let nl = Netlink::connect().unwrap();
+                assert_eq!(nl.index("no-such0").await.unwrap(), None);
+                let lo = nl.index("lo").await.unwrap().unwrap();
+                nl.link_up(lo).await.unwrap();
+                assert!(ip(&["link", "show", "lo"]).contains(",UP"));
+                let facts = nl.link(lo).await.unwrap();
+                assert_eq!(facts.index, lo);
+                assert_eq!(facts.mtu, Some(65536));
+                nl.set_mtu(lo, 9000).await.unwrap();
+                assert_eq!(nl.link(lo).await.unwrap().mtu, Some(9000));
+
+                let addr = Ipv4Addr::new(10, 77, 0, 5);
+                nl.add_address(lo, addr, 24).await.unwrap();
+                nl.add_address(lo, addr, 24).await.unwrap(); // replacing is not an error
+                let shown = ip(&["-4", "addr", "show", "dev", "lo"]);
+                assert!(
+                    shown.contains("inet 10.77.0.5/24 brd 10.77.0.255"),
+                    "{shown}"
+                );
+
+                let onlink = Route {
+                    destination: Ipv4Addr::new(10, 78, 0, 0),
+                    prefix_len: 16,
+                    gateway: None,
+                };
+                let via = Route {
+                    destination: Ipv4Addr::new(10, 79, 0, 0),
+                    prefix_len: 16,
+                    gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+                };
+                nl.add_route(lo, &onlink, Some(addr)).await.unwrap();
+                nl.add_route(lo, &via, Some(addr)).await.unwrap();
+                let routes = ip(&["-4", "route", "show", "dev", "lo"]);
+                let metric = metric(lo);
+                assert!(
+                    routes.contains(&format!(
+                        "10.78.0.0/16 proto dhcp scope link src 10.77.0.5 metric {metric}"
+                    )),
+                    "{routes}"
+                );
+                assert!(
+                    routes.contains(&format!(
+                        "10.79.0.0/16 via 10.77.0.1 proto dhcp src 10.77.0.5 metric {metric}"
+                    )),
+                    "{routes}"
+                );
+
+                nl.del_route(lo, &via).await.unwrap();
+                nl.del_route(lo, &via).await.unwrap(); // already gone
+                nl.del_address(lo, addr, 24).await.unwrap();
+                nl.del_address(lo, addr, 24).await.unwrap(); // already gone
+                assert!(!ip(&["-4", "addr", "show", "dev", "lo"]).contains("10.77.0.5"));
+                assert!(!ip(&["-4", "route", "show", "dev", "lo"]).contains("10.79.0.0"));
+
+                // A refusal carries the kernel's reason.
+                let e = nl.add_route(lo, &via, None).await.unwrap_err().to_string();
+                assert!(e.contains("add route 10.79.0.0/16"), "{e}");
+                assert!(e.contains("unreachable"), "{e}");
+            });
+        });
     }
 }

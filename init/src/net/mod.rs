@@ -13,6 +13,7 @@ pub mod config;
 pub mod dhcp;
 pub mod iface;
 pub mod resolv;
+pub mod rtnl;
 pub mod runtime;
 pub mod socket;
 

@@ -140,7 +140,7 @@ pub fn parse_acpi_event(genl: &[u8]) -> Option<AcpiEvent> {
     if *genl.first()? != ACPI_GENL_CMD_EVENT {
         return None;
     }
-    let attrs = crate::sys::genetlink::attributes(genl.get(4..)?);
+    let attrs = crate::sys::netlink::attributes(genl.get(4..)?);
     let (_, ev) = attrs
         .into_iter()
         .find(|(k, _)| *k == ACPI_GENL_ATTR_EVENT)?;
@@ -157,7 +157,8 @@ pub fn parse_acpi_event(genl: &[u8]) -> Option<AcpiEvent> {
 /// event, from a thread of its own. Errors when the family is absent (no ACPI, or a
 /// network namespace other than the initial one).
 pub fn listen_acpi(on_press: impl Fn() + Send + 'static) -> anyhow::Result<()> {
-    use crate::sys::genetlink::{messages, GenlSocket};
+    use crate::sys::genetlink::GenlSocket;
+    use crate::sys::netlink::messages;
     let sock = GenlSocket::open()?;
     let family = sock.resolve(ACPI_FAMILY)?;
     let group = family

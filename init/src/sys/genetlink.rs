@@ -2,12 +2,9 @@
 //! multicast group "acpi_mc_group"): resolve a family, join a group, receive messages.
 //! Message building and parsing are pure; the socket calls are the thin part.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use super::netlink::{attributes, messages, NetlinkSocket, Request, NLMSG_ERROR, NLM_F_REQUEST};
 
-const NLMSG_HDRLEN: usize = 16;
 const GENL_HDRLEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
@@ -15,11 +12,6 @@ const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 const CTRL_ATTR_MCAST_GROUPS: u16 = 7;
 const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
 const CTRL_ATTR_MCAST_GRP_ID: u16 = 2;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// A resolved generic netlink family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,46 +29,6 @@ impl Family {
     }
 }
 
-/// One netlink message: type and payload after the netlink header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message<'a> {
-    pub kind: u16,
-    pub payload: &'a [u8],
-}
-
-/// Splits a datagram into netlink messages.
-pub fn messages(buf: &[u8]) -> Vec<Message<'_>> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            break;
-        }
-        out.push(Message {
-            kind: u16::from_ne_bytes([rest[4], rest[5]]),
-            payload: &rest[NLMSG_HDRLEN..len],
-        });
-        rest = &rest[align4(len).min(rest.len())..];
-    }
-    out
-}
-
-/// Netlink attributes (type without flags, payload).
-pub fn attributes(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        buf = &buf[align4(len).min(buf.len())..];
-    }
-    out
-}
-
 fn c_string(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
@@ -85,21 +37,17 @@ fn c_string(b: &[u8]) -> String {
 /// The CTRL_CMD_GETFAMILY request for `name`; `None` when the name is too long for a
 /// netlink attribute.
 pub fn getfamily_request(name: &str, seq: u32) -> Option<Vec<u8>> {
-    let attr_len = 4 + name.len() + 1;
-    let len = NLMSG_HDRLEN + GENL_HDRLEN + align4(attr_len);
-    let attr_len = u16::try_from(attr_len).ok()?;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).ok()?.to_ne_bytes());
-    m.extend_from_slice(&GENL_ID_CTRL.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[CTRL_CMD_GETFAMILY, 1, 0, 0]);
-    m.extend_from_slice(&attr_len.to_ne_bytes());
-    m.extend_from_slice(&CTRL_ATTR_FAMILY_NAME.to_ne_bytes());
-    m.extend_from_slice(name.as_bytes());
-    m.resize(len, 0);
-    Some(m)
+    let mut value = name.as_bytes().to_vec();
+    value.push(0);
+    Request::new(
+        GENL_ID_CTRL,
+        NLM_F_REQUEST,
+        seq,
+        &[CTRL_CMD_GETFAMILY, 1, 0, 0],
+    )
+    .attr(CTRL_ATTR_FAMILY_NAME, &value)
+    .and_then(Request::finish)
+    .ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +70,7 @@ pub enum GenlError {
 pub fn parse_family_reply(name: &str, buf: &[u8]) -> Result<Family, GenlError> {
     for msg in messages(buf) {
         if msg.kind == NLMSG_ERROR {
-            let code = msg
-                .payload
-                .get(..4)
-                .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            let code = super::netlink::error_code(msg.payload);
             return Err(GenlError::Family(
                 name.into(),
                 std::io::Error::from_raw_os_error(-code),
@@ -169,32 +114,16 @@ pub fn parse_family_reply(name: &str, buf: &[u8]) -> Result<Family, GenlError> {
     Err(GenlError::Malformed(name.into()))
 }
 
-// A compile-time FFI size (4), far inside socklen_t.
-#[allow(clippy::cast_possible_truncation)]
-const U32_LEN: libc::socklen_t = std::mem::size_of::<u32>() as libc::socklen_t;
-
 /// A generic netlink socket.
 #[derive(Debug)]
 pub struct GenlSocket {
-    fd: OwnedFd,
+    socket: NetlinkSocket,
 }
 
 impl GenlSocket {
     pub fn open() -> Result<Self, GenlError> {
-        // SAFETY: plain socket(2) call; the descriptor is owned right below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if fd < 0 {
-            return Err(GenlError::Socket(std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd })
+        let socket = NetlinkSocket::open(libc::NETLINK_GENERIC).map_err(GenlError::Socket)?;
+        Ok(Self { socket })
     }
 
     /// Asks the controller for family `name` (ids are assigned at runtime).
@@ -205,49 +134,20 @@ impl GenlSocket {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "name too long"),
             )
         })?;
-        // SAFETY: req is a valid buffer of req.len() bytes; the kernel is the destination
-        // because an unbound netlink socket sends to pid 0 by default.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if sent < 0 {
-            return Err(GenlError::Send(std::io::Error::last_os_error()));
-        }
+        self.socket.send(&req).map_err(GenlError::Send)?;
         let buf = self.recv()?;
         parse_family_reply(name, &buf)
     }
 
     pub fn join(&self, group: u32) -> Result<(), GenlError> {
-        // SAFETY: NETLINK_ADD_MEMBERSHIP takes a u32 group id; we pass its address and size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                (&group as *const u32).cast(),
-                U32_LEN,
-            )
-        };
-        if rc < 0 {
-            return Err(GenlError::Join(group, std::io::Error::last_os_error()));
-        }
-        Ok(())
+        self.socket
+            .join(group)
+            .map_err(|e| GenlError::Join(group, e))
     }
 
     /// Blocks for the next datagram.
     pub fn recv(&self) -> Result<Vec<u8>, GenlError> {
-        let mut buf = vec![0u8; 8192];
-        loop {
-            // SAFETY: buf is a valid, writable buffer of buf.len() bytes.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if let Ok(n) = usize::try_from(n) {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(GenlError::Recv(e));
-            }
-        }
+        self.socket.recv().map_err(GenlError::Recv)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod fd;
 pub mod genetlink;
 pub mod mount;
 pub mod netdev;
+pub mod netlink;
 pub mod packet;
 pub mod power;
 pub mod process;
