@@ -118,7 +118,14 @@ fn parse_origin(s: &str, dir: &Path) -> Result<Origin, String> {
             if authority.contains('@') {
                 return Err("credentials must not be written in the URL; use _auth".to_string());
             }
-            let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+            let url = url::Url::parse(s).map_err(|e| match e {
+                // The IDNA back end is ASCII-only (README, dependencies).
+                url::ParseError::IdnaError => {
+                    "invalid URL: the host name is not ASCII; write it in its `xn--` form"
+                        .to_string()
+                }
+                e => format!("invalid URL: {e}"),
+            })?;
             if url.host_str().is_none_or(str::is_empty) {
                 return Err("the URL has no host".to_string());
             }
@@ -132,7 +139,14 @@ fn parse_origin(s: &str, dir: &Path) -> Result<Origin, String> {
             Ok(Origin::Http(s.to_string()))
         }
         "file" => {
-            let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+            let url = url::Url::parse(s).map_err(|e| match e {
+                // The IDNA back end is ASCII-only (README, dependencies).
+                url::ParseError::IdnaError => {
+                    "invalid URL: the host name is not ASCII; write it in its `xn--` form"
+                        .to_string()
+                }
+                e => format!("invalid URL: {e}"),
+            })?;
             url.to_file_path().map(Origin::Local).map_err(|()| {
                 "a file:// URL must hold an absolute path (file:///srv/packs); \
                  write a relative path without file://"

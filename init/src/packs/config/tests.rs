@@ -297,6 +297,17 @@ _origin = "file:///srv/my%20packs"
 }
 
 #[test]
+fn a_non_ascii_host_is_refused_with_the_form_to_write_instead() {
+    let e = parse("[a]\n_origin = \"https://bücher.example/a.tar.gz\"\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/nomados/packs.toml:2:11: `_origin` in pack `a`: invalid URL: the host name is not ASCII; write it in its `xn--` form"
+    );
+    // The same name in its ASCII form is an origin like any other.
+    parse("[a]\n_origin = \"https://xn--bcher-kva.example/a.tar.gz\"\n").unwrap();
+}
+
+#[test]
 fn url_credentials_are_rejected_without_echoing_them() {
     let text = "[a]\n_origin = \"https://bob:hunter2@example.com/a.tar.gz\"\n";
     let e = parse(text).unwrap_err();
