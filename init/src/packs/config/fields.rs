@@ -97,6 +97,17 @@ pub(super) fn origin_field(
     }
 }
 
+/// Parses an origin URL; the message never repeats it (it may hold secrets).
+fn parse_url(s: &str) -> Result<url::Url, String> {
+    url::Url::parse(s).map_err(|e| match e {
+        // The IDNA back end is ASCII-only (README, dependencies).
+        url::ParseError::IdnaError => {
+            "invalid URL: the host name is not ASCII; write it in its `xn--` form".to_string()
+        }
+        e => format!("invalid URL: {e}"),
+    })
+}
+
 /// Classifies an `_origin` value. Error messages never repeat the value: it may hold secrets.
 fn parse_origin(s: &str, dir: &Path) -> Result<Origin, String> {
     let Some(sep) = s.find("://") else {
@@ -118,14 +129,7 @@ fn parse_origin(s: &str, dir: &Path) -> Result<Origin, String> {
             if authority.contains('@') {
                 return Err("credentials must not be written in the URL; use _auth".to_string());
             }
-            let url = url::Url::parse(s).map_err(|e| match e {
-                // The IDNA back end is ASCII-only (README, dependencies).
-                url::ParseError::IdnaError => {
-                    "invalid URL: the host name is not ASCII; write it in its `xn--` form"
-                        .to_string()
-                }
-                e => format!("invalid URL: {e}"),
-            })?;
+            let url = parse_url(s)?;
             if url.host_str().is_none_or(str::is_empty) {
                 return Err("the URL has no host".to_string());
             }
@@ -139,14 +143,7 @@ fn parse_origin(s: &str, dir: &Path) -> Result<Origin, String> {
             Ok(Origin::Http(s.to_string()))
         }
         "file" => {
-            let url = url::Url::parse(s).map_err(|e| match e {
-                // The IDNA back end is ASCII-only (README, dependencies).
-                url::ParseError::IdnaError => {
-                    "invalid URL: the host name is not ASCII; write it in its `xn--` form"
-                        .to_string()
-                }
-                e => format!("invalid URL: {e}"),
-            })?;
+            let url = parse_url(s)?;
             url.to_file_path().map(Origin::Local).map_err(|()| {
                 "a file:// URL must hold an absolute path (file:///srv/packs); \
                  write a relative path without file://"
