@@ -304,7 +304,7 @@ fn opts(cache: &Path) -> FetchOptions {
 }
 
 fn fetcher(cache: &Path) -> Fetcher {
-    Fetcher::new(opts(cache)).unwrap()
+    Fetcher::new(opts(cache))
 }
 
 /// Names in a cache subdirectory (including temps).
@@ -335,7 +335,7 @@ async fn fetch_archive(
 ) -> (Result<FetchedPack, OriginError>, Server) {
     let server = Server::start().await;
     server.serve(&format!("/{name}"), body);
-    let f = Fetcher::new(options).unwrap();
+    let f = Fetcher::new(options);
     let res = f
         .fetch(&decl("web", Origin::Http(server.url(&format!("/{name}")))))
         .await;
@@ -735,8 +735,7 @@ async fn silent_server_times_out() {
     let f = Fetcher::new(FetchOptions {
         timeout: Duration::from_secs(1),
         ..opts(cache.path())
-    })
-    .unwrap();
+    });
     let started = std::time::Instant::now();
     let err = f
         .fetch(&decl("web", Origin::Http(server.url("/p.tar"))))

@@ -300,9 +300,12 @@ fn reboot_command_inside_the_namespace_signals_pid1_which_reboots() {
     skip_unless_namespaces!();
     // `reboot` is the same binary under another name (argv[0] dispatch); it must find that
     // PID 1 is nomad-init and send it SIGINT. reboot(2) then ends the namespace with SIGHUP.
+    // PID 1 stops this stand-in with SIGINT as soon as the reboot is asked for, which may
+    // be before the line after `reboot` runs: the trap says the status then (`$?` in a trap
+    // is that of the command before it).
     let mut ns = Namespace::boot(
         "ln -sf \"$NOMAD_INIT\" \"$TMPDIR/reboot\"\n\
-         trap 'exit 0' INT\n\
+         trap 'echo \"reboot command exited $?\"; exit 0' INT\n\
          \"$TMPDIR/reboot\"; echo \"reboot command exited $?\"\n\
          while :; do sleep 0.1 & wait $!; done",
         "",

@@ -89,6 +89,13 @@ impl Client {
             // Nomad does not redirect; following one could leave https or the agent.
             .redirect(reqwest::redirect::Policy::none());
         let mut target = raw_base.clone();
+        if !https {
+            // A plain-http client never makes a TLS connection (its address is fixed and it
+            // follows no redirect), yet reqwest would parse the whole system CA bundle into
+            // every one: about 150 certificates, tens of ms under TCG per client, and PID 1
+            // builds one per health wait, ACL step and eligibility check.
+            builder = builder.tls_built_in_root_certs(false);
+        }
         if https {
             let tls = &settings.tls;
             if let Some(ca) = &tls.ca_file {

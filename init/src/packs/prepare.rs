@@ -90,7 +90,7 @@ pub(super) async fn prepare(
     }
     .with_env_overrides()
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let fetcher = origin::Fetcher::new(fetch_options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let fetcher = origin::Fetcher::new(fetch_options);
     let renderer = Renderer {
         exe: std::env::current_exe()
             .context("cannot find this program's own path to render packs in child processes")?,

@@ -192,12 +192,27 @@ enum End {
     Restart(Option<ExitStatus>),
 }
 
-/// Polls the health endpoint once a second until it answers 200. The client is built
-/// (token and TLS files read) at the first probe, and again while that fails.
+/// The wait after failed health probe `n` (0-based): 100 ms for the first 50 probes (about
+/// the first 5 s, which is when an agent started just before the first probe comes up),
+/// then 1 s. A flat 1 s poll delayed every boot by up to a second: the agent answered
+/// but nobody asked (0.6-1.0 s of the boot's "Nomad API healthy" stage under TCG). A
+/// probe before the agent listens is a refused loopback connection, cheap; an agent
+/// slower than that is asked once a second, as before.
+fn health_retry(n: u32) -> Duration {
+    if n < 50 {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
+/// Polls the health endpoint until it answers 200, every [`health_retry`]. The client is
+/// built (token and TLS files read) at the first probe, and again while that fails.
 async fn wait_healthy(settings: &api::Settings) {
     let mut client = None;
     let mut logged = false;
     let mut tls_said = false;
+    let mut probes = 0u32;
     loop {
         if client.is_none() {
             match api::Client::new(settings) {
@@ -229,7 +244,8 @@ async fn wait_healthy(settings: &api::Settings) {
                 Err(_) => {}
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(health_retry(probes)).await;
+        probes = probes.saturating_add(1);
     }
 }
 
@@ -377,6 +393,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(node["SchedulingEligibility"], "eligible");
+    }
+
+    #[test]
+    fn health_probes_start_fast_and_settle_at_one_second() {
+        let fast: Duration = (0..50).map(health_retry).sum();
+        assert_eq!(fast, Duration::from_secs(5));
+        assert_eq!(health_retry(0), Duration::from_millis(100));
+        assert_eq!(health_retry(50), Duration::from_secs(1));
+        assert_eq!(health_retry(u32::MAX), Duration::from_secs(1));
     }
 
     #[tokio::test]

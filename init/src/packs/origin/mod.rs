@@ -298,19 +298,31 @@ impl Ctx {
 pub struct Fetcher {
     opts: FetchOptions,
     cache: cache::Cache,
-    clients: http::Clients,
+    /// Built at the first download: each client parses the whole system CA bundle (about
+    /// 150 certificates, tens of ms per client under TCG), which a run of local or
+    /// `file://` packs never needs.
+    clients: std::sync::OnceLock<http::Clients>,
 }
 
 impl Fetcher {
-    pub fn new(opts: FetchOptions) -> Result<Self, OriginError> {
-        let clients = http::Clients::new(opts.timeout).map_err(|e| OriginError::Client {
-            message: e.without_url().to_string(),
-        })?;
-        Ok(Self {
+    pub fn new(opts: FetchOptions) -> Self {
+        Self {
             cache: cache::Cache::new(opts.cache_dir.clone()),
             opts,
-            clients,
-        })
+            clients: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The HTTP clients, built now if no download needed them before.
+    fn clients(&self) -> Result<&http::Clients, OriginError> {
+        if let Some(c) = self.clients.get() {
+            return Ok(c);
+        }
+        let built = http::Clients::new(self.opts.timeout).map_err(|e| OriginError::Client {
+            message: e.without_url().to_string(),
+        })?;
+        // Two fetches may race here; either's clients will do.
+        Ok(self.clients.get_or_init(|| built))
     }
 
     /// Makes the pack available locally and returns its directory.
@@ -409,7 +421,7 @@ impl Fetcher {
         // one unconditional request.
         loop {
             let outcome = http::download(
-                &self.clients,
+                self.clients()?,
                 &self.cache,
                 http::Request {
                     url: &url,
