@@ -211,6 +211,29 @@ fn supervisor_restarts_nomad_with_growing_backoff() {
 }
 
 #[test]
+fn a_childs_last_lines_are_logged_before_its_exit() {
+    skip_unless_namespaces!();
+    // Nomad exits at once; a subshell that inherited its output writes one more line
+    // 0.6 s later. PID 1 reports the exit once the pipe is at end-of-file (within its
+    // 2 s bound), so the line comes first: a loaded host delays the pump the same way.
+    let ns = Namespace::boot(
+        "(sleep 0.6; echo '[ERROR] last words') & exit 3",
+        "restart_backoff_max_secs = 4",
+        "",
+    );
+    ns.wait_for("last words");
+    ns.wait_for("nomad exited with");
+    let lines = ns.lines();
+    let words = index_of(&lines, "last words");
+    let exit = index_of(&lines, "nomad exited with");
+    assert!(
+        words < exit,
+        "the exit was logged before the last line:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
 fn sigterm_from_outside_shuts_down_in_order_and_ends_the_namespace() {
     skip_unless_namespaces!();
     let mut ns = Namespace::boot(

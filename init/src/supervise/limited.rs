@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
-use super::output::{pump, Filter};
+use super::output::{pump, until_drained, Filter};
 use super::reaper::{ExitStatus, Reaper};
 use crate::log::Level;
 use crate::sys::process::ChildLimits;
@@ -136,13 +136,8 @@ pub async fn run(
             RunEnd::Stopped
         }
     };
-    // Let its last lines reach the console first; bounded, in case something inherited
-    // the pipes.
-    let _ = tokio::time::timeout(
-        Duration::from_millis(250),
-        futures::future::join_all(drained),
-    )
-    .await;
+    // Let its last lines reach the console first.
+    until_drained(drained).await;
     let oom_killed = cgroup
         .as_ref()
         .is_some_and(|c| c.oom_kills() > oom_kills_before);

@@ -93,12 +93,7 @@ impl Supervisor {
                     drop(child);
                     let end = self.watch(pid, exited, &eligible_done).await;
                     // Let its last words reach the console before its exit is reported.
-                    // Bounded: a grandchild may hold the pipe open for ever.
-                    let _ = tokio::time::timeout(
-                        Duration::from_millis(250),
-                        futures::future::join_all(drained),
-                    )
-                    .await;
+                    super::output::until_drained(drained).await;
                     match end {
                         End::Restart(status) => {
                             let status = status.map_or("no status".into(), |s| s.to_string());

@@ -137,6 +137,18 @@ pub fn nomad_level(line: &str) -> Option<Level> {
     }
 }
 
+/// How long a finished child's last lines may take to reach the log before its exit is
+/// reported. The pumps end at end-of-file, at once when nothing else holds the pipes; the
+/// bound is for a grandchild that inherited them. 250 ms was too short on a loaded host:
+/// the applier's exit line came before its summary.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (at most [`DRAIN_WAIT`]) for the pumps of a child that has ended to reach
+/// end-of-file, so that its last lines are logged before its exit.
+pub async fn until_drained(pumps: Vec<oneshot::Receiver<()>>) {
+    let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;
+}
+
 /// Reads `pipe` line by line on a thread of its own and offers each line that `filter`
 /// lets through to the console under `target`. The receiver completes at end of file.
 pub fn pump(
