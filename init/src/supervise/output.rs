@@ -28,8 +28,15 @@ struct Line {
     text: String,
 }
 
+/// What the console writer takes from the queue.
+enum Entry {
+    Line(Line),
+    /// Every line queued before this one has been written: say so to the sender.
+    Written(std::sync::mpsc::Sender<()>),
+}
+
 struct Console {
-    queue: SyncSender<Line>,
+    queue: SyncSender<Entry>,
     dropped: AtomicU64,
 }
 
@@ -38,13 +45,21 @@ static CONSOLE: OnceLock<Option<Console>> = OnceLock::new();
 fn console() -> Option<&'static Console> {
     CONSOLE
         .get_or_init(|| {
-            let (queue, lines) = sync_channel::<Line>(QUEUE_LINES);
+            let (queue, entries) = sync_channel::<Entry>(QUEUE_LINES);
             let spawned = std::thread::Builder::new()
                 .name("console".into())
                 .spawn(move || {
-                    for line in lines {
-                        report_dropped();
-                        crate::log::write(line.level, line.target, format_args!("{}", line.text));
+                    for entry in entries {
+                        match entry {
+                            Entry::Line(line) => {
+                                report_dropped();
+                                let text = format_args!("{}", line.text);
+                                crate::log::write(line.level, line.target, text);
+                            }
+                            Entry::Written(done) => {
+                                let _ = done.send(());
+                            }
+                        }
                     }
                 });
             match spawned {
@@ -74,12 +89,24 @@ fn report_dropped() {
 
 impl Console {
     fn offer(&self, line: Line) -> bool {
-        match self.queue.try_send(line) {
+        match self.queue.try_send(Entry::Line(line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
+        }
+    }
+}
+
+/// Blocks until every line offered so far has been written. A child's pump calls it at
+/// end-of-file, so that PID 1's own line about the child's exit (written directly, not
+/// queued) comes after the child's last lines.
+fn wait_written() {
+    if let Some(c) = console() {
+        let (done, written) = std::sync::mpsc::channel();
+        if c.queue.send(Entry::Written(done)).is_ok() {
+            let _ = written.recv();
         }
     }
 }
@@ -175,6 +202,7 @@ pub fn pump(
                     offer(level, target, text.to_string());
                 }
             }
+            wait_written();
             let _ = eof_tx.send(());
         });
     match spawned {
