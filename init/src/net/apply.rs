@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::dhcp::{Lease, Route};
-use super::rtnl::{self, Change, RouteSpec, RTM_NEWLINK};
+use super::rtnl::{self, Change, RTM_NEWLINK};
 use super::NetError;
 use crate::sys::netlink::NetlinkSocket;
 
@@ -27,13 +27,6 @@ pub struct Netlink {
 struct Socket {
     socket: NetlinkSocket,
     seq: u32,
-}
-
-/// Route metric of an interface's routes: one per link, so that every link can
-/// have its own default route (lower index preferred) and replacing or removing
-/// one link's routes never touches another's.
-pub fn metric(index: u32) -> u32 {
-    1000 + index
 }
 
 fn failed(what: String) -> impl FnOnce(std::io::Error) -> NetError {
@@ -109,13 +102,13 @@ impl Netlink {
     }
 
     pub async fn link_up(&self, index: u32) -> Result<(), NetError> {
-        self.transact(|seq| rtnl::set_link(seq, index, true, None))
+        self.transact(|seq| rtnl::link_up(seq, index))
             .map(drop)
             .map_err(failed(format!("set link {index} up")))
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetError> {
-        self.transact(|seq| rtnl::set_link(seq, index, false, Some(mtu)))
+        self.transact(|seq| rtnl::set_mtu(seq, index, mtu))
             .map(drop)
             .map_err(failed(format!("set MTU {mtu} on link {index}")))
     }
@@ -145,32 +138,19 @@ impl Netlink {
         }
     }
 
-    fn route_spec(index: u32, route: &Route, source: Option<Ipv4Addr>) -> RouteSpec {
-        RouteSpec {
-            index,
-            destination: route.destination,
-            prefix_len: route.prefix_len,
-            gateway: route.gateway,
-            source,
-            metric: metric(index),
-        }
-    }
-
     pub async fn add_route(
         &self,
         index: u32,
         route: &Route,
         src: Option<Ipv4Addr>,
     ) -> Result<(), NetError> {
-        let spec = Self::route_spec(index, route, src);
-        self.transact(|seq| rtnl::route(seq, Change::Replace, &spec))
+        self.transact(|seq| rtnl::route(seq, Change::Replace, index, route, src))
             .map(drop)
             .map_err(failed(format!("add route {route}")))
     }
 
     pub async fn del_route(&self, index: u32, route: &Route) -> Result<(), NetError> {
-        let spec = Self::route_spec(index, route, None);
-        match self.transact(|seq| rtnl::route(seq, Change::Delete, &spec)) {
+        match self.transact(|seq| rtnl::route(seq, Change::Delete, index, route, None)) {
             // Already gone (e.g. removed with its address).
             Err(e) if is_errno(&e, &[libc::ESRCH, libc::ENODEV]) => Ok(()),
             r => r.map(drop).map_err(failed(format!("delete route {route}"))),
@@ -282,7 +262,7 @@ mod tests {
                 nl.add_route(lo, &onlink, Some(addr)).await.unwrap();
                 nl.add_route(lo, &via, Some(addr)).await.unwrap();
                 let routes = ip(&["-4", "route", "show", "dev", "lo"]);
-                let metric = metric(lo);
+                let metric = rtnl::metric(lo);
                 assert!(
                     routes.contains(&format!(
                         "10.78.0.0/16 proto dhcp scope link src 10.77.0.5 metric {metric}"

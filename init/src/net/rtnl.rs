@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::dhcp::Route;
+
 use crate::sys::netlink::{
     attributes, Request, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
@@ -61,15 +63,11 @@ pub enum Change {
     Delete,
 }
 
-/// A route on one link, as the DHCP client installs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub index: u32,
-    pub destination: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub source: Option<Ipv4Addr>,
-    pub metric: u32,
+/// Route metric of an interface's routes: one per link, so that every link can
+/// have its own default route (lower index preferred) and replacing or removing
+/// one link's routes never touches another's.
+pub fn metric(index: u32) -> u32 {
+    1000 + index
 }
 
 fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; IFINFOMSG_LEN] {
@@ -119,15 +117,21 @@ pub fn get_link(seq: u32, index: u32) -> std::io::Result<Vec<u8>> {
     .finish()
 }
 
-/// Sets link `index` up, and its MTU when one is given.
-pub fn set_link(seq: u32, index: u32, up: bool, mtu: Option<u32>) -> std::io::Result<Vec<u8>> {
-    let (flags, change) = if up { (IFF_UP, IFF_UP) } else { (0, 0) };
-    let flags_nl = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
-    let mut req = Request::new(RTM_SETLINK, flags_nl, seq, &ifinfomsg(index, flags, change));
-    if let Some(mtu) = mtu {
-        req = req.attr(IFLA_MTU, &mtu.to_ne_bytes())?;
-    }
-    req.finish()
+/// Sets link `index` up (the other flags are left as they are).
+pub fn link_up(seq: u32, index: u32) -> std::io::Result<Vec<u8>> {
+    setlink(seq, &ifinfomsg(index, IFF_UP, IFF_UP)).finish()
+}
+
+/// Sets the MTU of link `index` (its flags are left as they are: change mask 0).
+pub fn set_mtu(seq: u32, index: u32, mtu: u32) -> std::io::Result<Vec<u8>> {
+    setlink(seq, &ifinfomsg(index, 0, 0))
+        .attr(IFLA_MTU, &mtu.to_ne_bytes())?
+        .finish()
+}
+
+fn setlink(seq: u32, ifinfomsg: &[u8]) -> Request {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
+    Request::new(RTM_SETLINK, flags, seq, ifinfomsg)
 }
 
 /// Adds (replacing) or deletes IPv4 address `addr/prefix_len` on link `index`, with its
@@ -160,14 +164,21 @@ pub fn address(
     req.finish()
 }
 
-/// Adds (replacing) or deletes a route in the main table, tagged `proto dhcp`; a route
+/// Adds (replacing) or deletes `route` on link `index` in the main table, tagged
+/// `proto dhcp`, with the link's [`metric`] and preferred source `source`; a route
 /// without a gateway is on-link (scope link).
-pub fn route(seq: u32, change: Change, spec: &RouteSpec) -> std::io::Result<Vec<u8>> {
+pub fn route(
+    seq: u32,
+    change: Change,
+    index: u32,
+    route: &Route,
+    source: Option<Ipv4Addr>,
+) -> std::io::Result<Vec<u8>> {
     let kind = match change {
         Change::Replace => RTM_NEWROUTE,
         Change::Delete => RTM_DELROUTE,
     };
-    let scope = if spec.gateway.is_some() {
+    let scope = if route.gateway.is_some() {
         RT_SCOPE_UNIVERSE
     } else {
         RT_SCOPE_LINK
@@ -175,7 +186,7 @@ pub fn route(seq: u32, change: Change, spec: &RouteSpec) -> std::io::Result<Vec<
     // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32).
     let fixed = [
         AF_INET,
-        spec.prefix_len,
+        route.prefix_len,
         0,
         0,
         RT_TABLE_MAIN,
@@ -188,13 +199,13 @@ pub fn route(seq: u32, change: Change, spec: &RouteSpec) -> std::io::Result<Vec<
         0,
     ];
     let mut req = Request::new(kind, flags_for(change), seq, &fixed)
-        .attr(RTA_DST, &spec.destination.octets())?
-        .attr(RTA_OIF, &spec.index.to_ne_bytes())?
-        .attr(RTA_PRIORITY, &spec.metric.to_ne_bytes())?;
-    if let Some(src) = spec.source {
+        .attr(RTA_DST, &route.destination.octets())?
+        .attr(RTA_OIF, &index.to_ne_bytes())?
+        .attr(RTA_PRIORITY, &metric(index).to_ne_bytes())?;
+    if let Some(src) = source {
         req = req.attr(RTA_PREFSRC, &src.octets())?;
     }
-    if let Some(gw) = spec.gateway {
+    if let Some(gw) = route.gateway {
         req = req.attr(RTA_GATEWAY, &gw.octets())?;
     }
     req.finish()
@@ -249,17 +260,19 @@ mod tests {
     }
 
     #[test]
-    fn link_up_sets_and_masks_iff_up_and_carries_the_mtu() {
-        let (kind, _, payload) = one(&set_link(1, 7, true, Some(1400)).unwrap());
+    fn link_up_sets_and_masks_iff_up_and_mtu_leaves_the_flags() {
+        let (kind, _, payload) = one(&link_up(1, 7).unwrap());
         assert_eq!(kind, RTM_SETLINK);
         assert_eq!(u32_of(&payload[4..8]), Some(7));
         assert_eq!(u32_of(&payload[8..12]), Some(IFF_UP));
         assert_eq!(u32_of(&payload[12..16]), Some(IFF_UP));
-        let attrs = attributes(&payload[IFINFOMSG_LEN..]);
-        assert_eq!(attrs, vec![(IFLA_MTU, &1400u32.to_ne_bytes()[..])]);
+        assert!(attributes(&payload[IFINFOMSG_LEN..]).is_empty());
         // MTU only: the flags are left alone (change mask 0).
-        let (_, _, payload) = one(&set_link(1, 7, false, Some(9000)).unwrap());
+        let (kind, _, payload) = one(&set_mtu(1, 7, 9000).unwrap());
+        assert_eq!(kind, RTM_SETLINK);
         assert_eq!(u32_of(&payload[12..16]), Some(0));
+        let attrs = attributes(&payload[IFINFOMSG_LEN..]);
+        assert_eq!(attrs, vec![(IFLA_MTU, &9000u32.to_ne_bytes()[..])]);
     }
 
     #[test]
@@ -289,15 +302,13 @@ mod tests {
 
     #[test]
     fn routes_are_dhcp_routes_in_the_main_table() {
-        let mut spec = RouteSpec {
-            index: 2,
+        let mut default = Route {
             destination: Ipv4Addr::UNSPECIFIED,
             prefix_len: 0,
             gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
-            source: Some(Ipv4Addr::new(10, 0, 2, 15)),
-            metric: 1002,
         };
-        let (kind, _, payload) = one(&route(5, Change::Replace, &spec).unwrap());
+        let source = Some(Ipv4Addr::new(10, 0, 2, 15));
+        let (kind, _, payload) = one(&route(5, Change::Replace, 2, &default, source).unwrap());
         assert_eq!(kind, RTM_NEWROUTE);
         assert_eq!(
             &payload[..8],
@@ -317,9 +328,8 @@ mod tests {
         assert_eq!(attrs[2], (RTA_PRIORITY, &1002u32.to_ne_bytes()[..]));
         assert_eq!(attrs[4], (RTA_GATEWAY, &[10, 0, 2, 2][..]));
         // On-link, as deleted: scope link, no gateway, no preferred source.
-        spec.gateway = None;
-        spec.source = None;
-        let (kind, _, payload) = one(&route(5, Change::Delete, &spec).unwrap());
+        default.gateway = None;
+        let (kind, _, payload) = one(&route(5, Change::Delete, 2, &default, None).unwrap());
         assert_eq!(kind, RTM_DELROUTE);
         assert_eq!(payload[6], RT_SCOPE_LINK);
         assert_eq!(attributes(&payload[12..]).len(), 3);
